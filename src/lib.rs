@@ -1,0 +1,1 @@
+//! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
