@@ -1,1 +1,10 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
+
+pub mod config;
+pub mod domain;
+pub mod store;
+pub mod app;
+pub mod subscribers;
+pub mod mail;
+pub mod web;
+pub mod cli;

@@ -1,0 +1,155 @@
+//! `App`: everything a command or request needs, built once from config.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::domain::{Secret, UnsubscribeToken};
+use crate::mail::smtp_url::SmtpEndpoint;
+use crate::mail::transport::{Mailer, TransportConfig};
+use crate::store::{Db, Newsletter, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("smtp.url: {0}")]
+    SmtpUrl(String),
+}
+
+#[derive(Clone)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub secret: Secret,
+    pub mailer: Mailer,
+    /// The newsletter `[newsletter]` configures; commands default to it.
+    pub newsletter: Arc<Newsletter>,
+    pub links: Links,
+}
+
+impl App {
+    /// Opens the database, runs migrations, syncs the default newsletter.
+    pub async fn open(config: Config) -> Result<App, AppError> {
+        config.validate()?;
+        let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+        db.migrate().await?;
+        let newsletter = db.sync_default_newsletter(&config).await?;
+        let secret = if config.security.secret.is_empty() {
+            db.instance_secret().await?
+        } else {
+            Secret::new(config.security.secret.clone().into_bytes())
+        };
+        let mailer = Mailer::new(transport_config(&config)?);
+        Ok(App {
+            links: Links::new(config.base_url()),
+            config: Arc::new(config),
+            db,
+            secret,
+            mailer,
+            newsletter: Arc::new(newsletter),
+        })
+    }
+
+    /// The newsletter named by `--newsletter`, or the default one.
+    pub async fn newsletter(&self, slug: Option<&str>) -> Result<Arc<Newsletter>, LookupError> {
+        match slug {
+            None => Ok(self.newsletter.clone()),
+            Some(s) if s == self.newsletter.slug => Ok(self.newsletter.clone()),
+            Some(s) => self
+                .db
+                .newsletter_by_slug(s)
+                .await?
+                .map(Arc::new)
+                .ok_or_else(|| LookupError::NoNewsletter(s.to_owned())),
+        }
+    }
+
+    /// The address bounces go to: `smtp.envelope_from`, else the From address.
+    pub fn envelope_from(&self, newsletter: &Newsletter) -> String {
+        if self.config.smtp.envelope_from.is_empty() {
+            newsletter.from().address.to_string()
+        } else {
+            self.config.smtp.envelope_from.clone()
+        }
+    }
+
+    pub fn unsubscribe_url(&self, subscriber_id: i64, newsletter_id: i64) -> String {
+        self.links.unsubscribe(&UnsubscribeToken::new(subscriber_id, newsletter_id).encode(&self.secret))
+    }
+
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` values (RFC 2369, RFC 8058).
+    /// The mailto goes to the newsletter's reply address, read by people,
+    /// until inbound mail processing exists.
+    pub fn list_unsubscribe_headers(&self, subscriber_id: i64, newsletter: &Newsletter) -> (String, String) {
+        let url = self.unsubscribe_url(subscriber_id, newsletter.id);
+        let value = format!("<{url}>, <{}>", self.unsubscribe_mailto(newsletter));
+        (value, "List-Unsubscribe=One-Click".to_owned())
+    }
+
+    pub fn unsubscribe_mailto(&self, newsletter: &Newsletter) -> String {
+        let to = newsletter
+            .reply_to
+            .as_deref()
+            .and_then(|r| crate::domain::Mailbox::parse(r).ok())
+            .unwrap_or_else(|| newsletter.from());
+        format!("mailto:{}?subject=unsubscribe", to.address)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no newsletter with slug {0:?} (the default is set by newsletter.slug)")]
+    NoNewsletter(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn transport_config(config: &Config) -> Result<TransportConfig, AppError> {
+    let smtp = &config.smtp;
+    if smtp.url.is_empty() {
+        return Ok(TransportConfig::FileOutbox { dir: smtp.outbox_dir.clone() });
+    }
+    let endpoint: SmtpEndpoint = smtp.url.parse().map_err(|e| AppError::SmtpUrl(format!("{e}")))?;
+    Ok(TransportConfig::Smtp {
+        endpoint,
+        hello_name: (!smtp.hello_name.is_empty()).then(|| smtp.hello_name.clone()),
+        timeout: smtp.timeout.0.max(Duration::from_millis(100)),
+    })
+}
+
+/// Every public URL Herald puts in a page or a mail, built from
+/// `http.base_url` (never from a request's Host header).
+#[derive(Clone, Debug)]
+pub struct Links {
+    base: Arc<str>,
+}
+
+impl Links {
+    pub fn new(base_url: &str) -> Links {
+        Links { base: base_url.trim_end_matches('/').into() }
+    }
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+    pub fn subscribe(&self, newsletter_slug: Option<&str>) -> String {
+        match newsletter_slug {
+            None => format!("{}/subscribe", self.base),
+            Some(slug) => format!("{}/n/{slug}/subscribe", self.base),
+        }
+    }
+    pub fn confirm(&self, token: &str) -> String {
+        format!("{}/confirm/{token}", self.base)
+    }
+    pub fn unsubscribe(&self, token: &str) -> String {
+        format!("{}/unsubscribe/{token}", self.base)
+    }
+    pub fn archive(&self) -> String {
+        format!("{}/archive", self.base)
+    }
+    pub fn archive_issue(&self, slug: &str) -> String {
+        format!("{}/archive/{slug}", self.base)
+    }
+}

@@ -1,0 +1,209 @@
+//! `herald subscribers …`
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::app::App;
+use crate::domain::{SubscriptionState, ms_to_datetime};
+use crate::subscribers::import::ImportOptions;
+use crate::subscribers::{SubscribeOutcome, UnsubscribeOutcome, clean_name, parse_email};
+
+#[derive(Subcommand, Debug)]
+pub enum SubscribersCommand {
+    /// Add one subscriber. Without --confirmed a confirmation mail is sent.
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        newsletter: Option<String>,
+        /// The subscriber already consented elsewhere: skip double opt-in.
+        #[arg(long)]
+        confirmed: bool,
+    },
+    /// Import a CSV file with a header row and an `email` column.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        newsletter: Option<String>,
+        #[arg(long)]
+        confirmed: bool,
+        /// Write rejected rows (line,email,reason) here instead of stderr.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Export subscribers as CSV (to FILE, or standard output).
+    Export {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        newsletter: Option<String>,
+        #[arg(long)]
+        state: Option<SubscriptionState>,
+    },
+    /// List subscribers.
+    List {
+        #[arg(long)]
+        newsletter: Option<String>,
+        #[arg(long)]
+        state: Option<SubscriptionState>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one subscriber with their consent history.
+    Show { email: String },
+    /// Unsubscribe an address (the record and history stay).
+    Remove {
+        email: String,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// GDPR erasure: delete personal data, keep only a hashed suppression.
+    Erase { email: String },
+}
+
+pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
+    match cmd {
+        SubscribersCommand::Add { email, name, newsletter, confirmed } => {
+            let email = parse_email(&email)?;
+            let name = clean_name(name.as_deref())?;
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            match app.add_subscriber(&email, name, &nl, confirmed).await? {
+                SubscribeOutcome::ConfirmationSent { to, mail } => {
+                    if app.send_confirmation(&to, &mail).await {
+                        println!("{email}: confirmation mail sent via {}; the address is pending until it confirms", app.mailer.describe());
+                    } else {
+                        anyhow::bail!("{email}: the confirmation mail could not be sent via {}; see the log above", app.mailer.describe());
+                    }
+                }
+                SubscribeOutcome::AlreadyConfirmed => println!("{email}: confirmed subscriber of {}", nl.slug),
+                SubscribeOutcome::RateLimited => println!("{email}: a confirmation mail was sent recently; not sending another yet"),
+            }
+        }
+        SubscribersCommand::Import { file, newsletter, confirmed, rejects } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let bar = progress_bar(size);
+            let progress = |bytes: u64, _: &crate::subscribers::import::ImportReport| bar.set_position(bytes);
+            let mut sink: Box<dyn Write + Send> = match &rejects {
+                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)),
+                None => Box::new(std::io::stderr()),
+            };
+            let report = app.import_subscribers(&file, ImportOptions { confirmed, newsletter: &nl, progress: &progress }, sink.as_mut()).await?;
+            sink.flush()?;
+            bar.finish_and_clear();
+            println!("{report}");
+            if report.confirmations_sent > 0 {
+                println!("{} confirmation mails sent", report.confirmations_sent);
+            }
+        }
+        SubscribersCommand::Export { file, newsletter, state } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let out: Box<dyn Write + Send> = match &file {
+                Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+                None => Box::new(std::io::stdout()),
+            };
+            let mut w = csv::Writer::from_writer(std::io::BufWriter::new(out));
+            w.write_record(["email", "name", "state", "created_at", "confirmed_at", "unsubscribed_at", "attributes"])?;
+            let mut write_err = None;
+            let mut n = 0u64;
+            app.db
+                .for_each_subscriber(nl.id, state, |s| {
+                    let row = [
+                        s.email,
+                        s.name.unwrap_or_default(),
+                        s.state,
+                        rfc3339(Some(s.created_at)),
+                        rfc3339(s.confirmed_at),
+                        rfc3339(s.unsubscribed_at),
+                        s.attributes,
+                    ];
+                    if let Err(e) = w.write_record(&row) {
+                        write_err.get_or_insert(e);
+                    }
+                    n += 1;
+                    Ok(())
+                })
+                .await?;
+            if let Some(e) = write_err {
+                return Err(e.into());
+            }
+            w.flush()?;
+            if let Some(path) = file {
+                eprintln!("exported {n} subscribers to {}", path.display());
+            }
+        }
+        SubscribersCommand::List { newsletter, state, json } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let rows = app.db.list_subscribers(nl.id, state).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for s in &rows {
+                    println!("{:<40} {:<13} {}", s.email, s.state, s.name.as_deref().unwrap_or(""));
+                }
+                eprintln!("{} subscribers", rows.len());
+            }
+        }
+        SubscribersCommand::Show { email } => {
+            let email = parse_email(&email)?;
+            let Some(s) = app.db.subscriber_by_email(&email).await? else {
+                anyhow::bail!("no subscriber with address {email}");
+            };
+            println!("email:      {}", s.email);
+            println!("name:       {}", s.name.as_deref().unwrap_or("-"));
+            println!("created:    {}", rfc3339(Some(s.created_at)));
+            println!("attributes: {}", s.attributes);
+            println!("suppressed: {}", if app.db.is_suppressed(&email).await? { "yes" } else { "no" });
+            for (slug, sub) in app.db.subscriptions_of(s.id).await? {
+                println!("newsletter {slug}: {}", sub.state);
+            }
+            println!("consent history:");
+            for e in app.db.consent_history(s.id).await? {
+                println!(
+                    "  {}  {:<13} source={} ip={} ua={:?} text={} method={}",
+                    rfc3339(Some(e.at)),
+                    e.kind,
+                    e.source,
+                    e.ip.as_deref().unwrap_or("-"),
+                    e.user_agent.as_deref().unwrap_or("-"),
+                    e.consent_text_version.as_deref().unwrap_or("-"),
+                    e.method.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        SubscribersCommand::Remove { email, newsletter } => {
+            let email = parse_email(&email)?;
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            match app.remove_subscriber(&email, &nl).await? {
+                UnsubscribeOutcome::Unsubscribed { .. } => println!("{email}: unsubscribed from {}", nl.slug),
+                UnsubscribeOutcome::AlreadyUnsubscribed { .. } | UnsubscribeOutcome::Gone => println!("{email}: was not subscribed to {}", nl.slug),
+            }
+        }
+        SubscribersCommand::Erase { email } => {
+            let email = parse_email(&email)?;
+            app.erase_subscriber(&email).await?;
+            println!("{email}: personal data erased; the address stays suppressed (hashed)");
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(ms: Option<i64>) -> String {
+    ms.map(|m| ms_to_datetime(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+}
+
+/// A progress bar on a terminal, nothing otherwise.
+pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,23 @@
+//! Domain types: values that can only hold what the product allows.
+
+pub mod email;
+pub mod mailbox;
+pub mod state;
+pub mod token;
+
+pub use email::{EmailAddress, EmailError};
+pub use mailbox::Mailbox;
+pub use state::{ConsentKind, DeliveryState, IssueStatus, ItemState, SubscriptionState};
+pub use token::{ConfirmationToken, Secret, UnsubscribeToken};
+
+/// Milliseconds since the Unix epoch: the one time representation in the
+/// database, identical on SQLite and PostgreSQL and cheap to compare.
+pub type Millis = i64;
+
+pub fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn ms_to_datetime(ms: Millis) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}

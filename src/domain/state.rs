@@ -1,0 +1,120 @@
+//! The states of the things Herald tracks, with their database spelling in
+//! one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares a closed set of states stored as text, with `as_str`, `Display`
+/// and `FromStr` that name the accepted values in their error.
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {:?}: expected one of {}",
+                        stringify!($name), other, [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// A subscriber's relation to one newsletter.
+    SubscriptionState {
+        Pending => "pending",
+        Confirmed => "confirmed",
+        Unsubscribed => "unsubscribed",
+        Bounced => "bounced",
+        Complained => "complained",
+    }
+);
+
+text_enum!(
+    /// What a consent record says happened.
+    ConsentKind {
+        Request => "request",
+        Confirm => "confirm",
+        Unsubscribe => "unsubscribe",
+        Resubscribe => "resubscribe",
+        Import => "import",
+        AdminChange => "admin-change",
+        Bounce => "bounce",
+    }
+);
+
+text_enum!(
+    /// An item's place in the editorial week.
+    ItemState {
+        Draft => "draft",
+        Ready => "ready",
+        Published => "published",
+    }
+);
+
+text_enum!(
+    /// The send status of an issue as editors control it.
+    IssueStatus {
+        Draft => "draft",
+        Sending => "sending",
+        Paused => "paused",
+        Cancelled => "cancelled",
+        Sent => "sent",
+    }
+);
+
+text_enum!(
+    /// One recipient's delivery of one issue.
+    DeliveryState {
+        Queued => "queued",
+        Sending => "sending",
+        Sent => "sent",
+        RetryWait => "retry_wait",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+);
+
+impl DeliveryState {
+    /// A delivery in one of these states still has work ahead of it; an issue
+    /// is complete when none of its deliveries is in one.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Queued | Self::Sending | Self::RetryWait)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_explains_errors() {
+        for s in SubscriptionState::ALL {
+            assert_eq!(s.as_str().parse::<SubscriptionState>().unwrap(), *s);
+        }
+        let err = "gone".parse::<SubscriptionState>().unwrap_err();
+        assert!(err.contains("pending, confirmed, unsubscribed"), "{err}");
+        assert_eq!("retry_wait".parse::<DeliveryState>().unwrap(), DeliveryState::RetryWait);
+    }
+}

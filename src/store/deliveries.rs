@@ -1,0 +1,1 @@
+//! Deliveries and their attempts.

@@ -1,0 +1,423 @@
+//! Subscribers, subscriptions, confirmation tokens, consent events and
+//! suppressions.
+
+use futures::TryStreamExt;
+
+use super::{Db, Result, parse_state, with_pool, with_tx};
+use crate::domain::{ConsentKind, EmailAddress, Millis, SubscriptionState};
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+    pub attributes: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriptionRow {
+    pub subscriber_id: i64,
+    pub newsletter_id: i64,
+    pub state: String,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub confirmed_at: Option<Millis>,
+    pub unsubscribed_at: Option<Millis>,
+}
+
+impl SubscriptionRow {
+    pub fn state(&self) -> Result<SubscriptionState> {
+        parse_state(&self.state)
+    }
+}
+
+/// A subscriber with their state for one newsletter: what lists and exports show.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ListedSubscriber {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+    pub attributes: String,
+    pub state: String,
+    pub created_at: Millis,
+    pub confirmed_at: Option<Millis>,
+    pub unsubscribed_at: Option<Millis>,
+}
+
+/// Who asked for a change, from where, under which wording: the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct ConsentContext {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub source: String,
+    pub consent_text_version: Option<String>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ConsentEventRow {
+    pub kind: String,
+    pub at: Millis,
+    pub newsletter_id: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub source: String,
+    pub consent_text_version: Option<String>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenLookup {
+    Valid { subscriber_id: i64, newsletter_id: i64 },
+    AlreadyUsed { subscriber_id: i64, newsletter_id: i64 },
+    Expired,
+    Unknown,
+}
+
+const SUBSCRIBER_COLUMNS: &str = "id, email, name, attributes, created_at";
+const SUBSCRIPTION_COLUMNS: &str =
+    "subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at, unsubscribed_at";
+
+impl Db {
+    pub async fn subscriber_by_email(&self, email: &EmailAddress) -> Result<Option<Subscriber>> {
+        let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email = $1");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email.as_str()).fetch_optional(p).await?))
+    }
+
+    pub async fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
+        let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id = $1");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?))
+    }
+
+    /// Returns the subscriber for `email`, creating it (with `name`) if new.
+    /// An existing subscriber's name is left alone: the public form must not
+    /// let anyone rename someone else.
+    pub async fn ensure_subscriber(&self, email: &EmailAddress, name: Option<&str>, now: Millis) -> Result<(Subscriber, bool)> {
+        let inserted: Option<i64> = with_pool!(self, |p| {
+            sqlx::query_scalar(
+                "INSERT INTO subscribers (email, name, attributes, created_at) VALUES ($1, $2, '{}', $3)
+                 ON CONFLICT (email) DO NOTHING RETURNING id",
+            )
+            .bind(email.as_str())
+            .bind(name)
+            .bind(now)
+            .fetch_optional(p)
+            .await?
+        });
+        let sub = self
+            .subscriber_by_email(email)
+            .await?
+            .ok_or_else(|| super::StoreError::Corrupt(format!("subscriber {email} vanished")))?;
+        Ok((sub, inserted.is_some()))
+    }
+
+    pub async fn set_subscriber_name(&self, id: i64, name: &str) -> Result<()> {
+        with_pool!(self, |p| sqlx::query("UPDATE subscribers SET name = $1 WHERE id = $2").bind(name).bind(id).execute(p).await?.rows_affected());
+        Ok(())
+    }
+
+    pub async fn subscription(&self, subscriber_id: i64, newsletter_id: i64) -> Result<Option<SubscriptionRow>> {
+        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscriber_id = $1 AND newsletter_id = $2");
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(subscriber_id).bind(newsletter_id).fetch_optional(p).await?
+        }))
+    }
+
+    /// Creates a `pending` subscription if there is none; an existing one
+    /// keeps its state (an unsubscribed address stays unsubscribed until it confirms).
+    pub async fn ensure_pending_subscription(&self, subscriber_id: i64, newsletter_id: i64, now: Millis) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at)
+                 VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (subscriber_id, newsletter_id) DO NOTHING",
+            )
+            .bind(subscriber_id)
+            .bind(newsletter_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Moves a subscription to `state` (creating it if needed) and records
+    /// the consent event, in one transaction. Confirming also lifts any
+    /// suppression of the address: a fresh confirmation is the only way out.
+    pub async fn change_subscription(
+        &self,
+        subscriber_id: i64,
+        email: &EmailAddress,
+        newsletter_id: i64,
+        state: SubscriptionState,
+        kind: ConsentKind,
+        ctx: &ConsentContext,
+        now: Millis,
+    ) -> Result<()> {
+        let confirmed_at = (state == SubscriptionState::Confirmed).then_some(now);
+        let unsubscribed_at = (state == SubscriptionState::Unsubscribed).then_some(now);
+        with_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at, unsubscribed_at)
+                 VALUES ($1, $2, $3, $4, $4, $5, $6)
+                 ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                   confirmed_at = COALESCE(excluded.confirmed_at, subscriptions.confirmed_at),
+                   unsubscribed_at = COALESCE(excluded.unsubscribed_at, subscriptions.unsubscribed_at),
+                   soft_bounces = 0",
+            )
+            .bind(subscriber_id)
+            .bind(newsletter_id)
+            .bind(state.as_str())
+            .bind(now)
+            .bind(confirmed_at)
+            .bind(unsubscribed_at)
+            .execute(&mut *tx)
+            .await?;
+            if state == SubscriptionState::Confirmed {
+                sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
+                    .bind(email.suppression_hash())
+                .execute(&mut *tx)
+                .await?;
+            }
+            insert_consent(&mut *tx, subscriber_id, newsletter_id, kind, ctx, now).await?;
+            Ok::<(), super::StoreError>(())
+        })
+    }
+
+    pub async fn record_consent(
+        &self,
+        subscriber_id: i64,
+        newsletter_id: i64,
+        kind: ConsentKind,
+        ctx: &ConsentContext,
+        now: Millis,
+    ) -> Result<()> {
+        with_pool!(self, |p| insert_consent(p, subscriber_id, newsletter_id, kind, ctx, now).await)
+    }
+
+    pub async fn consent_history(&self, subscriber_id: i64) -> Result<Vec<ConsentEventRow>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT kind, at, newsletter_id, ip, user_agent, source, consent_text_version, method
+                 FROM consent_events WHERE subscriber_id = $1 ORDER BY at, id",
+            )
+            .bind(subscriber_id)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Records that a confirmation mail may go out now, unless one went out
+    /// after `not_since`. Atomic, so concurrent requests send at most one.
+    pub async fn claim_confirmation_slot(&self, subscriber_id: i64, newsletter_id: i64, now: Millis, not_since: Millis) -> Result<bool> {
+        let done = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE subscriptions SET last_confirmation_at = $3
+                 WHERE subscriber_id = $1 AND newsletter_id = $2
+                   AND (last_confirmation_at IS NULL OR last_confirmation_at <= $4)",
+            )
+            .bind(subscriber_id)
+            .bind(newsletter_id)
+            .bind(now)
+            .bind(not_since)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    pub async fn insert_confirmation_token(
+        &self,
+        token_hash: &str,
+        subscriber_id: i64,
+        newsletter_id: i64,
+        now: Millis,
+        expires_at: Millis,
+    ) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO confirmation_tokens (token_hash, subscriber_id, newsletter_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(subscriber_id)
+            .bind(newsletter_id)
+            .bind(now)
+            .bind(expires_at)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    pub async fn lookup_confirmation_token(&self, token_hash: &str, now: Millis) -> Result<TokenLookup> {
+        let row: Option<(i64, i64, Millis, Option<Millis>)> = with_pool!(self, |p| {
+            sqlx::query_as("SELECT subscriber_id, newsletter_id, expires_at, used_at FROM confirmation_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(match row {
+            None => TokenLookup::Unknown,
+            Some((subscriber_id, newsletter_id, _, Some(_))) => TokenLookup::AlreadyUsed { subscriber_id, newsletter_id },
+            Some((_, _, expires_at, None)) if expires_at <= now => TokenLookup::Expired,
+            Some((subscriber_id, newsletter_id, _, None)) => TokenLookup::Valid { subscriber_id, newsletter_id },
+        })
+    }
+
+    /// Single use: true only for the caller that actually spent the token.
+    pub async fn spend_confirmation_token(&self, token_hash: &str, now: Millis) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("UPDATE confirmation_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
+                .bind(token_hash)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn is_suppressed(&self, email: &EmailAddress) -> Result<bool> {
+        let n: i64 = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM suppressions WHERE address_hash = $1")
+                .bind(email.suppression_hash())
+                .fetch_one(p)
+                .await?
+        });
+        Ok(n > 0)
+    }
+
+    pub async fn suppress(&self, email: &EmailAddress, reason: &str, now: Millis) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO suppressions (address_hash, email, reason, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (address_hash) DO NOTHING",
+            )
+            .bind(email.suppression_hash())
+            .bind(email.as_str())
+            .bind(reason)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Subscribers of a newsletter, optionally in one state, oldest first.
+    pub async fn list_subscribers(&self, newsletter_id: i64, state: Option<SubscriptionState>) -> Result<Vec<ListedSubscriber>> {
+        let mut out = Vec::new();
+        self.for_each_subscriber(newsletter_id, state, |row| {
+            out.push(row);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Streams subscribers row by row (constant memory for exports).
+    pub async fn for_each_subscriber(
+        &self,
+        newsletter_id: i64,
+        state: Option<SubscriptionState>,
+        mut f: impl FnMut(ListedSubscriber) -> Result<()>,
+    ) -> Result<()> {
+        let state = state.map(|s| s.as_str());
+        with_pool!(self, |p| {
+            let mut rows = sqlx::query_as::<_, ListedSubscriber>(
+                "SELECT s.id, s.email, s.name, s.attributes, sub.state, s.created_at, sub.confirmed_at, sub.unsubscribed_at
+                 FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id
+                 WHERE sub.newsletter_id = $1 AND ($2 IS NULL OR sub.state = $2)
+                 ORDER BY s.id",
+            )
+            .bind(newsletter_id)
+            .bind(state)
+            .fetch(p);
+            while let Some(row) = rows.try_next().await? {
+                f(row)?;
+            }
+        });
+        Ok(())
+    }
+
+    pub async fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(String, SubscriptionRow)>> {
+        let rows: Vec<SubscriptionRowWithSlug> = with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT n.slug, sub.subscriber_id, sub.newsletter_id, sub.state, sub.created_at, sub.updated_at, sub.confirmed_at, sub.unsubscribed_at
+                 FROM subscriptions sub JOIN newsletters n ON n.id = sub.newsletter_id WHERE sub.subscriber_id = $1 ORDER BY n.slug",
+            )
+            .bind(subscriber_id)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(|r| (r.slug, r.row)).collect())
+    }
+
+    /// GDPR erasure: the subscriber row and everything personal goes; a
+    /// hashed suppression stays so that the address is never mailed again
+    /// by accident (an import, say) without a fresh confirmation.
+    pub async fn erase_subscriber(&self, subscriber: &Subscriber, email: &EmailAddress, now: Millis) -> Result<()> {
+        let hash = email.suppression_hash();
+        with_tx!(self, |tx| {
+            sqlx::query(
+                "INSERT INTO suppressions (address_hash, email, reason, created_at) VALUES ($1, NULL, 'erased', $2)
+                 ON CONFLICT (address_hash) DO UPDATE SET email = NULL",
+            )
+            .bind(&hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE consent_events SET ip = NULL, user_agent = NULL WHERE subscriber_id = $1")
+                .bind(subscriber.id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM subscribers WHERE id = $1").bind(subscriber.id).execute(&mut *tx).await?;
+            Ok::<(), super::StoreError>(())
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRowWithSlug {
+    slug: String,
+    #[sqlx(flatten)]
+    row: SubscriptionRow,
+}
+
+async fn insert_consent<'e, E, DB>(
+    executor: E,
+    subscriber_id: i64,
+    newsletter_id: i64,
+    kind: ConsentKind,
+    ctx: &ConsentContext,
+    now: Millis,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i64: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    &'e str: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, ip, user_agent, source, consent_text_version, method)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(subscriber_id)
+    .bind(newsletter_id)
+    .bind(kind.as_str())
+    .bind(now)
+    .bind(ctx.ip.clone())
+    .bind(ctx.user_agent.clone())
+    .bind(ctx.source.clone())
+    .bind(ctx.consent_text_version.clone())
+    .bind(ctx.method.clone())
+    .execute(executor)
+    .await?;
+    Ok(())
+}
