@@ -149,3 +149,14 @@ CREATE TABLE delivery_attempts (
     worker_id   TEXT NOT NULL
 );
 CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts (delivery_id);
+
+-- The intro and title waiting for the next issue (from `items import` of a
+-- digest file); consumed by compose.
+CREATE TABLE issue_drafts (
+    newsletter_id BIGINT PRIMARY KEY REFERENCES newsletters(id) ON DELETE CASCADE,
+    title         TEXT,
+    subject       TEXT,
+    preheader     TEXT,
+    intro         TEXT,
+    updated_at    BIGINT NOT NULL
+);
