@@ -37,6 +37,22 @@ pub struct ItemInput {
     pub section: Option<String>,
 }
 
+impl From<ItemInput> for crate::render::DigestItem {
+    fn from(i: ItemInput) -> Self {
+        crate::render::DigestItem {
+            headline: i.headline,
+            outlet: i.outlet,
+            published: i.published,
+            author: i.author,
+            author_role: i.author_role,
+            summary_markdown: i.summary_markdown,
+            quote: i.quote,
+            section: i.section,
+            url: i.url,
+        }
+    }
+}
+
 /// `{path}:{line}: {message}`; the message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{path}:{line}: {message}")]

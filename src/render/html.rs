@@ -51,9 +51,37 @@ pub(crate) fn inline(html: &str) -> Result<String, RenderError> {
         .keep_at_rules(true)
         .minify_css(true)
         .build();
-    inliner
+    let out = inliner
         .inline(html)
-        .map_err(|e| RenderError::Inline(e.to_string()))
+        .map_err(|e| RenderError::Inline(e.to_string()))?;
+    Ok(move_style_to_head_end(out))
+}
+
+/// css-inline emits the kept at-rules as the first child of `<head>`; move that
+/// `<style>` to the end of `<head>` so `<meta charset>` stays first.
+fn move_style_to_head_end(html: String) -> String {
+    let Some(head) = html.find("<head>") else {
+        return html;
+    };
+    let start = head + "<head>".len();
+    if !html[start..].starts_with("<style>") {
+        return html;
+    }
+    let (Some(style_len), Some(head_end)) = (
+        html[start..].find("</style>").map(|e| e + "</style>".len()),
+        html.find("</head>"),
+    ) else {
+        return html;
+    };
+    if start + style_len > head_end {
+        return html;
+    }
+    let mut out = String::with_capacity(html.len());
+    out.push_str(&html[..start]);
+    out.push_str(&html[start + style_len..head_end]);
+    out.push_str(&html[start..start + style_len]);
+    out.push_str(&html[head_end..]);
+    out
 }
 
 fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, css: &str) -> Markup {
@@ -203,7 +231,7 @@ fn item_body(item: &DigestItem) -> Markup {
         @if url_ok {
             table class="btn" role="presentation" cellpadding="0" cellspacing="0" border="0" {
                 tr { td class="btn-cell" align="center" {
-                    a class="btn-link" href=(url) aria-label={ "Read the article: " (headline) } { "Read the article" }
+                    a class="btn-link" href=(url) { "Read the article" }
                 } }
             }
         }

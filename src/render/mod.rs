@@ -17,7 +17,8 @@ mod text;
 
 use thiserror::Error;
 
-pub use mime::{MessageHeaders, MessageTemplate, Recipient};
+pub use html::{MSO_CLOSE, MSO_OPEN};
+pub use mime::{BOUNDARY, MessageHeaders, MessageTemplate, Recipient};
 
 /// Sentinel tokens used in [`RenderedIssue::html`] and [`RenderedIssue::text`].
 pub mod placeholder {
@@ -192,7 +193,9 @@ pub(crate) fn is_http_url(url: &str) -> bool {
     };
     !rest.is_empty()
         && !rest.starts_with('/')
-        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '\\'))
 }
 
 pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
