@@ -102,13 +102,13 @@ impl ItemInput {
                 single_line(name, v, MAX_LINE_FIELD, false).map_err(|m| (f, m))?;
             }
         }
-        if let Some(q) = &self.quote {
-            if q.chars().count() > MAX_QUOTE {
-                return Err((
-                    Field::Quote,
-                    format!("quote is longer than {MAX_QUOTE} characters; shorten it"),
-                ));
-            }
+        if let Some(q) = &self.quote
+            && q.chars().count() > MAX_QUOTE
+        {
+            return Err((
+                Field::Quote,
+                format!("quote is longer than {MAX_QUOTE} characters; shorten it"),
+            ));
         }
         if self.summary_markdown.chars().count() > MAX_SUMMARY {
             return Err((

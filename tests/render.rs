@@ -602,7 +602,8 @@ fn non_ascii_headers_are_rfc2047_encoded() {
 #[test]
 fn prepare_rejects_crlf_in_header_values() {
     let r = render(&sample_issue());
-    let cases: Vec<Box<dyn Fn(&mut MessageHeaders)>> = vec![
+    type Mutate = Box<dyn Fn(&mut MessageHeaders)>;
+    let cases: Vec<Mutate> = vec![
         Box::new(|h| h.from = "a <a@b.c>\r\nBcc: x@y.z".into()),
         Box::new(|h| h.subject = "Hi\nBcc: x@y.z".into()),
         Box::new(|h| h.reply_to = Some("a@b.c\r".into())),

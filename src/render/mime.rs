@@ -259,11 +259,11 @@ impl Builder {
         let start = self.buf.len();
         self.buf.extend_from_slice(bytes);
         // Merge with a directly preceding literal.
-        if let Some(Seg::Lit(r)) = self.segs.last_mut() {
-            if r.end == start {
-                r.end = self.buf.len();
-                return;
-            }
+        if let Some(Seg::Lit(r)) = self.segs.last_mut()
+            && r.end == start
+        {
+            r.end = self.buf.len();
+            return;
         }
         self.segs.push(Seg::Lit(start..self.buf.len()));
     }

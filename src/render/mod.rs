@@ -231,7 +231,7 @@ pub(crate) fn strip_controls(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn fill_placeholders(src: &str, name: Option<&str>, unsub: &str, html: bool) -> String {
-    let name = name.map(|n| clean_line(n)).filter(|n| !n.is_empty());
+    let name = name.map(clean_line).filter(|n| !n.is_empty());
     let unsub = strip_controls(unsub);
     let mut out = Vec::with_capacity(src.len() + 256);
     let mut rest = src;

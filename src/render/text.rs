@@ -149,11 +149,11 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
             &mut out,
             &markdown::to_text(&item.summary_markdown, &mut links),
         );
-        if let Some(q) = item.quote.as_deref().map(|q| clean(q).trim().to_owned()) {
-            if !q.is_empty() {
-                wrap_into(&mut out, &format!("“{q}”"), "    ", "    ");
-                out.push('\n');
-            }
+        if let Some(q) = item.quote.as_deref().map(|q| clean(q).trim().to_owned())
+            && !q.is_empty()
+        {
+            wrap_into(&mut out, &format!("“{q}”"), "    ", "    ");
+            out.push('\n');
         }
         let url = item.url.trim();
         if is_http_url(url) {
