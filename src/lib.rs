@@ -1,10 +1,12 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
 
-pub mod config;
-pub mod domain;
-pub mod store;
 pub mod app;
-pub mod subscribers;
-pub mod mail;
-pub mod web;
 pub mod cli;
+pub mod config;
+pub mod digest_file;
+pub mod domain;
+pub mod mail;
+pub mod render;
+pub mod store;
+pub mod subscribers;
+pub mod web;

@@ -1,0 +1,550 @@
+//! Parser of the digest / item import format (Markdown with `+++` TOML front matter).
+//!
+//! A file is a sequence of blocks. Each block starts with a line that is exactly
+//! `+++` (trailing whitespace allowed), holds TOML up to the next `+++` line, and is
+//! followed by Markdown up to the next `+++` line outside a fenced code block (or
+//! the end of the file). The first block is the issue header when it has no
+//! `headline` key (keys: `title`, `subject`, `preheader`; its Markdown is the
+//! intro); every other block is an item. See `emails/README.md`.
+//!
+//! Any error rejects the whole file.
+
+use serde::Deserialize;
+use thiserror::Error;
+use toml::Spanned;
+
+/// The parsed file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParsedDigest {
+    pub title: Option<String>,
+    pub subject: Option<String>,
+    pub preheader: Option<String>,
+    pub intro_markdown: Option<String>,
+    pub items: Vec<ItemInput>,
+}
+
+/// One item, as imported from a file or entered on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemInput {
+    pub headline: String,
+    pub outlet: String,
+    pub url: String,
+    pub published: Option<chrono::NaiveDate>,
+    pub author: Option<String>,
+    pub author_role: Option<String>,
+    pub summary_markdown: String,
+    pub quote: Option<String>,
+    pub section: Option<String>,
+}
+
+impl From<ItemInput> for crate::render::DigestItem {
+    fn from(i: ItemInput) -> Self {
+        crate::render::DigestItem {
+            headline: i.headline,
+            outlet: i.outlet,
+            published: i.published,
+            author: i.author,
+            author_role: i.author_role,
+            summary_markdown: i.summary_markdown,
+            quote: i.quote,
+            section: i.section,
+            url: i.url,
+        }
+    }
+}
+
+/// `{path}:{line}: {message}`; the message says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{path}:{line}: {message}")]
+pub struct DigestFileError {
+    pub path: String,
+    pub line: usize,
+    pub message: String,
+}
+
+/// Maximum lengths (in characters).
+pub const MAX_HEADLINE: usize = 300;
+pub const MAX_LINE_FIELD: usize = 200;
+pub const MAX_URL: usize = 2048;
+pub const MAX_QUOTE: usize = 2000;
+pub const MAX_SUMMARY: usize = 20_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Headline,
+    Outlet,
+    Url,
+    Author,
+    AuthorRole,
+    Quote,
+    Section,
+    Summary,
+}
+
+impl ItemInput {
+    /// Check the fields (shared by the file parser and CLI input).
+    pub fn validate(&self) -> Result<(), String> {
+        self.check().map_err(|(_, m)| m)
+    }
+
+    fn check(&self) -> Result<(), (Field, String)> {
+        single_line("headline", &self.headline, MAX_HEADLINE, true)
+            .map_err(|m| (Field::Headline, m))?;
+        single_line("outlet", &self.outlet, MAX_LINE_FIELD, true)
+            .map_err(|m| (Field::Outlet, m))?;
+        check_url(&self.url).map_err(|m| (Field::Url, m))?;
+        for (f, name, v) in [
+            (Field::Author, "author", &self.author),
+            (Field::AuthorRole, "author_role", &self.author_role),
+            (Field::Section, "section", &self.section),
+        ] {
+            if let Some(v) = v {
+                single_line(name, v, MAX_LINE_FIELD, false).map_err(|m| (f, m))?;
+            }
+        }
+        if let Some(q) = &self.quote
+            && q.chars().count() > MAX_QUOTE
+        {
+            return Err((
+                Field::Quote,
+                format!("quote is longer than {MAX_QUOTE} characters; shorten it"),
+            ));
+        }
+        if self.summary_markdown.chars().count() > MAX_SUMMARY {
+            return Err((
+                Field::Summary,
+                format!("summary is longer than {MAX_SUMMARY} characters; shorten it"),
+            ));
+        }
+        if self.author_role.is_some() && self.author.is_none() {
+            return Err((
+                Field::AuthorRole,
+                "author_role is set but author is not; add author = \"…\"".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn single_line(name: &str, v: &str, max: usize, required: bool) -> Result<(), String> {
+    if v.contains(['\r', '\n']) {
+        return Err(format!("{name} must be a single line (no line breaks)"));
+    }
+    if v.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!("{name} contains control characters; remove them"));
+    }
+    if required && v.trim().is_empty() {
+        return Err(format!("{name} must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(format!(
+            "{name} is longer than {max} characters; shorten it"
+        ));
+    }
+    Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let ok = {
+        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+        let rest = if lower.starts_with("https://") {
+            &url[8..]
+        } else if lower.starts_with("http://") {
+            &url[7..]
+        } else {
+            ""
+        };
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        !host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if !ok {
+        return Err(format!(
+            "url {url:?} must be an absolute http:// or https:// URL"
+        ));
+    }
+    if url.len() > MAX_URL {
+        return Err(format!("url is longer than {MAX_URL} characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderFm {
+    title: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
+    preheader: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemFm {
+    headline: Option<Spanned<String>>,
+    outlet: Option<Spanned<String>>,
+    url: Option<Spanned<String>>,
+    date: Option<Spanned<toml::Value>>,
+    author: Option<Spanned<String>>,
+    author_role: Option<Spanned<String>>,
+    quote: Option<Spanned<String>>,
+    section: Option<Spanned<String>>,
+}
+
+/// One `+++` block: front matter text and where it starts, plus the Markdown body.
+struct Block {
+    /// 1-based line of the opening `+++`.
+    open_line: usize,
+    front: String,
+    /// 1-based line of the first front-matter line.
+    front_line: usize,
+    body: String,
+    body_line: usize,
+}
+
+fn is_delim(line: &str) -> bool {
+    line.trim_end() == "+++"
+}
+
+fn fence_marker(line: &str) -> Option<&'static str> {
+    let t = line.trim_start();
+    if line.len() - t.len() > 3 {
+        return None;
+    }
+    if t.starts_with("```") {
+        Some("```")
+    } else if t.starts_with("~~~") {
+        Some("~~~")
+    } else {
+        None
+    }
+}
+
+fn split_blocks(path: &str, text: &str) -> Result<Vec<Block>, DigestFileError> {
+    let err = |line: usize, message: String| DigestFileError {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    // Leading blank lines are allowed; anything else before the first +++ is not.
+    while i < lines.len() && lines[i].trim().is_empty() {
+        i += 1;
+    }
+    if i == lines.len() {
+        return Err(err(
+            1,
+            "file is empty; it must start with a +++ front-matter block".into(),
+        ));
+    }
+    if !is_delim(lines[i]) {
+        return Err(err(
+            i + 1,
+            "expected a line containing only +++ (start of the TOML front matter)".into(),
+        ));
+    }
+    while i < lines.len() {
+        let open = i;
+        i += 1;
+        let front_start = i;
+        while i < lines.len() && !is_delim(lines[i]) {
+            i += 1;
+        }
+        if i == lines.len() {
+            return Err(err(
+                open + 1,
+                "front matter opened here is never closed; add a line containing only +++ after the TOML keys".into(),
+            ));
+        }
+        let front = lines[front_start..i].join("\n");
+        i += 1;
+        let body_start = i;
+        let mut fence: Option<&str> = None;
+        while i < lines.len() {
+            let l = lines[i];
+            match (fence, fence_marker(l)) {
+                (None, Some(m)) => fence = Some(m),
+                (Some(f), Some(m)) if f == m => fence = None,
+                (None, None) if is_delim(l) => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        let body = lines[body_start..i].join("\n").trim().to_owned();
+        blocks.push(Block {
+            open_line: open + 1,
+            front,
+            front_line: front_start + 1,
+            body,
+            body_line: body_start + 1,
+        });
+    }
+    Ok(blocks)
+}
+
+/// Parse a single-item or digest file. `path_for_messages` is only used in errors.
+pub fn parse_digest_file(
+    path_for_messages: &str,
+    text: &str,
+) -> Result<ParsedDigest, DigestFileError> {
+    let path = path_for_messages;
+    let blocks = split_blocks(path, text)?;
+    let mut out = ParsedDigest::default();
+    for (idx, b) in blocks.iter().enumerate() {
+        let line_of = |offset: usize| {
+            b.front_line + b.front[..offset.min(b.front.len())].matches('\n').count()
+        };
+        let err = |line: usize, message: String| DigestFileError {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let toml_err = |e: toml::de::Error| {
+            let line = e.span().map(|s| line_of(s.start)).unwrap_or(b.open_line);
+            err(
+                line,
+                format!("invalid front matter: {}", e.message().trim()),
+            )
+        };
+        let table: toml::Table = toml::from_str(&b.front).map_err(toml_err)?;
+        let is_header = idx == 0 && !table.contains_key("headline");
+        if is_header {
+            let fm: HeaderFm = toml::from_str(&b.front).map_err(|e| {
+                let mut e2 = toml_err(e);
+                if e2.message.contains("unknown field") {
+                    e2.message.push_str(
+                        " (the first block is the issue header: title, subject, preheader; an item block needs headline)",
+                    );
+                }
+                e2
+            })?;
+            for (name, v) in [
+                ("title", &fm.title),
+                ("subject", &fm.subject),
+                ("preheader", &fm.preheader),
+            ] {
+                if let Some(v) = v {
+                    single_line(name, v.get_ref(), MAX_HEADLINE, false)
+                        .map_err(|m| err(line_of(v.span().start), m))?;
+                }
+            }
+            out.title = fm
+                .title
+                .map(|s| s.into_inner().trim().to_owned())
+                .filter(|s| !s.is_empty());
+            out.subject = fm
+                .subject
+                .map(|s| s.into_inner().trim().to_owned())
+                .filter(|s| !s.is_empty());
+            out.preheader = fm
+                .preheader
+                .map(|s| s.into_inner().trim().to_owned())
+                .filter(|s| !s.is_empty());
+            out.intro_markdown = Some(b.body.clone()).filter(|s| !s.is_empty());
+            continue;
+        }
+        let fm: ItemFm = toml::from_str(&b.front).map_err(|e| {
+            let mut e2 = toml_err(e);
+            if e2.message.contains("unknown field") {
+                e2.message.push_str(" (remove or rename the key)");
+            }
+            e2
+        })?;
+        let missing = |key: &str| {
+            err(
+                b.open_line,
+                format!(
+                    "item is missing the required key `{key}`; add {key} = \"…\" to its front matter"
+                ),
+            )
+        };
+        let headline = fm.headline.as_ref().ok_or_else(|| missing("headline"))?;
+        let outlet = fm.outlet.as_ref().ok_or_else(|| missing("outlet"))?;
+        let url = fm.url.as_ref().ok_or_else(|| missing("url"))?;
+        let published = match &fm.date {
+            None => None,
+            Some(d) => {
+                let line = line_of(d.span().start);
+                let s = match d.get_ref() {
+                    toml::Value::Datetime(dt) => dt.to_string(),
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some(
+                    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
+                        err(line, format!("date {s:?} is not a date; write it as YYYY-MM-DD, e.g. date = 2026-05-01"))
+                    })?,
+                )
+            }
+        };
+        let opt = |v: &Option<Spanned<String>>| {
+            v.as_ref()
+                .map(|s| s.get_ref().trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let item = ItemInput {
+            headline: headline.get_ref().trim().to_owned(),
+            outlet: outlet.get_ref().trim().to_owned(),
+            url: url.get_ref().trim().to_owned(),
+            published,
+            author: opt(&fm.author),
+            author_role: opt(&fm.author_role),
+            summary_markdown: b.body.clone(),
+            quote: opt(&fm.quote),
+            section: opt(&fm.section),
+        };
+        if let Err((field, msg)) = item.check() {
+            let span = match field {
+                Field::Headline => Some(headline.span()),
+                Field::Outlet => Some(outlet.span()),
+                Field::Url => Some(url.span()),
+                Field::Author => fm.author.as_ref().map(|s| s.span()),
+                Field::AuthorRole => fm.author_role.as_ref().map(|s| s.span()),
+                Field::Quote => fm.quote.as_ref().map(|s| s.span()),
+                Field::Section => fm.section.as_ref().map(|s| s.span()),
+                Field::Summary => None,
+            };
+            let line = match (field, span) {
+                (Field::Summary, _) => b.body_line,
+                (_, Some(s)) => line_of(s.start),
+                (_, None) => b.open_line,
+            };
+            return Err(err(line, msg));
+        }
+        out.items.push(item);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ParsedDigest, DigestFileError> {
+        parse_digest_file("samples/week.md", s)
+    }
+
+    const ITEM: &str = "+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://example.com/a\"\ndate = 2026-05-01\n+++\nSummary *text*.\n";
+
+    #[test]
+    fn single_item_file() {
+        let d = parse(ITEM).unwrap();
+        assert_eq!(d.title, None);
+        assert_eq!(d.items.len(), 1);
+        let i = &d.items[0];
+        assert_eq!(i.headline, "H");
+        assert_eq!(i.published, chrono::NaiveDate::from_ymd_opt(2026, 5, 1));
+        assert_eq!(i.summary_markdown, "Summary *text*.");
+    }
+
+    #[test]
+    fn digest_file_with_header_and_fenced_plus() {
+        let s = format!(
+            "+++\ntitle = \"T\"\npreheader = \"P\"\n+++\nIntro.\n\n{ITEM}\n+++\nheadline = \"H2\"\noutlet = \"O2\"\nurl = \"http://example.org/\"\ndate = \"2026-05-02\"\n+++\n```\n+++\n```\nafter\n"
+        );
+        let d = parse(&s).unwrap();
+        assert_eq!(d.title.as_deref(), Some("T"));
+        assert_eq!(d.intro_markdown.as_deref(), Some("Intro."));
+        assert_eq!(d.items.len(), 2);
+        assert_eq!(d.items[1].summary_markdown, "```\n+++\n```\nafter");
+        assert_eq!(
+            d.items[1].published,
+            chrono::NaiveDate::from_ymd_opt(2026, 5, 2)
+        );
+    }
+
+    fn err_of(s: &str) -> DigestFileError {
+        parse(s).unwrap_err()
+    }
+
+    #[test]
+    fn missing_headline_points_at_block() {
+        let e = err_of(
+            "+++\ntitle = \"T\"\n+++\nintro\n+++\noutlet = \"O\"\nurl = \"https://e.com\"\n+++\nx\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("samples/week.md:5: item is missing the required key `headline`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn javascript_url_rejected_with_line() {
+        let e = err_of("+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"javascript:x\"\n+++\n");
+        assert_eq!(
+            e.to_string(),
+            "samples/week.md:4: url \"javascript:x\" must be an absolute http:// or https:// URL"
+        );
+    }
+
+    #[test]
+    fn bad_date_rejected_with_line() {
+        let e = err_of(
+            "+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://e.com\"\ndate = \"next Tuesday\"\n+++\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("YYYY-MM-DD"), "{e}");
+        let e = err_of(
+            "+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://e.com\"\ndate = 2026-02-30\n+++\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn unknown_key_rejected_with_line() {
+        let e = err_of(
+            "+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://e.com\"\nauthr = \"x\"\n+++\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("authr"), "{e}");
+    }
+
+    #[test]
+    fn unclosed_front_matter() {
+        let e = err_of("+++\ntitle = \"T\"\n+++\nintro\n\n+++\nheadline = \"H\"\n");
+        assert_eq!(e.line, 6, "{e}");
+        assert!(e.message.contains("never closed"), "{e}");
+    }
+
+    #[test]
+    fn toml_syntax_error_line() {
+        let e = err_of("+++\nheadline = \"H\"\noutlet = O\n+++\n");
+        assert_eq!(e.line, 3, "{e}");
+    }
+
+    #[test]
+    fn text_before_front_matter() {
+        let e = err_of("\nhello\n+++\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert_eq!(err_of("").line, 1);
+    }
+
+    #[test]
+    fn multiline_headline_rejected() {
+        let e = err_of(
+            "+++\nheadline = \"\"\"a\nb\"\"\"\noutlet = \"O\"\nurl = \"https://e.com\"\n+++\n",
+        );
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("single line"), "{e}");
+    }
+
+    #[test]
+    fn validate_for_cli() {
+        let mut i = parse(ITEM).unwrap().items.remove(0);
+        assert!(i.validate().is_ok());
+        i.url = "ftp://x".into();
+        assert!(i.validate().is_err());
+        i.url = "https://e.com".into();
+        i.outlet = " ".into();
+        assert!(i.validate().unwrap_err().contains("outlet"));
+    }
+
+    #[test]
+    fn any_error_rejects_whole_file() {
+        let s = format!("{ITEM}+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"mailto:a@b\"\n+++\n");
+        assert!(parse(&s).is_err());
+    }
+}

@@ -1,0 +1,352 @@
+//! Safe Markdown: raw HTML becomes text, only http/https/mailto links survive,
+//! images become links (or plain text), headings are demoted below the item headline.
+
+use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+
+use super::{clean, starts_with_ci};
+
+/// Whether a Markdown link destination may be kept.
+pub(crate) fn is_safe_link(url: &str) -> bool {
+    let u = url.trim();
+    (starts_with_ci(u, "https://") || starts_with_ci(u, "http://") || starts_with_ci(u, "mailto:"))
+        && !u.chars().any(char::is_control)
+}
+
+fn options() -> Options {
+    Options::ENABLE_STRIKETHROUGH
+}
+
+/// Rewrite the event stream so that it is safe to feed to `push_html`.
+fn sanitise<'a>(parser: impl Iterator<Item = Event<'a>>) -> impl Iterator<Item = Event<'a>> {
+    // One entry per open Link/Image: true = emitted as a link, false = dropped.
+    let mut links: Vec<bool> = Vec::new();
+    parser.filter_map(move |ev| match ev {
+        Event::Html(s) | Event::InlineHtml(s) => Some(Event::Text(s)),
+        Event::Start(Tag::HtmlBlock) => Some(Event::Start(Tag::Paragraph)),
+        Event::End(TagEnd::HtmlBlock) => Some(Event::End(TagEnd::Paragraph)),
+        Event::Start(Tag::Link {
+            link_type,
+            dest_url,
+            title,
+            id,
+        })
+        | Event::Start(Tag::Image {
+            link_type,
+            dest_url,
+            title,
+            id,
+        }) => {
+            if is_safe_link(&dest_url) {
+                links.push(true);
+                Some(Event::Start(Tag::Link {
+                    link_type,
+                    dest_url: CowStr::from(dest_url.trim().to_owned()),
+                    title,
+                    id,
+                }))
+            } else {
+                links.push(false);
+                None
+            }
+        }
+        Event::End(TagEnd::Link) | Event::End(TagEnd::Image) => {
+            if links.pop().unwrap_or(false) {
+                Some(Event::End(TagEnd::Link))
+            } else {
+                None
+            }
+        }
+        Event::Start(Tag::Heading {
+            level,
+            id: _,
+            classes: _,
+            attrs: _,
+        }) => Some(Event::Start(Tag::Heading {
+            level: demote(level),
+            id: None,
+            classes: Vec::new(),
+            attrs: Vec::new(),
+        })),
+        Event::End(TagEnd::Heading(level)) => Some(Event::End(TagEnd::Heading(demote(level)))),
+        other => Some(other),
+    })
+}
+
+fn demote(level: HeadingLevel) -> HeadingLevel {
+    match level {
+        HeadingLevel::H1 | HeadingLevel::H2 | HeadingLevel::H3 => HeadingLevel::H3,
+        l => l,
+    }
+}
+
+/// Render Markdown to safe HTML.
+pub(crate) fn to_html(md: &str) -> String {
+    let md = clean(md);
+    let mut out = String::with_capacity(md.len() * 3 / 2);
+    pulldown_cmark::html::push_html(&mut out, sanitise(Parser::new_ext(&md, options())));
+    out
+}
+
+/// A block of plain text produced from Markdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TextBlock {
+    /// Prefix for the first line ("- ", "1. ", "> ").
+    pub first_prefix: String,
+    /// Prefix for continuation lines.
+    pub prefix: String,
+    pub text: String,
+    /// Keep line breaks as they are (code blocks).
+    pub preformatted: bool,
+}
+
+/// Convert Markdown into plain-text blocks. Link targets are appended to `links`
+/// and referenced in the text as `[n]` (numbering continues from `links.len()`).
+pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
+    let md = clean(md);
+    let mut blocks = Vec::new();
+    let mut cur = String::new();
+    let mut lists: Vec<Option<u64>> = Vec::new();
+    let mut quote_depth = 0usize;
+    let mut item_prefix: Option<String> = None;
+    let mut link_stack: Vec<Option<String>> = Vec::new();
+    let mut in_code = false;
+
+    let flush = |cur: &mut String,
+                 blocks: &mut Vec<TextBlock>,
+                 item_prefix: &mut Option<String>,
+                 lists: &Vec<Option<u64>>,
+                 quote_depth: usize,
+                 pre: bool| {
+        let text = if pre {
+            cur.trim_end().to_owned()
+        } else {
+            cur.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        cur.clear();
+        if text.is_empty() {
+            return;
+        }
+        let indent = "   ".repeat(lists.len().saturating_sub(1));
+        let quote = "> ".repeat(quote_depth);
+        let (first, cont) = match item_prefix.take() {
+            Some(p) => {
+                let cont = format!("{quote}{indent}{}", " ".repeat(p.chars().count()));
+                (format!("{quote}{indent}{p}"), cont)
+            }
+            None if !lists.is_empty() => {
+                let cont = format!("{quote}{indent}   ");
+                (cont.clone(), cont)
+            }
+            None => (quote.clone(), quote),
+        };
+        blocks.push(TextBlock {
+            first_prefix: first,
+            prefix: cont,
+            text,
+            preformatted: pre,
+        });
+    };
+
+    for ev in sanitise(Parser::new_ext(&md, options())) {
+        match ev {
+            Event::Start(Tag::List(start)) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                lists.push(start);
+            }
+            Event::End(TagEnd::List(_)) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                lists.pop();
+            }
+            Event::Start(Tag::Item) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                item_prefix = Some(match lists.last_mut() {
+                    Some(Some(n)) => {
+                        let p = format!("{n}. ");
+                        *n += 1;
+                        p
+                    }
+                    _ => "- ".to_owned(),
+                });
+            }
+            Event::Start(Tag::BlockQuote(_)) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                quote_depth += 1;
+            }
+            Event::End(TagEnd::BlockQuote(_)) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                quote_depth = quote_depth.saturating_sub(1);
+            }
+            Event::Start(Tag::CodeBlock(_)) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                in_code = true;
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    true,
+                );
+                in_code = false;
+            }
+            Event::End(TagEnd::Paragraph)
+            | Event::End(TagEnd::Heading(_))
+            | Event::End(TagEnd::Item) => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+            }
+            Event::Start(Tag::Link { dest_url, .. }) => {
+                link_stack.push(Some(dest_url.to_string()));
+            }
+            Event::End(TagEnd::Link) => {
+                if let Some(Some(url)) = link_stack.pop() {
+                    let n = match links.iter().position(|l| *l == url) {
+                        Some(i) => i + 1,
+                        None => {
+                            links.push(url);
+                            links.len()
+                        }
+                    };
+                    cur.push_str(&format!(" [{n}]"));
+                }
+            }
+            Event::Text(t) | Event::Code(t) => {
+                if in_code {
+                    cur.push_str(&t);
+                } else {
+                    cur.push_str(&t.replace('\n', " "));
+                }
+            }
+            Event::SoftBreak => cur.push(' '),
+            Event::HardBreak => cur.push(' '),
+            Event::Rule => {
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+                cur.push_str("----");
+                flush(
+                    &mut cur,
+                    &mut blocks,
+                    &mut item_prefix,
+                    &lists,
+                    quote_depth,
+                    false,
+                );
+            }
+            _ => {}
+        }
+    }
+    flush(
+        &mut cur,
+        &mut blocks,
+        &mut item_prefix,
+        &lists,
+        quote_depth,
+        false,
+    );
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_html_is_escaped() {
+        let h = to_html("Hello <script>alert(1)</script>\n\n<div onclick=x>block</div>\n");
+        assert!(!h.contains("<script"), "{h}");
+        assert!(!h.contains("<div"), "{h}");
+        assert!(h.contains("&lt;script&gt;"), "{h}");
+    }
+
+    #[test]
+    fn unsafe_links_dropped_text_kept() {
+        let h = to_html(
+            "[click](javascript:alert(1)) and [ok](https://a.example/) ![img](https://a.example/i.png) ![bad](data:x)",
+        );
+        assert!(!h.contains("javascript"), "{h}");
+        assert!(h.contains("click"));
+        assert!(h.contains(r#"<a href="https://a.example/">ok</a>"#), "{h}");
+        assert!(!h.contains("<img"), "{h}");
+        assert!(
+            h.contains(r#"<a href="https://a.example/i.png">img</a>"#),
+            "{h}"
+        );
+        assert!(h.contains("bad") && !h.contains("data:"), "{h}");
+    }
+
+    #[test]
+    fn headings_are_demoted() {
+        let h = to_html("# Big\n\ntext");
+        assert!(h.contains("<h3>Big</h3>"), "{h}");
+    }
+
+    #[test]
+    fn text_blocks_with_links_and_lists() {
+        let mut links = vec![];
+        let b = to_text(
+            "Para with [a link](https://x.example/) here.\n\n- one\n- two\n\n> quoted",
+            &mut links,
+        );
+        assert_eq!(links, vec!["https://x.example/".to_owned()]);
+        assert_eq!(b[0].text, "Para with a link [1] here.");
+        assert_eq!(b[1].first_prefix, "- ");
+        assert_eq!(b[1].text, "one");
+        assert_eq!(b[3].first_prefix, "> ");
+    }
+}

@@ -1,0 +1,325 @@
+//! Pure rendering of a digest issue into responsive HTML email and plain text,
+//! plus the per-recipient personalisation of a prepared raw MIME message.
+//!
+//! Flow: [`render_issue`] (maud template → css-inline, once per issue) →
+//! [`MessageTemplate::prepare`] (headers + quoted-printable body, once per issue) →
+//! [`MessageTemplate::personalise_into`] (per recipient, concatenation only).
+//!
+//! Personal parts are marked in [`RenderedIssue::html`] / [`RenderedIssue::text`]
+//! with sentinel tokens delimited by U+0001 (see [`placeholder`]). U+0001 and every
+//! other C0 control character except TAB and LF are removed from all user content
+//! before rendering, so the sentinels can never be forged by content.
+
+mod html;
+mod markdown;
+mod mime;
+mod text;
+
+use thiserror::Error;
+
+pub use html::{MSO_CLOSE, MSO_OPEN};
+pub use mime::{BOUNDARY, MessageHeaders, MessageTemplate, Recipient};
+
+/// Sentinel tokens used in [`RenderedIssue::html`] and [`RenderedIssue::text`].
+pub mod placeholder {
+    /// Replaced by the recipient's unsubscribe URL (HTML-escaped in the HTML part).
+    pub const UNSUBSCRIBE_URL: &str = "\u{1}UNSUB\u{1}";
+    /// Replaced by the recipient's display name (HTML-escaped in the HTML part).
+    pub const NAME: &str = "\u{1}NAME\u{1}";
+    /// Start of the greeting; everything up to [`GREETING_END`] is dropped when the
+    /// recipient has no (or an empty) name.
+    pub const GREETING_START: &str = "\u{1}GREET\u{1}";
+    /// End of the conditional greeting.
+    pub const GREETING_END: &str = "\u{1}/GREET\u{1}";
+}
+
+/// Static facts about the newsletter (used in footers and headers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewsletterInfo {
+    pub name: String,
+    pub postal_address: String,
+    /// BCP 47 language tag, e.g. "en".
+    pub lang: String,
+    /// Public base URL, no trailing slash.
+    pub base_url: String,
+}
+
+/// One article in a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestItem {
+    pub headline: String,
+    pub outlet: String,
+    pub published: Option<chrono::NaiveDate>,
+    pub author: Option<String>,
+    pub author_role: Option<String>,
+    pub summary_markdown: String,
+    pub quote: Option<String>,
+    pub section: Option<String>,
+    pub url: String,
+}
+
+/// One issue of the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestIssue {
+    pub number: i64,
+    pub title: String,
+    pub subject: String,
+    pub preheader: String,
+    pub intro_markdown: String,
+    pub date: chrono::NaiveDate,
+    pub items: Vec<DigestItem>,
+    /// Absolute URL of the archive page, used for "View in browser".
+    pub web_url: String,
+}
+
+/// The stylesheet the email is rendered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Theme {
+    css: String,
+}
+
+/// The built-in look, `emails/digest.css`.
+pub const BUILTIN_CSS: &str = include_str!("../../emails/digest.css");
+
+impl Theme {
+    /// The built-in look compiled from `emails/digest.css`.
+    pub fn builtin() -> Theme {
+        Theme {
+            css: BUILTIN_CSS.to_owned(),
+        }
+    }
+
+    /// A custom stylesheet (replaces the built-in one entirely).
+    pub fn from_css(css: String) -> Theme {
+        Theme { css }
+    }
+
+    /// The CSS text.
+    pub fn css(&self) -> &str {
+        &self.css
+    }
+}
+
+impl Default for Theme {
+    fn default() -> Self {
+        Theme::builtin()
+    }
+}
+
+/// The output of [`render_issue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedIssue {
+    /// Inlined email HTML with personal placeholders.
+    pub html: String,
+    /// Plain text with personal placeholders.
+    pub text: String,
+    /// Archive page HTML: same content, no personal parts.
+    pub web_html: String,
+}
+
+impl RenderedIssue {
+    /// The email HTML with placeholders filled (for previews and test sends).
+    pub fn personal_html(&self, name: Option<&str>, unsubscribe_url: &str) -> String {
+        fill_placeholders(&self.html, name, unsubscribe_url, true)
+    }
+
+    /// The plain text with placeholders filled (for previews and test sends).
+    pub fn personal_text(&self, name: Option<&str>, unsubscribe_url: &str) -> String {
+        fill_placeholders(&self.text, name, unsubscribe_url, false)
+    }
+}
+
+/// Errors from rendering and message preparation.
+#[derive(Debug, Error)]
+pub enum RenderError {
+    #[error("CSS inlining failed: {0}")]
+    Inline(String),
+    #[error("header {field} must not contain CR or LF")]
+    HeaderInjection { field: String },
+    #[error("invalid header {field}: {reason}")]
+    InvalidHeader { field: String, reason: String },
+    #[error("rendered output is missing placeholder {0}")]
+    MissingPlaceholder(&'static str),
+    #[error("unbalanced greeting placeholders in rendered output")]
+    UnbalancedGreeting,
+}
+
+/// Render an issue into inlined email HTML, plain text and the archive page.
+pub fn render_issue(
+    newsletter: &NewsletterInfo,
+    issue: &DigestIssue,
+    theme: &Theme,
+) -> Result<RenderedIssue, RenderError> {
+    let email_html = html::render(newsletter, issue, html::Variant::Email, theme)?;
+    let web_html = html::render(newsletter, issue, html::Variant::Web, theme)?;
+    let text = text::render(newsletter, issue);
+    Ok(RenderedIssue {
+        html: email_html,
+        text,
+        web_html,
+    })
+}
+
+/// Remove C0 control characters (except TAB and LF) and DEL; CR LF / lone CR become LF.
+/// This is what guarantees that content can never contain a placeholder sentinel.
+pub(crate) fn clean(s: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && c != '\t' && c != '\n';
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let s = s.replace("\r\n", "\n").replace('\r', "\n");
+    std::borrow::Cow::Owned(s.chars().filter(|&c| !bad(c)).collect())
+}
+
+/// Like [`clean`] but for single-line fields: all line breaks and tabs become spaces.
+pub(crate) fn clean_line(s: &str) -> String {
+    let c = clean(s);
+    c.split(['\n', '\t'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether a URL is an absolute http(s) URL suitable for a button or link.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    let u = url.trim();
+    let rest = if starts_with_ci(u, "https://") {
+        &u[8..]
+    } else if starts_with_ci(u, "http://") {
+        &u[7..]
+    } else {
+        return false;
+    };
+    !rest.is_empty()
+        && !rest.starts_with('/')
+        && !u
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '\\'))
+}
+
+pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
+    s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+}
+
+/// HTML-escape `s` into `out` (text and double-quoted attribute safe).
+pub(crate) fn escape_html_into(s: &str, out: &mut Vec<u8>) {
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep: &[u8] = match b {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            b'\'' => b"&#39;",
+            _ => continue,
+        };
+        out.extend_from_slice(&s.as_bytes()[last..i]);
+        out.extend_from_slice(rep);
+        last = i + 1;
+    }
+    out.extend_from_slice(&s.as_bytes()[last..]);
+}
+
+/// Strip CR, LF and other control characters from a recipient value.
+pub(crate) fn strip_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(s.chars().filter(|c| !c.is_control()).collect())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+fn fill_placeholders(src: &str, name: Option<&str>, unsub: &str, html: bool) -> String {
+    let name = name.map(clean_line).filter(|n| !n.is_empty());
+    let unsub = strip_controls(unsub);
+    let mut out = Vec::with_capacity(src.len() + 256);
+    let mut rest = src;
+    while let Some(pos) = rest.find('\u{1}') {
+        out.extend_from_slice(&rest.as_bytes()[..pos]);
+        let tail = &rest[pos..];
+        let (len, kind) = match_token(tail);
+        rest = &tail[len.max(1)..];
+        let value: &str = match kind {
+            Some(Token::Unsub) => &unsub,
+            Some(Token::Name) => name.as_deref().unwrap_or(""),
+            Some(Token::GreetStart) => {
+                if name.is_none() {
+                    match rest.find(placeholder::GREETING_END) {
+                        Some(end) => rest = &rest[end + placeholder::GREETING_END.len()..],
+                        None => rest = "",
+                    }
+                }
+                ""
+            }
+            Some(Token::GreetEnd) | None => "",
+        };
+        if html {
+            escape_html_into(value, &mut out);
+        } else {
+            out.extend_from_slice(value.as_bytes());
+        }
+    }
+    out.extend_from_slice(rest.as_bytes());
+    String::from_utf8(out).expect("utf-8 in, utf-8 out")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Token {
+    Unsub,
+    Name,
+    GreetStart,
+    GreetEnd,
+}
+
+/// If `s` starts with a placeholder, return its length and kind.
+pub(crate) fn match_token(s: &str) -> (usize, Option<Token>) {
+    for (tok, kind) in [
+        (placeholder::UNSUBSCRIBE_URL, Token::Unsub),
+        (placeholder::NAME, Token::Name),
+        (placeholder::GREETING_START, Token::GreetStart),
+        (placeholder::GREETING_END, Token::GreetEnd),
+    ] {
+        if s.starts_with(tok) {
+            return (tok.len(), Some(kind));
+        }
+    }
+    (0, None)
+}
+
+/// "1 May 2026"
+pub(crate) fn format_date(d: chrono::NaiveDate) -> String {
+    d.format("%-d %B %Y").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_removes_sentinels_and_controls() {
+        assert_eq!(clean("a\u{1}UNSUB\u{1}b\r\nc\u{7}"), "aUNSUBb\nc");
+        assert_eq!(clean_line(" a\nb\tc "), "a b c");
+    }
+
+    #[test]
+    fn http_url_check() {
+        assert!(is_http_url("https://example.com/x?y=1"));
+        assert!(is_http_url("HTTP://example.com"));
+        assert!(!is_http_url("javascript:alert(1)"));
+        assert!(!is_http_url("https:///x"));
+        assert!(!is_http_url("https://exa mple.com"));
+        assert!(!is_http_url("//example.com"));
+    }
+
+    #[test]
+    fn fill_placeholders_conditional_greeting() {
+        let src = "A\u{1}GREET\u{1}Hi \u{1}NAME\u{1}!\u{1}/GREET\u{1}B \u{1}UNSUB\u{1}";
+        assert_eq!(fill_placeholders(src, None, "u&v", true), "AB u&amp;v");
+        assert_eq!(
+            fill_placeholders(src, Some("<Ann>"), "u", true),
+            "AHi &lt;Ann&gt;!B u"
+        );
+        assert_eq!(fill_placeholders(src, Some("  "), "u", false), "AB u");
+    }
+}
