@@ -3,6 +3,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod digest_file;
 pub mod domain;
 pub mod mail;

@@ -1,6 +1,7 @@
 //! The `herald` command line. Names and flags here are a public contract:
 //! add to them, never rename.
 
+mod content;
 mod subscribers;
 
 use std::path::PathBuf;
@@ -39,6 +40,12 @@ pub enum Command {
     /// Manage subscribers.
     #[command(subcommand)]
     Subscribers(subscribers::SubscribersCommand),
+    /// The week's items.
+    #[command(subcommand)]
+    Items(content::ItemsCommand),
+    /// Compose, preview and inspect issues.
+    #[command(subcommand)]
+    Issue(content::IssueCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -63,6 +70,8 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         }
         Command::Serve => serve(app).await,
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
+        Command::Items(cmd) => content::items(app, cmd).await,
+        Command::Issue(cmd) => content::issue(app, cmd).await,
     }
 }
 

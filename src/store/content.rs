@@ -1,1 +1,307 @@
-//! Items and issues.
+//! Items (the week's articles) and issues (the frozen, rendered digest).
+
+use super::{Db, Result, StoreError, parse_state, with_pool, with_tx};
+use crate::digest_file::ItemInput;
+use crate::domain::{IssueStatus, ItemState, Millis};
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ItemRow {
+    pub id: i64,
+    pub newsletter_id: i64,
+    pub state: String,
+    pub headline: String,
+    pub outlet: String,
+    pub url: String,
+    pub published_on: Option<String>,
+    pub author: Option<String>,
+    pub author_role: Option<String>,
+    pub summary: String,
+    pub quote: Option<String>,
+    pub section: Option<String>,
+    pub issue_id: Option<i64>,
+    pub created_at: Millis,
+}
+
+impl ItemRow {
+    pub fn state(&self) -> Result<ItemState> {
+        parse_state(&self.state)
+    }
+
+    pub fn to_input(&self) -> ItemInput {
+        ItemInput {
+            headline: self.headline.clone(),
+            outlet: self.outlet.clone(),
+            url: self.url.clone(),
+            published: self.published_on.as_deref().and_then(|d| d.parse().ok()),
+            author: self.author.clone(),
+            author_role: self.author_role.clone(),
+            summary_markdown: self.summary.clone(),
+            quote: self.quote.clone(),
+            section: self.section.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct IssueRow {
+    pub id: i64,
+    pub newsletter_id: i64,
+    pub number: i64,
+    pub slug: String,
+    pub title: String,
+    pub subject: String,
+    pub preheader: String,
+    pub intro: String,
+    #[serde(skip)]
+    pub html: String,
+    #[serde(skip)]
+    pub text_body: String,
+    #[serde(skip)]
+    pub web_html: String,
+    pub status: String,
+    pub created_at: Millis,
+    pub send_started_at: Option<Millis>,
+    pub completed_at: Option<Millis>,
+    pub final_counts: Option<String>,
+}
+
+impl IssueRow {
+    pub fn status(&self) -> Result<IssueStatus> {
+        parse_state(&self.status)
+    }
+}
+
+/// What compose stores; the rendering happens before the transaction.
+pub struct NewIssue<'a> {
+    pub newsletter_id: i64,
+    pub number: i64,
+    pub slug: &'a str,
+    pub title: &'a str,
+    pub subject: &'a str,
+    pub preheader: &'a str,
+    pub intro: &'a str,
+    pub html: &'a str,
+    pub text: &'a str,
+    pub web_html: &'a str,
+    pub item_ids: &'a [i64],
+    pub now: Millis,
+}
+
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct IssueDraft {
+    pub title: Option<String>,
+    pub subject: Option<String>,
+    pub preheader: Option<String>,
+    pub intro: Option<String>,
+}
+
+const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, issue_id, created_at";
+const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts";
+
+impl Db {
+    pub async fn insert_items(&self, newsletter_id: i64, items: &[ItemInput], state: ItemState, now: Millis) -> Result<Vec<i64>> {
+        with_tx!(self, |tx| {
+            let mut ids = Vec::with_capacity(items.len());
+            for item in items {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO items (newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+                )
+                .bind(newsletter_id)
+                .bind(state.as_str())
+                .bind(&item.headline)
+                .bind(&item.outlet)
+                .bind(&item.url)
+                .bind(item.published.map(|d| d.to_string()))
+                .bind(&item.author)
+                .bind(&item.author_role)
+                .bind(&item.summary_markdown)
+                .bind(&item.quote)
+                .bind(&item.section)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                ids.push(id);
+            }
+            Ok::<_, StoreError>(ids)
+        })
+    }
+
+    pub async fn update_item(&self, id: i64, item: &ItemInput, now: Millis) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE items SET headline = $2, outlet = $3, url = $4, published_on = $5, author = $6, author_role = $7,
+                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> 'published'",
+            )
+            .bind(id)
+            .bind(&item.headline)
+            .bind(&item.outlet)
+            .bind(&item.url)
+            .bind(item.published.map(|d| d.to_string()))
+            .bind(&item.author)
+            .bind(&item.author_role)
+            .bind(&item.summary_markdown)
+            .bind(&item.quote)
+            .bind(&item.section)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn item(&self, id: i64) -> Result<Option<ItemRow>> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?))
+    }
+
+    /// Items in editorial order (the order they were added).
+    pub async fn items(&self, newsletter_id: i64, state: Option<ItemState>) -> Result<Vec<ItemRow>> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE newsletter_id = $1 AND ($2 IS NULL OR state = $2) ORDER BY position, id");
+        let state = state.map(|s| s.as_str());
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).bind(state).fetch_all(p).await?))
+    }
+
+    /// Moves unpublished items to `state`; returns how many moved.
+    pub async fn set_item_state(&self, id: i64, state: ItemState, now: Millis) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("UPDATE items SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'published'")
+                .bind(id)
+                .bind(state.as_str())
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn remove_item(&self, id: i64) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> 'published'").bind(id).execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    pub async fn save_issue_draft(&self, newsletter_id: i64, draft: &IssueDraft, now: Millis) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO issue_drafts (newsletter_id, title, subject, preheader, intro, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (newsletter_id) DO UPDATE SET title = COALESCE(excluded.title, issue_drafts.title),
+                   subject = COALESCE(excluded.subject, issue_drafts.subject), preheader = COALESCE(excluded.preheader, issue_drafts.preheader),
+                   intro = COALESCE(excluded.intro, issue_drafts.intro), updated_at = excluded.updated_at",
+            )
+            .bind(newsletter_id)
+            .bind(&draft.title)
+            .bind(&draft.subject)
+            .bind(&draft.preheader)
+            .bind(&draft.intro)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    pub async fn issue_draft(&self, newsletter_id: i64) -> Result<IssueDraft> {
+        let row: Option<IssueDraft> = with_pool!(self, |p| {
+            sqlx::query_as("SELECT title, subject, preheader, intro FROM issue_drafts WHERE newsletter_id = $1")
+                .bind(newsletter_id)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.unwrap_or_default())
+    }
+
+    pub async fn next_issue_number(&self, newsletter_id: i64) -> Result<i64> {
+        let max: Option<i64> = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT MAX(number) FROM issues WHERE newsletter_id = $1").bind(newsletter_id).fetch_one(p).await?
+        });
+        Ok(max.unwrap_or(0) + 1)
+    }
+
+    pub async fn slug_taken(&self, slug: &str) -> Result<bool> {
+        let n: i64 = with_pool!(self, |p| sqlx::query_scalar("SELECT COUNT(*) FROM issues WHERE slug = $1").bind(slug).fetch_one(p).await?);
+        Ok(n > 0)
+    }
+
+    /// Stores the issue and publishes its items in one transaction: a crash
+    /// leaves no issue or a whole one. Fails (and changes nothing) if any of
+    /// the items stopped being `ready` meanwhile, e.g. a concurrent compose.
+    pub async fn insert_issue(&self, issue: &NewIssue<'_>) -> Result<Option<i64>> {
+        with_tx!(self, |tx| {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO issues (newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'draft', $11) RETURNING id",
+            )
+            .bind(issue.newsletter_id)
+            .bind(issue.number)
+            .bind(issue.slug)
+            .bind(issue.title)
+            .bind(issue.subject)
+            .bind(issue.preheader)
+            .bind(issue.intro)
+            .bind(issue.html)
+            .bind(issue.text)
+            .bind(issue.web_html)
+            .bind(issue.now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut published = 0;
+            for (position, item_id) in issue.item_ids.iter().enumerate() {
+                published += sqlx::query(
+                    "UPDATE items SET state = 'published', issue_id = $2, position = $3, updated_at = $4 WHERE id = $1 AND state = 'ready'",
+                )
+                .bind(item_id)
+                .bind(id)
+                .bind(position as i64)
+                .bind(issue.now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            if published as usize != issue.item_ids.len() {
+                return Err(StoreError::Corrupt("items changed while the issue was being composed; run compose again".into()));
+            }
+            sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1").bind(issue.newsletter_id).execute(&mut *tx).await?;
+            Ok::<_, StoreError>(Some(id))
+        })
+    }
+
+    /// Finds an issue by its number or its slug.
+    pub async fn issue_by_ref(&self, newsletter_id: i64, reference: &str) -> Result<Option<IssueRow>> {
+        let number: i64 = reference.trim_start_matches('#').parse().unwrap_or(-1);
+        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE (newsletter_id = $1 AND number = $2) OR slug = $3");
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).bind(number).bind(reference).fetch_optional(p).await?
+        }))
+    }
+
+    pub async fn issue_by_id(&self, id: i64) -> Result<IssueRow> {
+        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE id = $1");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(p).await?))
+    }
+
+    pub async fn issues(&self, newsletter_id: i64) -> Result<Vec<IssueRow>> {
+        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).fetch_all(p).await?))
+    }
+
+    /// Issues whose sending has begun: the public archive.
+    pub async fn archived_issues(&self) -> Result<Vec<IssueRow>> {
+        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?))
+    }
+
+    pub async fn archived_issue(&self, slug: &str) -> Result<Option<IssueRow>> {
+        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE slug = $1 AND send_started_at IS NOT NULL AND status <> 'cancelled'");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(slug).fetch_optional(p).await?))
+    }
+
+    pub async fn items_of_issue(&self, issue_id: i64) -> Result<Vec<ItemRow>> {
+        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE issue_id = $1 ORDER BY position, id");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(issue_id).fetch_all(p).await?))
+    }
+}
