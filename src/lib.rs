@@ -1,1 +1,2 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
+pub mod mail;
