@@ -1,2 +1,3 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
+pub mod delivery;
 pub mod mail;

@@ -1,0 +1,5 @@
+//! Delivery: outcome classification and retry policy.
+
+pub mod classify;
+
+pub use classify::{Verdict, classify};
