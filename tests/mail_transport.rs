@@ -476,3 +476,38 @@ async fn file_outbox_writes_identical_eml() {
     conn.close().await;
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
+
+#[tokio::test]
+async fn connection_closed_while_idle_is_reopened_transparently() {
+    let server = TestSmtpServer::start(Script::new().close_silently_after(1)).await;
+    let mailer = smtp_mailer(&server, 5 * SECOND);
+    let mut conn = mailer.connect().await.unwrap();
+    conn.send_raw("b@herald.test", "r@x.test", b"one\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The server hung up after message 1; MAIL FROM fails with EOF and the send is retried once.
+    conn.send_raw("b@herald.test", "r@x.test", b"two\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.messages().len(), 2);
+    assert_eq!(server.total_connections(), 2);
+}
+
+#[tokio::test]
+async fn idle_check_absorbs_an_unsolicited_421() {
+    let server = TestSmtpServer::start(Script::new().close_with_421_after(1)).await;
+    let mailer = smtp_mailer(&server, 5 * SECOND);
+    let mut conn = mailer.connect().await.unwrap();
+    conn.set_idle_check(Duration::ZERO);
+    conn.send_raw("b@herald.test", "r@x.test", b"one\r\n")
+        .await
+        .unwrap();
+    // The NOOP before reuse gets the 421; the send reconnects instead of failing.
+    conn.send_raw("b@herald.test", "r@x.test", b"two\r\n")
+        .await
+        .unwrap();
+    assert_eq!(server.messages().len(), 2);
+    assert_eq!(server.total_connections(), 2);
+    assert!(server.commands().iter().any(|(_, c)| c == "NOOP"));
+}

@@ -12,10 +12,13 @@
 //! connection; after a `421` (the server is closing), a network error, a timeout, or a failed
 //! `RSET` it drops the connection and the next send reconnects.
 //!
-//! A reused connection that the server closed while idle fails at `MAIL FROM` before anything
-//! was sent for the message; in that case (network error at MAIL FROM on a reused connection)
-//! the send is retried once on a fresh connection. A `421` is never retried transparently: it
-//! is a throttle signal for the caller.
+//! Unlike the pool, a reused connection is not NOOP-pinged before every message, only when it
+//! has been idle for [`DEFAULT_IDLE_CHECK`] or longer (relays close idle connections, often
+//! with an unsolicited `421 4.4.2 timeout`); if the NOOP fails the send silently reconnects.
+//! A reused connection that the server closed anyway fails at `MAIL FROM` before anything was
+//! sent for the message; on such a network error the send is retried once on a fresh
+//! connection. A `421` *reply to a command of the transaction* is never retried transparently:
+//! it is a throttle signal for the caller.
 //!
 //! # Bytes on the wire
 //!
@@ -41,7 +44,7 @@ use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
-use tokio::time::Instant;
+use tokio::time::{Instant, timeout_at};
 
 use super::smtp_url::{SmtpEndpoint, Tls};
 
@@ -282,6 +285,8 @@ impl Mailer {
                 Ok(MailConnection {
                     mailer: self.clone(),
                     conn: None,
+                    last_used: Instant::now(),
+                    idle_check: DEFAULT_IDLE_CHECK,
                 })
             }
             Backend::Smtp(s) => {
@@ -290,6 +295,8 @@ impl Mailer {
                 Ok(MailConnection {
                     mailer: self.clone(),
                     conn: Some(conn),
+                    last_used: Instant::now(),
+                    idle_check: DEFAULT_IDLE_CHECK,
                 })
             }
         }
@@ -376,7 +383,12 @@ async fn open(s: &SmtpSettings, deadline: Instant) -> Result<AsyncSmtpConnection
 pub struct MailConnection {
     mailer: Mailer,
     conn: Option<AsyncSmtpConnection>,
+    last_used: Instant,
+    idle_check: Duration,
 }
+
+/// A connection idle for longer than this is checked with NOOP before reuse.
+pub const DEFAULT_IDLE_CHECK: Duration = Duration::from_secs(10);
 
 impl MailConnection {
     /// Sends `message` unchanged to `to`, with `envelope_from` as the reverse path (`""` = `<>`).
@@ -439,12 +451,23 @@ impl MailConnection {
         message: &[u8],
     ) -> Result<SmtpReply, (SmtpStage, SendFailure)> {
         let mut conn = match self.conn.take() {
-            Some(c) if !c.has_broken() => c,
+            Some(mut c) if !c.has_broken() => {
+                // Relays close idle connections (often with an unsolicited 421); check first.
+                let idle = self.last_used.elapsed() >= self.idle_check;
+                if idle && !matches!(timeout_at(deadline, c.test_connected()).await, Ok(true)) {
+                    open(s, deadline)
+                        .await
+                        .map_err(|e| (SmtpStage::Connect, e))?
+                } else {
+                    c
+                }
+            }
             _ => open(s, deadline)
                 .await
                 .map_err(|e| (SmtpStage::Connect, e))?,
         };
         let result = transaction(&mut conn, deadline, from, rcpt, message).await;
+        self.last_used = Instant::now();
         match &result {
             Ok(_) => self.conn = Some(conn),
             Err((_, SendFailure::Rejected { reply, .. })) if reply.code != 421 => {
@@ -469,6 +492,12 @@ impl MailConnection {
         if let (Some(mut conn), Backend::Smtp(s)) = (self.conn.take(), &*self.mailer.backend) {
             let _ = tokio::time::timeout(s.timeout, conn.quit()).await;
         }
+    }
+
+    /// Sets after how much idle time a reused connection is first checked with NOOP
+    /// (default [`DEFAULT_IDLE_CHECK`]; `Duration::ZERO` = before every reuse, like lettre's pool).
+    pub fn set_idle_check(&mut self, after: Duration) {
+        self.idle_check = after;
     }
 
     /// Whether an SMTP connection is currently open (always false for the file outbox).

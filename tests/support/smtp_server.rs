@@ -131,6 +131,7 @@ pub struct Script {
     default_rcpt: Reply,
     default_data: Option<Reply>,
     close_421_after: Option<usize>,
+    close_silently_after: Option<usize>,
 }
 
 impl Default for Script {
@@ -146,6 +147,7 @@ impl Script {
             default_rcpt: Reply::code(250, "2.1.5 Ok"),
             default_data: None,
             close_421_after: None,
+            close_silently_after: None,
         }
     }
 
@@ -214,6 +216,13 @@ impl Script {
     /// with `421 4.7.0 Too many messages, closing` and close the connection.
     pub fn close_with_421_after(mut self, n: usize) -> Script {
         self.close_421_after = Some(n);
+        self
+    }
+
+    /// After `n` accepted messages on one connection, close it without a word (like a relay
+    /// dropping an idle connection).
+    pub fn close_silently_after(mut self, n: usize) -> Script {
+        self.close_silently_after = Some(n);
         self
     }
 
@@ -526,6 +535,7 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                     .unwrap_or_else(|| {
                         Reply::code(250, format!("2.0.0 Ok: queued as T{id}M{queued}"))
                     });
+                let close_after = shared.script.lock().unwrap().close_silently_after;
                 if reply.is_positive() {
                     accepted_here += 1;
                     shared.state.lock().unwrap().messages.push(ReceivedMessage {
@@ -537,6 +547,10 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                 }
                 mail_from = None;
                 rcpts.clear();
+                if close_after.is_some_and(|n| accepted_here >= n) {
+                    w.write_all(reply.wire().as_bytes()).await?;
+                    return Ok(());
+                }
                 reply
             }
             "RSET" => {
