@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod content;
+pub mod delivery;
 pub mod digest_file;
 pub mod domain;
 pub mod mail;
