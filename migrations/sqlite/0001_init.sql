@@ -136,6 +136,7 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_due ON deliveries (state, next_attempt_at);
 CREATE INDEX deliveries_by_issue ON deliveries (issue_id, state);
+CREATE INDEX deliveries_sent_at ON deliveries (sent_at);
 
 CREATE TABLE delivery_attempts (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -149,6 +150,8 @@ CREATE TABLE delivery_attempts (
     worker_id   TEXT NOT NULL
 );
 CREATE INDEX delivery_attempts_by_delivery ON delivery_attempts (delivery_id);
+
+CREATE INDEX suppressions_by_email ON suppressions (email);
 
 -- The intro and title waiting for the next issue (from `items import` of a
 -- digest file); consumed by compose.

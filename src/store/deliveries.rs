@@ -1,1 +1,503 @@
-//! Deliveries and their attempts.
+//! Deliveries (one row per recipient of an issue) and their attempts.
+//! Every query that touches `deliveries` lives here.
+
+use std::collections::BTreeMap;
+
+use sqlx::QueryBuilder;
+
+use super::{Db, Result, StoreError, parse_state, with_pool, with_tx};
+use crate::domain::{DeliveryState, IssueStatus, Millis};
+
+/// A claimed delivery with what the worker needs to build and send it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub issue_id: i64,
+    pub subscriber_id: i64,
+    pub attempts: i64,
+    pub first_attempt_at: Option<Millis>,
+    pub email: String,
+    pub name: Option<String>,
+    pub newsletter_id: i64,
+    /// The subscription's state at claim time.
+    pub subscription_state: String,
+    /// Whether the address is on the suppression list at claim time.
+    pub suppressed: i64,
+}
+
+/// What became of one delivery attempt; written back in batches.
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    pub delivery_id: i64,
+    pub subscriber_id: i64,
+    pub newsletter_id: i64,
+    pub email: String,
+    pub state: DeliveryState,
+    /// None for a skip (no SMTP conversation took place).
+    pub attempt: Option<AttemptRecord>,
+    pub next_attempt_at: Option<Millis>,
+    pub failure_reason: Option<String>,
+    pub effect: RecipientEffect,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub at: Millis,
+    pub duration_ms: i64,
+    pub code: Option<i64>,
+    pub enhanced: Option<String>,
+    pub reply: String,
+    pub outcome: String,
+    pub worker_id: String,
+}
+
+/// What an outcome does to the subscriber beyond this delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientEffect {
+    None,
+    /// Delivered: a run of soft bounces is over.
+    Delivered,
+    /// 5.1.x: the subscription becomes `bounced` and the address is suppressed.
+    HardBounce,
+    /// Mailbox full and retries expired: counts towards the soft-bounce limit.
+    SoftBounce,
+}
+
+/// After this many consecutive soft-bounced issues an address is suppressed.
+pub const SOFT_BOUNCE_LIMIT: i64 = 3;
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct DeliveryCounts {
+    pub by_state: BTreeMap<String, i64>,
+    pub total: i64,
+}
+
+impl DeliveryCounts {
+    pub fn get(&self, state: DeliveryState) -> i64 {
+        self.by_state.get(state.as_str()).copied().unwrap_or(0)
+    }
+    pub fn open(&self) -> i64 {
+        DeliveryState::ALL.iter().filter(|s| s.is_open()).map(|s| self.get(*s)).sum()
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct DeliveryListing {
+    pub id: i64,
+    pub email: String,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: Millis,
+    pub last_code: Option<i64>,
+    pub last_enhanced: Option<String>,
+    pub last_reply: Option<String>,
+    pub failure_reason: Option<String>,
+    pub sent_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AttemptListing {
+    pub delivery_id: i64,
+    pub at: Millis,
+    pub duration_ms: i64,
+    pub code: Option<i64>,
+    pub enhanced: Option<String>,
+    pub reply: Option<String>,
+    pub outcome: String,
+    pub worker_id: String,
+}
+
+impl Db {
+    /// One delivery per confirmed subscriber, set-wise; running it again
+    /// adds only subscribers confirmed since. Marks the issue as sending.
+    pub async fn enqueue_issue(&self, issue_id: i64, newsletter_id: i64, now: Millis) -> Result<u64> {
+        with_tx!(self, |tx| {
+            let added = sqlx::query(
+                "INSERT INTO deliveries (issue_id, subscriber_id, state, attempts, next_attempt_at, updated_at)
+                 SELECT $1, sub.subscriber_id, 'queued', 0, $2, $2 FROM subscriptions sub
+                 WHERE sub.newsletter_id = $3 AND sub.state = 'confirmed'
+                 ON CONFLICT (issue_id, subscriber_id) DO NOTHING",
+            )
+            .bind(issue_id)
+            .bind(now)
+            .bind(newsletter_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE issues SET status = 'sending', send_started_at = COALESCE(send_started_at, $2), completed_at = NULL
+                 WHERE id = $1 AND status IN ('draft', 'sent', 'sending')",
+            )
+            .bind(issue_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            Ok::<_, StoreError>(added)
+        })
+    }
+
+    /// Claims up to `limit` due deliveries of issues that are sending, with
+    /// a lease. A delivery whose lease ran out (its worker died) is due again.
+    /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several processes split the
+    /// queue; SQLite: one writer, so the single UPDATE is already atomic.
+    pub async fn claim_due_deliveries(&self, worker_id: &str, now: Millis, lease_until: Millis, limit: i64) -> Result<Vec<ClaimedDelivery>> {
+        const DUE: &str = "SELECT d.id FROM deliveries d JOIN issues i ON i.id = d.issue_id
+             WHERE i.status = 'sending'
+               AND ((d.state IN ('queued', 'retry_wait') AND d.next_attempt_at <= $3)
+                    OR (d.state = 'sending' AND d.lease_until < $3))
+             ORDER BY d.next_attempt_at, d.id LIMIT $4";
+        let ids: Vec<i64> = match self {
+            Db::Postgres(p) => {
+                let sql = format!(
+                    "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
+                     WHERE id IN ({DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING id"
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker_id).bind(now).bind(limit).fetch_all(p).await?
+            }
+            Db::Sqlite(p) => {
+                let sql = format!(
+                    "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
+                     WHERE id IN ({DUE}) RETURNING id"
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker_id).bind(now).bind(limit).fetch_all(p).await?
+            }
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut rows = self.delivery_details(&ids).await?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    /// The recipient and their current standing for each delivery; called
+    /// at claim time and again right before sending.
+    pub async fn delivery_details(&self, ids: &[i64]) -> Result<Vec<ClaimedDelivery>> {
+        with_pool!(self, |p| {
+            let mut q = QueryBuilder::new(
+                "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
+                   COALESCE(sub.state, 'unsubscribed') AS subscription_state,
+                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed
+                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
+                 LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
+                 WHERE d.id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in ids {
+                sep.push_bind(*id);
+            }
+            q.push(")");
+            Ok(q.build_query_as().fetch_all(p).await?)
+        })
+    }
+
+    /// Writes a batch of outcomes in one transaction: delivery rows, attempt
+    /// history, and the recipient effects (bounce → suppression).
+    pub async fn record_results(&self, results: &[DeliveryResult], now: Millis) -> Result<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        with_tx!(self, |tx| {
+            for r in results {
+                let (code, enhanced, reply, at) = match &r.attempt {
+                    Some(a) => (a.code, a.enhanced.clone(), Some(a.reply.clone()), Some(a.at)),
+                    None => (None, None, None, None),
+                };
+                let sent_at = (r.state == DeliveryState::Sent).then_some(now);
+                sqlx::query(
+                    "UPDATE deliveries SET state = $2, attempts = attempts + $3, next_attempt_at = COALESCE($4, next_attempt_at),
+                       lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(first_attempt_at, $5),
+                       last_code = COALESCE($6, last_code), last_enhanced = COALESCE($7, last_enhanced), last_reply = COALESCE($8, last_reply),
+                       failure_reason = $9, sent_at = COALESCE($10, sent_at), updated_at = $11
+                     WHERE id = $1 AND state <> 'sent'",
+                )
+                .bind(r.delivery_id)
+                .bind(r.state.as_str())
+                .bind(i64::from(r.attempt.is_some()))
+                .bind(r.next_attempt_at)
+                .bind(at)
+                .bind(code)
+                .bind(enhanced)
+                .bind(reply)
+                .bind(&r.failure_reason)
+                .bind(sent_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results.iter().filter_map(|r| r.attempt.as_ref().map(|a| (r, a))).collect();
+            for chunk in attempts.chunks(500) {
+                let mut q = QueryBuilder::new("INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id) ");
+                q.push_values(chunk, |mut b, (r, a)| {
+                    b.push_bind(r.delivery_id)
+                        .push_bind(a.at)
+                        .push_bind(a.duration_ms)
+                        .push_bind(a.code)
+                        .push_bind(a.enhanced.clone())
+                        .push_bind(a.reply.clone())
+                        .push_bind(a.outcome.clone())
+                        .push_bind(a.worker_id.clone());
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            for r in results {
+                match r.effect {
+                    RecipientEffect::None => {}
+                    RecipientEffect::Delivered => {
+                        sqlx::query("UPDATE subscriptions SET soft_bounces = 0 WHERE subscriber_id = $1 AND newsletter_id = $2 AND soft_bounces > 0")
+                            .bind(r.subscriber_id)
+                            .bind(r.newsletter_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    RecipientEffect::HardBounce | RecipientEffect::SoftBounce => {
+                        let soft_bounces: i64 = if r.effect == RecipientEffect::SoftBounce {
+                            sqlx::query_scalar(
+                                "UPDATE subscriptions SET soft_bounces = soft_bounces + 1 WHERE subscriber_id = $1 AND newsletter_id = $2 RETURNING soft_bounces",
+                            )
+                            .bind(r.subscriber_id)
+                            .bind(r.newsletter_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .unwrap_or(0)
+                        } else {
+                            SOFT_BOUNCE_LIMIT
+                        };
+                        if soft_bounces >= SOFT_BOUNCE_LIMIT {
+                            let reason = if r.effect == RecipientEffect::HardBounce { "hard-bounce" } else { "soft-bounce-limit" };
+                            bounce_recipient(&mut tx, r, reason, now).await?;
+                        }
+                    }
+                }
+            }
+            Ok::<(), StoreError>(())
+        })
+    }
+
+    /// On shutdown: hands back what this worker claimed but did not send.
+    pub async fn release_claims(&self, worker_id: &str, now: Millis) -> Result<u64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
+                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $2
+                 WHERE worker_id = $1 AND state = 'sending'",
+            )
+            .bind(worker_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    pub async fn delivery_counts(&self, issue_id: i64) -> Result<DeliveryCounts> {
+        let rows: Vec<(String, i64)> = with_pool!(self, |p| {
+            sqlx::query_as("SELECT state, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY state").bind(issue_id).fetch_all(p).await?
+        });
+        let mut counts = DeliveryCounts::default();
+        for (state, n) in rows {
+            parse_state::<DeliveryState>(&state)?;
+            counts.total += n;
+            counts.by_state.insert(state, n);
+        }
+        Ok(counts)
+    }
+
+    /// Marks a sending issue `sent` once none of its deliveries is open, and
+    /// stores its final counts. Returns true when this call completed it.
+    pub async fn complete_issue_if_done(&self, issue_id: i64, now: Millis) -> Result<bool> {
+        let counts = self.delivery_counts(issue_id).await?;
+        if counts.open() > 0 {
+            return Ok(false);
+        }
+        let mut summary = serde_json::Map::new();
+        for (state, n) in &counts.by_state {
+            summary.insert(state.clone(), (*n).into());
+        }
+        let reasons: Vec<(Option<String>, i64)> = with_pool!(self, |p| {
+            sqlx::query_as("SELECT failure_reason, COUNT(*) FROM deliveries WHERE issue_id = $1 AND state IN ('failed', 'skipped') GROUP BY failure_reason")
+                .bind(issue_id)
+                .fetch_all(p)
+                .await?
+        });
+        let reasons: serde_json::Map<String, serde_json::Value> =
+            reasons.into_iter().map(|(r, n)| (r.unwrap_or_else(|| "unknown".into()), n.into())).collect();
+        summary.insert("reasons".into(), reasons.into());
+        let done = with_pool!(self, |p| {
+            sqlx::query("UPDATE issues SET status = 'sent', completed_at = $2, final_counts = $3 WHERE id = $1 AND status = 'sending'")
+                .bind(issue_id)
+                .bind(now)
+                .bind(serde_json::Value::Object(summary).to_string())
+                .execute(p)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    pub async fn sending_issue_ids(&self) -> Result<Vec<i64>> {
+        Ok(with_pool!(self, |p| sqlx::query_scalar("SELECT id FROM issues WHERE status = 'sending'").fetch_all(p).await?))
+    }
+
+    /// Moves an issue between draft/sending/paused/cancelled/sent, only
+    /// from the states listed. Returns whether it moved.
+    pub async fn set_issue_status(&self, issue_id: i64, to: IssueStatus, from: &[IssueStatus]) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            let mut q = QueryBuilder::new("UPDATE issues SET status = ");
+            q.push_bind(to.as_str());
+            q.push(" WHERE id = ");
+            q.push_bind(issue_id);
+            q.push(" AND status IN (");
+            let mut sep = q.separated(", ");
+            for s in from {
+                sep.push_bind(s.as_str());
+            }
+            q.push(")");
+    q.build().execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Cancels every delivery not yet handed to SMTP.
+    pub async fn cancel_open_deliveries(&self, issue_id: i64, now: Millis) -> Result<u64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE deliveries SET state = 'cancelled', failure_reason = 'cancelled', updated_at = $2
+                 WHERE issue_id = $1 AND state IN ('queued', 'retry_wait')",
+            )
+            .bind(issue_id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
+    /// Re-queues deliveries for another round (`herald retry`): those that
+    /// failed permanently when `failed` is set, and those waiting for a retry (now).
+    pub async fn requeue(&self, issue_id: i64, failed: bool, now: Millis) -> Result<u64> {
+        let states: &[&str] = if failed { &["failed", "retry_wait"] } else { &["retry_wait"] };
+        Ok(with_pool!(self, |p| {
+            let mut q = QueryBuilder::new("UPDATE deliveries SET state = 'queued', next_attempt_at = ");
+            q.push_bind(now);
+            q.push(", first_attempt_at = NULL, failure_reason = NULL, updated_at = ");
+            q.push_bind(now);
+            q.push(" WHERE issue_id = ");
+            q.push_bind(issue_id);
+            q.push(" AND state IN (");
+            let mut sep = q.separated(", ");
+            for s in states {
+                sep.push_bind(*s);
+            }
+            q.push(")");
+    q.build().execute(p).await?.rows_affected()
+        }))
+    }
+
+    pub async fn list_deliveries(&self, issue_id: i64, state: Option<DeliveryState>, limit: i64) -> Result<Vec<DeliveryListing>> {
+        let state = state.map(|s| s.as_str());
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT d.id, s.email, d.state, d.attempts, d.next_attempt_at, d.last_code, d.last_enhanced, d.last_reply, d.failure_reason, d.sent_at
+                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                 WHERE d.issue_id = $1 AND ($2 IS NULL OR d.state = $2) ORDER BY d.id LIMIT $3",
+            )
+            .bind(issue_id)
+            .bind(state)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    pub async fn attempts_of(&self, delivery_ids: &[i64]) -> Result<Vec<AttemptListing>> {
+        if delivery_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_pool!(self, |p| {
+            let mut q = QueryBuilder::new(
+                "SELECT delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id FROM delivery_attempts WHERE delivery_id IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in delivery_ids {
+                sep.push_bind(*id);
+            }
+            q.push(") ORDER BY delivery_id, at, id");
+            Ok(q.build_query_as().fetch_all(p).await?)
+        })
+    }
+
+    /// The most common last replies of failed or waiting deliveries.
+    pub async fn top_failure_replies(&self, issue_id: i64, limit: i64) -> Result<Vec<(String, String, i64)>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT state, COALESCE(last_reply, failure_reason, '') AS reply, COUNT(*) AS n FROM deliveries
+                 WHERE issue_id = $1 AND state IN ('failed', 'retry_wait', 'skipped') GROUP BY state, COALESCE(last_reply, failure_reason, '')
+                 ORDER BY n DESC LIMIT $2",
+            )
+            .bind(issue_id)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    pub async fn next_retry_at(&self, issue_id: i64) -> Result<Option<Millis>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM deliveries WHERE issue_id = $1 AND state = 'retry_wait'").bind(issue_id).fetch_one(p).await?
+        }))
+    }
+
+    /// Messages sent for an issue since `since` (for the rate).
+    pub async fn sent_since(&self, issue_id: i64, since: Millis) -> Result<i64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE issue_id = $1 AND state = 'sent' AND sent_at >= $2")
+                .bind(issue_id)
+                .bind(since)
+                .fetch_one(p)
+                .await?
+        }))
+    }
+}
+
+async fn bounce_recipient<'c, DB>(tx: &mut sqlx::Transaction<'c, DB>, r: &DeliveryResult, reason: &str, now: Millis) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let email = crate::domain::EmailAddress::parse(&r.email).map_err(|e| StoreError::Corrupt(format!("{}: {e}", r.email)))?;
+    sqlx::query("UPDATE subscriptions SET state = 'bounced', updated_at = $3 WHERE subscriber_id = $1 AND newsletter_id = $2")
+        .bind(r.subscriber_id)
+        .bind(r.newsletter_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO suppressions (address_hash, email, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (address_hash) DO NOTHING")
+        .bind(email.suppression_hash())
+        .bind(email.to_string())
+        .bind(reason.to_owned())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) VALUES ($1, $2, 'bounce', $3, 'delivery', $4)")
+        .bind(r.subscriber_id)
+        .bind(r.newsletter_id)
+        .bind(now)
+        .bind(reason.to_owned())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Messages sent by every process since `since`: the hourly/daily caps.
+    pub async fn sent_in_window(&self, since: Millis) -> Result<i64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE sent_at >= $1").bind(since).fetch_one(p).await?
+        }))
+    }
+}

@@ -1,0 +1,469 @@
+//! The delivery engine: claim due deliveries with a lease, send each over a
+//! worker's own long-lived connection, write outcomes back in batches.
+//!
+//! ```text
+//! claimer ──jobs (bounded)──▶ N workers ──results (bounded)──▶ flusher ──▶ db
+//!    ▲ lease, SKIP LOCKED        │ recheck, personalise, pace, send, classify
+//!    └──── completion check ◀────┴───────────────────────────── batch write
+//! ```
+//! Shutdown: the claimer stops, each worker finishes the message it is
+//! sending, the flusher writes what it has, and claims not yet sent are
+//! handed back (`release_claims`), so a restart resumes exactly there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{Verdict, classify};
+use super::retry::{RetryPolicy, parse_schedule};
+use crate::app::App;
+use crate::content::millis_to_fixed;
+use crate::domain::{DeliveryState, Millis, SubscriptionState, ms_to_datetime, now_ms};
+use crate::mail::dkim::DkimSigner;
+use crate::mail::{MailConnection, SendFailure, SmtpReply};
+use crate::render::{MessageTemplate, Recipient};
+use crate::store::deliveries::{AttemptRecord, ClaimedDelivery, DeliveryResult, RecipientEffect};
+use crate::store::{Newsletter, StoreError};
+use crate::subscribers::millis;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("delivery.retry_schedule: {0}")]
+    RetrySchedule(String),
+    #[error("dkim.private_key_file {path}: {message}")]
+    DkimKey { path: String, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot prepare issue {issue_id} for sending: {message}")]
+    Prepare { issue_id: i64, message: String },
+}
+
+#[derive(Clone)]
+pub struct EngineOptions {
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub batch_size: i64,
+    pub lease: Duration,
+    pub flush_interval: Duration,
+    pub poll_interval: Duration,
+    /// Messages per second for this process; 0 = unlimited.
+    pub rate: f64,
+    pub rate_per_hour: u64,
+    pub rate_per_day: u64,
+    pub retry: RetryPolicy,
+    pub dkim: Option<Arc<DkimSigner>>,
+}
+
+impl EngineOptions {
+    pub fn from_app(app: &App) -> Result<EngineOptions, EngineError> {
+        let c = &app.config;
+        let schedule = parse_schedule(&c.delivery.retry_schedule).map_err(EngineError::RetrySchedule)?;
+        let dkim = if c.dkim.private_key_file.is_empty() {
+            None
+        } else {
+            let path = &c.dkim.private_key_file;
+            let pem = std::fs::read_to_string(path).map_err(|e| EngineError::DkimKey { path: path.clone(), message: e.to_string() })?;
+            let signer = DkimSigner::from_pem(&c.dkim.domain, &c.dkim.selector, &pem)
+                .map_err(|e| EngineError::DkimKey { path: path.clone(), message: e.to_string() })?;
+            Some(Arc::new(signer))
+        };
+        Ok(EngineOptions {
+            worker_id: worker_id(),
+            concurrency: c.smtp.concurrency,
+            batch_size: i64::from(c.delivery.batch_size),
+            lease: c.delivery.lease.0,
+            flush_interval: c.delivery.flush_interval.0,
+            poll_interval: Duration::from_millis(500),
+            rate: c.smtp.rate,
+            rate_per_hour: c.smtp.rate_per_hour,
+            rate_per_day: c.smtp.rate_per_day,
+            retry: RetryPolicy { schedule, give_up_after: c.delivery.give_up_after.0, jitter: 0.1 },
+            dkim,
+        })
+    }
+}
+
+/// A name unique to this process, recorded on claims and attempts.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "herald".into());
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+}
+
+/// When the engine stops by itself.
+#[derive(Debug, Clone, Copy)]
+pub enum RunUntil {
+    /// Until shutdown (`herald serve`).
+    Shutdown,
+    /// Until this issue has no open delivery, or shutdown (`herald send --wait`).
+    IssueComplete(i64),
+}
+
+/// One issue ready to personalise: rendered and prepared once.
+struct PreparedIssue {
+    template: MessageTemplate,
+    newsletter: Arc<Newsletter>,
+    number: i64,
+    envelope_from: String,
+    mailto: String,
+    from_domain: String,
+}
+
+struct Job {
+    delivery: ClaimedDelivery,
+    claimed: Instant,
+}
+
+pub struct Engine {
+    app: App,
+    opts: EngineOptions,
+    prepared: Mutex<HashMap<i64, Arc<PreparedIssue>>>,
+    pacer: Pacer,
+}
+
+impl Engine {
+    pub fn new(app: App, opts: EngineOptions) -> Arc<Engine> {
+        let pacer = Pacer::new(opts.rate);
+        Arc::new(Engine { app, opts, prepared: Mutex::new(HashMap::new()), pacer })
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.opts.worker_id
+    }
+
+    /// Runs until `until` is met or `shutdown` fires; always leaves no
+    /// claim of this process behind.
+    pub async fn run(self: Arc<Self>, until: RunUntil, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let concurrency = self.opts.concurrency.max(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * 2);
+        let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
+        let (results_tx, results_rx) = mpsc::channel::<DeliveryResult>((self.opts.batch_size as usize).max(16) * 2);
+        let stop_workers = shutdown.child_token();
+
+        let flusher = tokio::spawn(self.clone().flush_results(results_rx));
+        let mut workers = Vec::with_capacity(concurrency);
+        for n in 0..concurrency {
+            workers.push(tokio::spawn(self.clone().work(n, jobs_rx.clone(), results_tx.clone(), stop_workers.clone())));
+        }
+        drop(results_tx);
+        let claimed = self.clone().claim_loop(until, jobs_tx, shutdown.clone()).await;
+        for w in workers {
+            let _ = w.await;
+        }
+        let flushed = flusher.await.unwrap_or(Ok(()));
+        let released = self.app.db.release_claims(&self.opts.worker_id, now_ms()).await?;
+        if released > 0 {
+            tracing::info!(released, "handed back deliveries claimed but not sent");
+        }
+        claimed?;
+        flushed
+    }
+
+    async fn claim_loop(self: Arc<Self>, until: RunUntil, jobs: mpsc::Sender<Job>, shutdown: CancellationToken) -> Result<(), EngineError> {
+        let db = &self.app.db;
+        let mut last_completion_check = Instant::now() - Duration::from_secs(60);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let limit = self.opts.batch_size.min(self.window_allowance().await?);
+            let now = now_ms();
+            let claimed = if limit > 0 { db.claim_due_deliveries(&self.opts.worker_id, now, now + millis(self.opts.lease), limit).await? } else { Vec::new() };
+            if claimed.is_empty() {
+                if last_completion_check.elapsed() >= self.opts.poll_interval {
+                    last_completion_check = Instant::now();
+                    for issue_id in db.sending_issue_ids().await? {
+                        if db.complete_issue_if_done(issue_id, now_ms()).await? {
+                            tracing::info!(issue_id, "issue delivered: no delivery left open");
+                        }
+                    }
+                    if let RunUntil::IssueComplete(issue_id) = until {
+                        let issue = db.issue_by_id(issue_id).await?;
+                        let open = db.delivery_counts(issue_id).await?.open();
+                        if issue.status != "sending" || open == 0 {
+                            return Ok(());
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.opts.poll_interval) => {}
+                }
+                continue;
+            }
+            let claimed_at = Instant::now();
+            for delivery in claimed {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    sent = jobs.send(Job { delivery, claimed: claimed_at }) => if sent.is_err() { return Ok(()) },
+                }
+            }
+        }
+    }
+
+    /// How many more messages the hourly/daily caps allow now (all processes).
+    async fn window_allowance(&self) -> Result<i64, StoreError> {
+        let mut allowance = i64::MAX;
+        for (cap, window) in [(self.opts.rate_per_hour, 3_600_000), (self.opts.rate_per_day, 86_400_000)] {
+            if cap > 0 {
+                let sent = self.app.db.sent_in_window(now_ms() - window).await?;
+                allowance = allowance.min(cap as i64 - sent);
+            }
+        }
+        Ok(allowance.max(0))
+    }
+
+    async fn work(self: Arc<Self>, n: usize, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, results: mpsc::Sender<DeliveryResult>, stop: CancellationToken) {
+        let mut conn: Option<MailConnection> = None;
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut throttle = Duration::ZERO;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+        loop {
+            let job = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
+            };
+            let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
+                Ok((result, verdict)) => {
+                    if verdict == Some(Verdict::Throttle) {
+                        throttle = (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
+                        tracing::warn!(worker = n, pause = ?throttle, reply = ?result.attempt.as_ref().map(|a| &a.reply), "the server asks us to slow down; this connection pauses");
+                    } else if verdict == Some(Verdict::Sent) {
+                        throttle = Duration::ZERO;
+                    }
+                    result
+                }
+                Err(e) => {
+                    // The claim stays; its lease expiry makes the delivery due again.
+                    tracing::error!(worker = n, error = %e, "could not attempt a delivery");
+                    tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                    continue;
+                }
+            };
+            if results.send(result).await.is_err() {
+                break;
+            }
+            if !throttle.is_zero() {
+                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(throttle) => {} }
+            }
+        }
+        if let Some(c) = conn {
+            c.close().await;
+        }
+    }
+
+    /// Attempts one delivery; returns the outcome to record and the verdict (None for a skip).
+    async fn deliver(
+        &self,
+        job: Job,
+        conn: &mut Option<MailConnection>,
+        buf: &mut Vec<u8>,
+        rng: &mut impl rand::Rng,
+    ) -> Result<(DeliveryResult, Option<Verdict>), EngineError> {
+        let mut d = job.delivery;
+        // An unsubscribe must stop every message not yet handed to SMTP: if
+        // this claim has waited, look again.
+        if job.claimed.elapsed() > Duration::from_millis(500)
+            && let Some(fresh) = self.app.db.delivery_details(&[d.id]).await?.pop()
+        {
+            d = fresh;
+        }
+        if let Some(reason) = skip_reason(&d) {
+            return Ok((self.result(&d, DeliveryState::Skipped, None, None, Some(reason.into()), RecipientEffect::None), None));
+        }
+        let issue = self.prepared(d.issue_id).await?;
+        let message_id = format!("<issue-{}.{}@{}>", issue.number, self.app.secret.subscriber_tag(d.subscriber_id), issue.from_domain);
+        let unsubscribe_url = self.app.unsubscribe_url(d.subscriber_id, issue.newsletter.id);
+        buf.clear();
+        issue.template.personalise_into(
+            &Recipient { to: &d.email, name: d.name.as_deref(), message_id: &message_id, unsubscribe_url: &unsubscribe_url, unsubscribe_mailto: Some(&issue.mailto) },
+            buf,
+        );
+        let signed;
+        let bytes: &[u8] = match &self.opts.dkim {
+            Some(signer) => {
+                signed = signer.sign(buf);
+                &signed
+            }
+            None => buf,
+        };
+        self.pacer.wait().await;
+        let started = Instant::now();
+        let attempt_at = now_ms();
+        let outcome = match conn {
+            Some(c) => c.send_raw(&issue.envelope_from, &d.email, bytes).await,
+            None => match self.app.mailer.connect().await {
+                Ok(c) => conn.insert(c).send_raw(&issue.envelope_from, &d.email, bytes).await,
+                Err(e) => Err(e),
+            },
+        };
+        let verdict = classify(&outcome);
+        let attempt = attempt_record(&outcome, verdict, attempt_at, started.elapsed(), &self.opts.worker_id);
+        let first = d.first_attempt_at.unwrap_or(attempt_at);
+        let (state, next, reason, effect) = match verdict {
+            Verdict::Sent => (DeliveryState::Sent, None, None, RecipientEffect::Delivered),
+            Verdict::HardBounce => (DeliveryState::Failed, None, Some("hard_bounce"), RecipientEffect::HardBounce),
+            Verdict::MessageDefect => {
+                tracing::error!(reply = %attempt.reply, "the server refused the message itself; check the issue's headers and content");
+                (DeliveryState::Failed, None, Some("message_defect"), RecipientEffect::None)
+            }
+            Verdict::Permanent => (DeliveryState::Failed, None, Some("permanent"), RecipientEffect::None),
+            Verdict::Transient | Verdict::Throttle | Verdict::SoftBounce => {
+                let failed_attempts = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+                match self.opts.retry.next_attempt(failed_attempts, ms_to_datetime(first), Utc::now(), rng) {
+                    Some(at) => (DeliveryState::RetryWait, Some(at.timestamp_millis()), None, RecipientEffect::None),
+                    None if verdict == Verdict::SoftBounce => (DeliveryState::Failed, None, Some("expired"), RecipientEffect::SoftBounce),
+                    None => (DeliveryState::Failed, None, Some("expired"), RecipientEffect::None),
+                }
+            }
+        };
+        Ok((self.result(&d, state, Some(attempt), next, reason.map(str::to_owned), effect), Some(verdict)))
+    }
+
+    fn result(
+        &self,
+        d: &ClaimedDelivery,
+        state: DeliveryState,
+        attempt: Option<AttemptRecord>,
+        next_attempt_at: Option<Millis>,
+        failure_reason: Option<String>,
+        effect: RecipientEffect,
+    ) -> DeliveryResult {
+        DeliveryResult {
+            delivery_id: d.id,
+            subscriber_id: d.subscriber_id,
+            newsletter_id: d.newsletter_id,
+            email: d.email.clone(),
+            state,
+            attempt,
+            next_attempt_at,
+            failure_reason,
+            effect,
+        }
+    }
+
+    async fn prepared(&self, issue_id: i64) -> Result<Arc<PreparedIssue>, EngineError> {
+        if let Some(p) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(&issue_id) {
+            return Ok(p.clone());
+        }
+        let issue = self.app.db.issue_by_id(issue_id).await?;
+        let newsletter = Arc::new(self.app.db.newsletter_by_id(issue.newsletter_id).await?);
+        // The Date header is the moment sending began: fixed, so retries are byte-identical.
+        let date = millis_to_fixed(issue.send_started_at.unwrap_or(issue.created_at));
+        let headers = self.app.message_headers(&newsletter, &issue, date, false);
+        let template = MessageTemplate::prepare(&App::rendered(&issue), &headers).map_err(|e| EngineError::Prepare { issue_id, message: e.to_string() })?;
+        let prepared = Arc::new(PreparedIssue {
+            template,
+            number: issue.number,
+            envelope_from: self.app.envelope_from(&newsletter),
+            mailto: self.app.unsubscribe_mailto(&newsletter),
+            from_domain: newsletter.from().address.domain().to_owned(),
+            newsletter,
+        });
+        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(issue_id, prepared.clone());
+        Ok(prepared)
+    }
+
+    /// Writes results in batches: when `batch_size` have gathered or
+    /// `flush_interval` has passed, whichever is first.
+    async fn flush_results(self: Arc<Self>, mut results: mpsc::Receiver<DeliveryResult>) -> Result<(), EngineError> {
+        let mut batch = Vec::with_capacity(self.opts.batch_size as usize);
+        loop {
+            let deadline = tokio::time::sleep(self.opts.flush_interval);
+            tokio::pin!(deadline);
+            let closed = loop {
+                tokio::select! {
+                    r = results.recv() => match r {
+                        Some(r) => {
+                            batch.push(r);
+                            if batch.len() as i64 >= self.opts.batch_size { break false; }
+                        }
+                        None => break true,
+                    },
+                    _ = &mut deadline => break false,
+                }
+            };
+            if !batch.is_empty() {
+                self.write_batch(&batch).await?;
+                batch.clear();
+            }
+            if closed {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn write_batch(&self, batch: &[DeliveryResult]) -> Result<(), EngineError> {
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1.. {
+            match self.app.db.record_results(batch, now_ms()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt < 6 => {
+                    tracing::warn!(error = %e, attempt, "writing delivery results failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+fn skip_reason(d: &ClaimedDelivery) -> Option<&'static str> {
+    if d.suppressed > 0 {
+        return Some("suppressed");
+    }
+    match d.subscription_state.parse::<SubscriptionState>() {
+        Ok(SubscriptionState::Confirmed) => None,
+        Ok(SubscriptionState::Bounced) => Some("bounced"),
+        Ok(SubscriptionState::Complained) => Some("complained"),
+        _ => Some("unsubscribed"),
+    }
+}
+
+fn attempt_record(outcome: &Result<SmtpReply, SendFailure>, verdict: Verdict, at: Millis, took: Duration, worker: &str) -> AttemptRecord {
+    let (code, enhanced, reply) = match outcome {
+        Ok(r) => (Some(i64::from(r.code)), r.enhanced.map(|e| e.to_string()), r.text.clone()),
+        Err(e) => match e.reply() {
+            Some(r) => (Some(i64::from(r.code)), r.enhanced.map(|e| e.to_string()), format!("{} {}", r.code, r.text)),
+            None => (None, None, e.to_string()),
+        },
+    };
+    AttemptRecord {
+        at,
+        duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+        code,
+        enhanced,
+        reply: reply.chars().take(1000).collect(),
+        outcome: verdict.as_str().to_owned(),
+        worker_id: worker.to_owned(),
+    }
+}
+
+/// Spaces messages evenly to honour `smtp.rate` (messages per second).
+struct Pacer {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Pacer {
+        let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
+        Pacer { interval, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    async fn wait(&self) {
+        let Some(interval) = self.interval else { return };
+        let mut next = self.next.lock().await;
+        let now = tokio::time::Instant::now();
+        if *next > now {
+            tokio::time::sleep_until(*next).await;
+        }
+        *next = (*next).max(now) + interval;
+    }
+}
