@@ -668,3 +668,22 @@ fn custom_theme_is_used() {
     assert!(r.html.contains("color:#123456"));
     assert!(style_block(&r.html).contains("@media"));
 }
+
+#[test]
+fn sample_files_parse() {
+    let single = include_str!("../emails/samples/item-national-interest.md");
+    let p = parse_digest_file("item-national-interest.md", single).unwrap();
+    assert_eq!(p.title, None);
+    assert_eq!(p.items.len(), 1);
+    assert_eq!(p.items[0].outlet, "The National Interest");
+    let week = parse_digest_file("week-2024-18.md", SAMPLE).unwrap();
+    assert_eq!(week.items.len(), 5);
+    assert!(week.items.iter().all(|i| i.validate().is_ok()));
+    // The example in emails/README.md parses too.
+    let readme = include_str!("../emails/README.md");
+    let start = readme.find("```markdown\n").unwrap() + "```markdown\n".len();
+    let end = readme[start..].find("\n```\n").unwrap() + start;
+    let ex = parse_digest_file("README.md", &readme[start..end]).unwrap();
+    assert_eq!(ex.items.len(), 2);
+    assert!(ex.intro_markdown.is_some());
+}
