@@ -151,6 +151,14 @@ pub enum IssueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Send a "[TEST]" copy without touching the list or the issue's state.
+    Test {
+        issue: String,
+        #[arg(long, required = true, num_args = 1..)]
+        to: Vec<String>,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
     /// Show one issue.
     Show {
         issue: String,
@@ -275,6 +283,13 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
                     println!("#{:<4} {:<32} {:<10} {}", i.number, i.slug, i.status, i.subject);
                 }
             }
+        }
+        IssueCommand::Test { issue, to, newsletter } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let issue = app.find_issue(&nl, &issue).await?;
+            let to = to.iter().map(|t| crate::subscribers::parse_email(t)).collect::<Result<Vec<_>, _>>()?;
+            app.send_test_copies(&nl, &issue, &to).await?;
+            println!("sent {} test copies of issue #{} via {}", to.len(), issue.number, app.mailer.describe());
         }
         IssueCommand::Show { issue, newsletter } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;

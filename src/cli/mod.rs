@@ -2,6 +2,7 @@
 //! add to them, never rename.
 
 mod content;
+mod delivery;
 mod subscribers;
 
 use std::path::PathBuf;
@@ -46,11 +47,71 @@ pub enum Command {
     /// Compose, preview and inspect issues.
     #[command(subcommand)]
     Issue(content::IssueCommand),
+    /// Send an issue to every confirmed subscriber.
+    Send {
+        issue: String,
+        /// Deliver in this process and wait until every delivery is final.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Delivery counts, rate, most common failures, next retry.
+    Status {
+        /// Default: the latest issue.
+        issue: Option<String>,
+        #[arg(long)]
+        newsletter: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recipients of an issue with their attempts and last reply.
+    Deliveries {
+        issue: String,
+        #[arg(long)]
+        state: Option<crate::domain::DeliveryState>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Stop handing messages to SMTP (in-flight ones finish).
+    Pause {
+        issue: String,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Continue a paused issue where it stopped.
+    Resume {
+        issue: String,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Stop an issue for good.
+    Cancel {
+        issue: String,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Retry waiting deliveries now; with --failed, permanent failures too.
+    Retry {
+        issue: String,
+        #[arg(long)]
+        failed: bool,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// DKIM keys.
+    #[command(subcommand)]
+    Dkim(delivery::DkimCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { path, force } => init(&path, force).await,
+        Command::Dkim(cmd) => delivery::dkim(cmd),
         command => {
             let config = Config::load(cli.config.as_deref())?;
             let app = App::open(config).await?;
@@ -72,6 +133,70 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
+        Command::Dkim(_) => unreachable!("handled before the app is opened"),
+        Command::Send { issue, wait, newsletter } => delivery::send(app, &issue, newsletter.as_deref(), wait).await,
+        Command::Status { issue, newsletter, json } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let issue = match issue {
+                Some(i) => app.find_issue(&nl, &i).await?,
+                None => app.db.issues(nl.id).await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no issues yet: compose one with `herald issue compose`"))?,
+            };
+            let report = app.issue_status(&issue).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                delivery::print_status(&report);
+            }
+            Ok(())
+        }
+        Command::Deliveries { issue, state, json, limit, newsletter } => {
+            let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
+            let rows = app.db.list_deliveries(issue.id, state, limit).await?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let attempts = app.db.attempts_of(&ids).await?;
+            if json {
+                let out: Vec<serde_json::Value> = rows
+                    .iter()
+                    .map(|r| {
+                        let mine: Vec<_> = attempts.iter().filter(|a| a.delivery_id == r.id).collect();
+                        serde_json::json!({ "delivery": r, "attempts": mine })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for r in &rows {
+                    println!("{:<40} {:<10} attempts {:<2} {}", r.email, r.state, r.attempts, r.last_reply.as_deref().or(r.failure_reason.as_deref()).unwrap_or(""));
+                    for a in attempts.iter().filter(|a| a.delivery_id == r.id) {
+                        println!("    {}  {:<14} {}ms  {}", crate::domain::ms_to_datetime(a.at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), a.outcome, a.duration_ms, a.reply.as_deref().unwrap_or(""));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Pause { issue, newsletter } => {
+            let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
+            app.pause_issue(&issue).await?;
+            println!("issue #{} paused: messages in flight finish, nothing more is sent until `herald resume {}`", issue.number, issue.number);
+            Ok(())
+        }
+        Command::Resume { issue, newsletter } => {
+            let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
+            app.resume_issue(&issue).await?;
+            println!("issue #{} resumed", issue.number);
+            Ok(())
+        }
+        Command::Cancel { issue, newsletter } => {
+            let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
+            let n = app.cancel_issue(&issue).await?;
+            println!("issue #{} cancelled; {n} deliveries will not be sent", issue.number);
+            Ok(())
+        }
+        Command::Retry { issue, failed, newsletter } => {
+            let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
+            let n = app.retry_issue(&issue, failed).await?;
+            println!("issue #{}: {n} deliveries queued again", issue.number);
+            Ok(())
+        }
     }
 }
 
@@ -96,8 +221,26 @@ async fn serve(app: &App) -> anyhow::Result<()> {
     println!("Herald is serving {} on http://{}", app.newsletter.name, listener.local_addr()?);
     println!("subscribe form: {}", app.links.subscribe(None));
     println!("mail goes to: {}", app.mailer.describe());
-    crate::web::serve(app.clone(), listener, shutdown_signal()).await?;
+    serve_with_delivery(app, listener).await?;
     println!("stopped");
+    Ok(())
+}
+
+/// The public site and the delivery workers, until SIGTERM or Ctrl-C; then
+/// the workers finish or hand back what they hold before we exit.
+pub(crate) async fn serve_with_delivery(app: &App, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let engine = crate::delivery::engine::Engine::new(app.clone(), crate::delivery::engine::EngineOptions::from_app(app)?);
+    let workers = tokio::spawn(engine.run(crate::delivery::engine::RunUntil::Shutdown, shutdown.clone()));
+    let web_stop = shutdown.clone();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    crate::web::serve(app.clone(), listener, async move { web_stop.cancelled().await }).await?;
+    shutdown.cancel();
+    workers.await.context("delivery workers panicked")??;
     Ok(())
 }
 

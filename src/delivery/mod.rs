@@ -1,6 +1,7 @@
 //! Delivery: outcome classification and retry policy.
 
 pub mod classify;
+pub mod control;
 pub mod engine;
 pub mod retry;
 

@@ -1,0 +1,151 @@
+//! `herald send | status | deliveries | pause | resume | cancel | retry`, `herald dkim generate`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Subcommand;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::delivery::control::IssueStatusReport;
+use crate::delivery::engine::{Engine, EngineOptions, RunUntil};
+use crate::domain::{DeliveryState, ms_to_datetime};
+use crate::store::content::IssueRow;
+
+pub async fn find(app: &App, issue: &str, newsletter: Option<&str>) -> anyhow::Result<(std::sync::Arc<crate::store::Newsletter>, IssueRow)> {
+    let nl = app.newsletter(newsletter).await?;
+    let issue = app.find_issue(&nl, issue).await?;
+    Ok((nl, issue))
+}
+
+pub async fn send(app: &App, issue: &str, newsletter: Option<&str>, wait: bool) -> anyhow::Result<()> {
+    let (_, issue) = find(app, issue, newsletter).await?;
+    let added = app.send_issue(&issue).await?;
+    let counts = app.db.delivery_counts(issue.id).await?;
+    println!("issue #{} {}: {added} recipients queued ({} deliveries in all)", issue.number, issue.slug, counts.total);
+    if !wait {
+        println!("workers in `herald serve` deliver it; watch with `herald status {}`", issue.number);
+        return Ok(());
+    }
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        super::shutdown_signal().await;
+        signal.cancel();
+    });
+    let engine = Engine::new(app.clone(), EngineOptions::from_app(app)?);
+    let progress = tokio::spawn(show_progress(app.clone(), issue.clone(), shutdown.clone()));
+    let result = engine.run(RunUntil::IssueComplete(issue.id), shutdown.clone()).await;
+    let interrupted = shutdown.is_cancelled();
+    shutdown.cancel();
+    let _ = progress.await;
+    result?;
+    let report = app.issue_status(&issue).await?;
+    print_status(&report);
+    if interrupted {
+        anyhow::bail!("interrupted: unsent deliveries were handed back; run `herald send {} --wait` again to continue", issue.number);
+    }
+    if report.failed() > 0 {
+        anyhow::bail!("{} deliveries failed permanently (see `herald deliveries {} --state failed`)", report.failed(), issue.number);
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal; a line every few seconds otherwise.
+async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    let started = Instant::now();
+    let mut last_line = Instant::now();
+    loop {
+        if let Ok(c) = app.db.delivery_counts(issue.id).await {
+            let done = c.get(DeliveryState::Sent) + c.get(DeliveryState::Failed) + c.get(DeliveryState::Skipped) + c.get(DeliveryState::Cancelled);
+            let rate = c.get(DeliveryState::Sent) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let left = c.get(DeliveryState::Queued) + c.get(DeliveryState::Sending);
+            let eta = if rate > 0.0 { format!("{:.0}s", left as f64 / rate) } else { "-".into() };
+            let msg = format!(
+                "sent {} · failed {} · retrying {} · skipped {} · {:.0}/s · eta {eta}",
+                c.get(DeliveryState::Sent),
+                c.get(DeliveryState::Failed),
+                c.get(DeliveryState::RetryWait),
+                c.get(DeliveryState::Skipped),
+                rate
+            );
+            bar.set_length(c.total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(msg.clone());
+            if !tty && last_line.elapsed() >= Duration::from_secs(5) {
+                eprintln!("{msg}");
+                last_line = Instant::now();
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    bar.finish_and_clear();
+}
+
+pub fn print_status(r: &IssueStatusReport) {
+    println!("issue #{} {} — {}", r.number, r.slug, r.status);
+    println!("  total {}", r.counts.total);
+    for state in DeliveryState::ALL {
+        let n = r.counts.get(*state);
+        if n > 0 {
+            println!("  {:<11} {n}", state.as_str());
+        }
+    }
+    if r.rate_per_sec > 0.0 {
+        println!("  rate        {:.1} messages/s (last minute)", r.rate_per_sec);
+    }
+    if let Some(at) = r.next_retry_at {
+        println!("  next retry  {}", ms_to_datetime(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    if !r.top_replies.is_empty() {
+        println!("  most common replies:");
+        for (state, reply, n) in &r.top_replies {
+            println!("    {n:>6}  {state:<10} {reply}");
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DkimCommand {
+    /// Write a new RSA-2048 key pair and print the DNS record to publish.
+    Generate {
+        /// Where to write the private key (PKCS#1 PEM).
+        #[arg(long, default_value = "dkim.pem")]
+        out: PathBuf,
+        #[arg(long)]
+        domain: String,
+        #[arg(long, default_value = "herald")]
+        selector: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
+    let DkimCommand::Generate { out, domain, selector, force } = cmd;
+    if out.exists() && !force {
+        anyhow::bail!("{} exists; pass --force to replace it (mail signed with the old key stops verifying once its DNS record is gone)", out.display());
+    }
+    let (private_pem, public_b64) = crate::mail::dkim::generate_key_pem();
+    std::fs::write(&out, private_pem).with_context(|| format!("cannot write {}", out.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600));
+    }
+    println!("wrote {} (keep it secret)", out.display());
+    println!("publish this DNS TXT record:\n");
+    println!("{}\n", crate::mail::dkim::dns_txt_record(&selector, &domain, &public_b64));
+    println!("then set in herald.toml:\n[dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"", out.display());
+    Ok(())
+}

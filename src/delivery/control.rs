@@ -1,0 +1,128 @@
+//! What editors do to an issue's delivery: send, pause, resume, cancel,
+//! retry, test copies; and what they look at: status.
+
+use serde::Serialize;
+
+use crate::app::App;
+use crate::content::ContentError;
+use crate::domain::{DeliveryState, IssueStatus, Millis, now_ms};
+use crate::store::content::IssueRow;
+use crate::store::deliveries::DeliveryCounts;
+use crate::store::{Newsletter, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("issue #{number} is {status}; {hint}")]
+    WrongStatus { number: i64, status: String, hint: &'static str },
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("test copy to {to} failed: {message}")]
+    TestSend { to: String, message: String },
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssueStatusReport {
+    pub number: i64,
+    pub slug: String,
+    pub status: String,
+    pub counts: DeliveryCounts,
+    /// Messages per second over the last minute.
+    pub rate_per_sec: f64,
+    pub next_retry_at: Option<Millis>,
+    /// (state, reply, count), most common first.
+    pub top_replies: Vec<(String, String, i64)>,
+    pub final_counts: Option<serde_json::Value>,
+}
+
+impl App {
+    /// Enqueues every confirmed subscriber (once) and marks the issue sending.
+    pub async fn send_issue(&self, issue: &IssueRow) -> Result<u64, ControlError> {
+        match issue.status()? {
+            IssueStatus::Cancelled => {
+                return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "a cancelled issue is not sent again" });
+            }
+            IssueStatus::Paused => {
+                return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "run `herald resume` to continue it" });
+            }
+            IssueStatus::Draft | IssueStatus::Sending | IssueStatus::Sent => {}
+        }
+        Ok(self.db.enqueue_issue(issue.id, issue.newsletter_id, now_ms()).await?)
+    }
+
+    pub async fn pause_issue(&self, issue: &IssueRow) -> Result<(), ControlError> {
+        if !self.db.set_issue_status(issue.id, IssueStatus::Paused, &[IssueStatus::Sending]).await? {
+            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "only a sending issue can be paused" });
+        }
+        Ok(())
+    }
+
+    pub async fn resume_issue(&self, issue: &IssueRow) -> Result<(), ControlError> {
+        if !self.db.set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Paused]).await? {
+            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "only a paused issue can be resumed" });
+        }
+        Ok(())
+    }
+
+    /// Stops an issue for good: nothing more is handed to SMTP.
+    pub async fn cancel_issue(&self, issue: &IssueRow) -> Result<u64, ControlError> {
+        if !self
+            .db
+            .set_issue_status(issue.id, IssueStatus::Cancelled, &[IssueStatus::Draft, IssueStatus::Sending, IssueStatus::Paused])
+            .await?
+        {
+            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "it can no longer be cancelled" });
+        }
+        Ok(self.db.cancel_open_deliveries(issue.id, now_ms()).await?)
+    }
+
+    /// Re-queues waiting retries now, and with `failed` the permanent
+    /// failures too (after fixing, say, a wrong relay password).
+    pub async fn retry_issue(&self, issue: &IssueRow, failed: bool) -> Result<u64, ControlError> {
+        if issue.status()? == IssueStatus::Cancelled {
+            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "a cancelled issue is not retried" });
+        }
+        let n = self.db.requeue(issue.id, failed, now_ms()).await?;
+        if n > 0 {
+            self.db.set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Sent]).await?;
+        }
+        Ok(n)
+    }
+
+    pub async fn issue_status(&self, issue: &IssueRow) -> Result<IssueStatusReport, ControlError> {
+        let issue = self.db.issue_by_id(issue.id).await?;
+        let counts = self.db.delivery_counts(issue.id).await?;
+        let recent = self.db.sent_since(issue.id, now_ms() - 60_000).await?;
+        Ok(IssueStatusReport {
+            number: issue.number,
+            slug: issue.slug.clone(),
+            status: issue.status.clone(),
+            rate_per_sec: recent as f64 / 60.0,
+            next_retry_at: self.db.next_retry_at(issue.id).await?,
+            top_replies: self.db.top_failure_replies(issue.id, 5).await?,
+            final_counts: issue.final_counts.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+            counts,
+        })
+    }
+
+    /// `herald issue test`: a "[TEST]" copy to each address; the list and
+    /// the issue's state are untouched.
+    pub async fn send_test_copies(&self, newsletter: &Newsletter, issue: &IssueRow, to: &[crate::domain::EmailAddress]) -> Result<(), ControlError> {
+        let from = self.envelope_from(newsletter);
+        for addr in to {
+            let message = self.sample_message(newsletter, issue, addr.as_str(), true)?;
+            self.mailer
+                .send_one(&from, addr.as_str(), &message)
+                .await
+                .map_err(|e| ControlError::TestSend { to: addr.to_string(), message: e.to_string() })?;
+        }
+        Ok(())
+    }
+}
+
+impl IssueStatusReport {
+    pub fn failed(&self) -> i64 {
+        self.counts.get(DeliveryState::Failed)
+    }
+}
