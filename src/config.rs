@@ -326,6 +326,9 @@ impl Config {
                 "a postal address is required in every newsletter footer (CAN-SPAM)",
             ));
         }
+        if let Err(e) = crate::delivery::retry::parse_schedule(&self.delivery.retry_schedule) {
+            return Err(value_err("delivery.retry_schedule", &self.delivery.retry_schedule, &format!("expected comma-separated durations like \"5m,15m,1h\" ({e})")));
+        }
         if self.delivery.batch_size == 0 {
             return Err(value_err("delivery.batch_size", "0", "expected at least 1"));
         }

@@ -54,7 +54,7 @@ pub async fn send(app: &App, issue: &str, newsletter: Option<&str>, wait: bool) 
 }
 
 /// A progress bar on a terminal; a line every few seconds otherwise.
-async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
+pub(crate) async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
     let tty = std::io::stderr().is_terminal();
     let bar = if tty { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
     if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {

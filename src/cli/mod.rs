@@ -2,6 +2,7 @@
 //! add to them, never rename.
 
 mod content;
+mod demo;
 mod delivery;
 mod subscribers;
 
@@ -33,6 +34,11 @@ pub enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// Try everything: a sample issue sent to 1,000 synthetic subscribers in ./demo, then the site.
+    Demo {
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
     },
     /// Run database migrations (they also run at every start).
     Migrate,
@@ -112,6 +118,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { path, force } => init(&path, force).await,
         Command::Dkim(cmd) => delivery::dkim(cmd),
+        Command::Demo { dir } => demo::run(Config::load(cli.config.as_deref())?, &dir).await,
         command => {
             let config = Config::load(cli.config.as_deref())?;
             let app = App::open(config).await?;
@@ -133,7 +140,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
-        Command::Dkim(_) => unreachable!("handled before the app is opened"),
+        Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send { issue, wait, newsletter } => delivery::send(app, &issue, newsletter.as_deref(), wait).await,
         Command::Status { issue, newsletter, json } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;

@@ -93,12 +93,15 @@ impl App {
     pub async fn issue_status(&self, issue: &IssueRow) -> Result<IssueStatusReport, ControlError> {
         let issue = self.db.issue_by_id(issue.id).await?;
         let counts = self.db.delivery_counts(issue.id).await?;
-        let recent = self.db.sent_since(issue.id, now_ms() - 60_000).await?;
+        let now = now_ms();
+        let recent = self.db.sent_since(issue.id, now - 60_000).await?;
+        // Over the last minute, or since sending began if that was sooner.
+        let window = issue.send_started_at.map(|s| (now - s).clamp(1_000, 60_000)).unwrap_or(60_000);
         Ok(IssueStatusReport {
             number: issue.number,
             slug: issue.slug.clone(),
             status: issue.status.clone(),
-            rate_per_sec: recent as f64 / 60.0,
+            rate_per_sec: recent as f64 * 1000.0 / window as f64,
             next_retry_at: self.db.next_retry_at(issue.id).await?,
             top_replies: self.db.top_failure_replies(issue.id, 5).await?,
             final_counts: issue.final_counts.as_deref().and_then(|c| serde_json::from_str(c).ok()),

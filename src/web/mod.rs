@@ -38,6 +38,8 @@ pub fn router(app: App) -> Router {
         .route("/confirm/{token}", get(confirm_page).post(confirm))
         .route("/unsubscribe/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/resubscribe/{token}", post(resubscribe))
+        .route("/archive", get(archive))
+        .route("/archive/{slug}", get(archive_issue))
         .fallback(|| async { (StatusCode::NOT_FOUND, Html(pages::not_found().into_string())) })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
@@ -288,6 +290,20 @@ async fn resubscribe(State(s): State<WebState>, Path(token): Path<String>, Conne
         }
     }
     Ok(page(pages::check_inbox()))
+}
+
+/// The public web versions of issues whose sending has begun.
+async fn archive(State(s): State<WebState>) -> WebResult {
+    let issues = s.app.db.archived_issues().await?;
+    Ok(page(pages::archive(&s.app.newsletter.name, &issues, &s.app.links)))
+}
+
+/// The stored web rendering: the email's content without personal parts.
+async fn archive_issue(State(s): State<WebState>, Path(slug): Path<String>) -> WebResult {
+    Ok(match s.app.db.archived_issue(&slug).await? {
+        Some(issue) => Html(issue.web_html).into_response(),
+        None => (StatusCode::NOT_FOUND, page(pages::not_found())).into_response(),
+    })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

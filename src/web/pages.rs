@@ -149,3 +149,19 @@ pub fn error_page() -> Markup {
     )
 }
 
+
+pub fn archive(newsletter_name: &str, issues: &[crate::store::content::IssueRow], links: &crate::app::Links) -> Markup {
+    page(
+        &format!("{newsletter_name}: archive"),
+        html! {
+            h1 { (newsletter_name) ": past issues" }
+            @if issues.is_empty() { p { "No issue has been sent yet." } }
+            ul {
+                @for issue in issues {
+                    li { a href=(links.archive_issue(&issue.slug)) { "#" (issue.number) " " (issue.title) } " " span class="note" { (issue.subject) } }
+                }
+            }
+            p { a href=(links.subscribe(None)) { "Subscribe" } }
+        },
+    )
+}
