@@ -26,49 +26,91 @@ pub async fn run(mut config: Config, dir: &Path) -> anyhow::Result<()> {
     config.smtp.outbox_dir = outbox.clone();
     let app = App::open(config).await?;
     let nl = app.newsletter.clone();
-    println!("demo: fresh database {} and file outbox {}", dir.join("herald.db").display(), outbox.display());
+    println!(
+        "demo: fresh database {} and file outbox {}",
+        dir.join("herald.db").display(),
+        outbox.display()
+    );
 
     let sample = dir.join("sample-digest.md");
     std::fs::write(&sample, SAMPLE)?;
     let items = app.import_items_file(&nl, &sample, true).await?;
-    println!("demo: loaded {} items from the sample digest", items.ids.len());
+    println!(
+        "demo: loaded {} items from the sample digest",
+        items.ids.len()
+    );
 
     let csv = dir.join("subscribers.csv");
     let mut rows = String::from("email,name,city\n");
     let cities = ["Astana", "Almaty", "Shymkent", "Karaganda", "Aktobe"];
     for i in 1..=SUBSCRIBERS {
-        rows.push_str(&format!("reader{i:04}@example.com,Reader {i},{}\n", cities[i % cities.len()]));
+        rows.push_str(&format!(
+            "reader{i:04}@example.com,Reader {i},{}\n",
+            cities[i % cities.len()]
+        ));
     }
     std::fs::write(&csv, rows)?;
     let progress = |_: u64, _: &crate::subscribers::import::ImportReport| {};
-    let report = app.import_subscribers(&csv, ImportOptions { confirmed: true, newsletter: &nl, progress: &progress }, &mut std::io::stderr()).await?;
+    let report = app
+        .import_subscribers(
+            &csv,
+            ImportOptions {
+                confirmed: true,
+                newsletter: &nl,
+                progress: &progress,
+            },
+            &mut std::io::stderr(),
+        )
+        .await?;
     println!("demo: subscribers {report}");
 
     let issue = app.compose_issue(&nl, ComposeOptions::default()).await?;
     println!("demo: composed issue #{} {:?}", issue.number, issue.subject);
     let preview = dir.join("preview.html");
     let rendered = App::rendered(&issue);
-    std::fs::write(&preview, rendered.personal_html(Some("Reader"), &app.links.unsubscribe("preview")))?;
+    std::fs::write(
+        &preview,
+        rendered.personal_html(Some("Reader"), &app.links.unsubscribe("preview")),
+    )?;
 
     app.send_issue(&issue).await?;
     let engine = Engine::new(app.clone(), EngineOptions::from_app(&app)?);
     let stop = CancellationToken::new();
-    let progress = tokio::spawn(super::delivery::show_progress(app.clone(), issue.clone(), stop.clone()));
-    engine.run(RunUntil::IssueComplete(issue.id), CancellationToken::new()).await?;
+    let progress = tokio::spawn(super::delivery::show_progress(
+        app.clone(),
+        issue.clone(),
+        stop.clone(),
+    ));
+    engine
+        .run(RunUntil::IssueComplete(issue.id), CancellationToken::new())
+        .await?;
     stop.cancel();
     let _ = progress.await;
     super::delivery::print_status(&app.issue_status(&issue).await?);
 
-    let one = std::fs::read_dir(&outbox)?.filter_map(Result::ok).map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "eml"));
+    let one = std::fs::read_dir(&outbox)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "eml"));
     println!();
     println!("Look at:");
     if let Some(one) = one {
         println!("  a delivered message:  {}", one.display());
     }
     println!("  the HTML email:       {}", preview.display());
-    println!("  the web version:      {}", app.links.archive_issue(&issue.slug));
-    println!("  subscribe yourself:   {}   (the confirmation mail lands in {})", app.links.subscribe(None), outbox.display());
-    println!("  delivery status:      HERALD_DATABASE_URL={} herald status 1", app.config.database.url);
+    println!(
+        "  the web version:      {}",
+        app.links.archive_issue(&issue.slug)
+    );
+    println!(
+        "  subscribe yourself:   {}   (the confirmation mail lands in {})",
+        app.links.subscribe(None),
+        outbox.display()
+    );
+    println!(
+        "  delivery status:      HERALD_DATABASE_URL={} herald status 1",
+        app.config.database.url
+    );
     println!();
     let listener = tokio::net::TcpListener::bind(&app.config.http.bind)
         .await
