@@ -4,4 +4,4 @@ pub mod classify;
 pub mod retry;
 
 pub use classify::{Verdict, classify};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, parse_duration, parse_schedule};
