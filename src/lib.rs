@@ -5,6 +5,7 @@ pub mod domain;
 pub mod store;
 pub mod app;
 pub mod subscribers;
+pub mod delivery;
 pub mod mail;
 pub mod web;
 pub mod cli;

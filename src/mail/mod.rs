@@ -1,0 +1,11 @@
+//! Outgoing mail: relay URLs, the transport (file outbox or SMTP) and DKIM signing.
+
+pub mod dkim;
+pub mod smtp_url;
+pub mod transport;
+
+pub use dkim::{DkimError, DkimSigner};
+pub use smtp_url::{SmtpEndpoint, SmtpUrlError, Tls};
+pub use transport::{
+    EnhancedStatus, MailConnection, Mailer, SendFailure, SmtpReply, SmtpStage, TransportConfig,
+};
