@@ -1,11 +1,11 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
 
-pub mod config;
-pub mod domain;
-pub mod store;
 pub mod app;
-pub mod subscribers;
-pub mod delivery;
-pub mod mail;
-pub mod web;
 pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod mail;
+pub mod store;
+pub mod subscribers;
+pub mod web;

@@ -12,7 +12,11 @@ use crate::app::App;
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "herald", version, about = "Herald: newsletters with double opt-in, weekly digests and tracked SMTP delivery")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: newsletters with double opt-in, weekly digests and tracked SMTP delivery"
+)]
 pub struct Cli {
     /// Configuration file (default: ./herald.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -58,7 +62,10 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init { .. } => unreachable!("handled before the app is opened"),
         Command::Migrate => {
-            println!("database is up to date ({})", crate::config::redact_url(&app.config.database.url));
+            println!(
+                "database is up to date ({})",
+                crate::config::redact_url(&app.config.database.url)
+            );
             Ok(())
         }
         Command::Serve => serve(app).await,
@@ -68,14 +75,25 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
 
 async fn init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
-        anyhow::bail!("{} already exists; pass --force to overwrite it (its secret keys every unsubscribe link already sent)", path.display());
+        anyhow::bail!(
+            "{} already exists; pass --force to overwrite it (its secret keys every unsubscribe link already sent)",
+            path.display()
+        );
     }
     let secret = crate::domain::Secret::generate().to_text();
-    std::fs::write(path, crate::config::sample_toml(&secret)).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, crate::config::sample_toml(&secret))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let config = Config::load(Some(path))?;
     let app = App::open(config).await?;
-    println!("wrote {} and prepared the database {}", path.display(), crate::config::redact_url(&app.config.database.url));
-    println!("next: edit [newsletter] in {}, then `herald serve`", path.display());
+    println!(
+        "wrote {} and prepared the database {}",
+        path.display(),
+        crate::config::redact_url(&app.config.database.url)
+    );
+    println!(
+        "next: edit [newsletter] in {}, then `herald serve`",
+        path.display()
+    );
     app.db.close().await;
     Ok(())
 }
@@ -84,7 +102,11 @@ async fn serve(app: &App) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&app.config.http.bind)
         .await
         .with_context(|| format!("cannot listen on {} (http.bind)", app.config.http.bind))?;
-    println!("Herald is serving {} on http://{}", app.newsletter.name, listener.local_addr()?);
+    println!(
+        "Herald is serving {} on http://{}",
+        app.newsletter.name,
+        listener.local_addr()?
+    );
     println!("subscribe form: {}", app.links.subscribe(None));
     println!("mail goes to: {}", app.mailer.describe());
     crate::web::serve(app.clone(), listener, shutdown_signal()).await?;

@@ -32,7 +32,12 @@ pub fn page(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn subscribe_form(newsletter_name: &str, action: &str, error: Option<&str>, email: &str) -> Markup {
+pub fn subscribe_form(
+    newsletter_name: &str,
+    action: &str,
+    error: Option<&str>,
+    email: &str,
+) -> Markup {
     page(
         &format!("Subscribe to {newsletter_name}"),
         html! {
@@ -139,7 +144,10 @@ pub fn invalid_unsubscribe_link() -> Markup {
 }
 
 pub fn not_found() -> Markup {
-    page("Not found", html! { h1 { "Not found" } p { "There is nothing at this address." } })
+    page(
+        "Not found",
+        html! { h1 { "Not found" } p { "There is nothing at this address." } },
+    )
 }
 
 pub fn error_page() -> Markup {
@@ -148,4 +156,3 @@ pub fn error_page() -> Markup {
         html! { h1 { "Something went wrong" } p { "Please try again in a few minutes. Nothing was changed." } },
     )
 }
-
