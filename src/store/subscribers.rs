@@ -196,8 +196,8 @@ impl Db {
         state: SubscriptionState,
         kind: ConsentKind,
         ctx: &ConsentContext,
-        now: Millis,
     ) -> Result<()> {
+        let now = crate::domain::now_ms();
         let confirmed_at = (state == SubscriptionState::Confirmed).then_some(now);
         let unsubscribed_at = (state == SubscriptionState::Unsubscribed).then_some(now);
         with_tx!(self, |tx| {

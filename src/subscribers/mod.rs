@@ -225,7 +225,6 @@ impl App {
                         SubscriptionState::Confirmed,
                         kind,
                         &context,
-                        now,
                     )
                     .await?;
                 Ok(ConfirmOutcome::Confirmed { newsletter_id })
@@ -282,7 +281,6 @@ impl App {
                 SubscriptionState::Unsubscribed,
                 ConsentKind::Unsubscribe,
                 &context,
-                now_ms(),
             )
             .await?;
         Ok(UnsubscribeOutcome::Unsubscribed {
@@ -350,7 +348,6 @@ impl App {
                     SubscriptionState::Confirmed,
                     ConsentKind::AdminChange,
                     &context,
-                    now,
                 )
                 .await?;
         }
