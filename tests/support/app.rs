@@ -106,10 +106,21 @@ impl TestApp {
                 let pool = sqlx::PgPool::connect(admin)
                     .await
                     .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={admin}: {e}"));
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                    .execute(&pool)
-                    .await
-                    .expect("CREATE DATABASE");
+                // Concurrent CREATE DATABASEs can collide on template1; retry briefly.
+                for attempt in 1.. {
+                    let created =
+                        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                            .execute(&pool)
+                            .await;
+                    match created {
+                        Ok(_) => break,
+                        Err(e) if attempt < 10 => {
+                            eprintln!("CREATE DATABASE {name} (attempt {attempt}): {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => panic!("CREATE DATABASE {name}: {e}"),
+                    }
+                }
                 pool.close().await;
                 (with_database(admin, &name), Some((admin.clone(), name)))
             }
