@@ -72,11 +72,19 @@ async fn run(rows: usize) -> (ImportReport, ImportReport, f64) {
         progress: &|_, _| {},
     };
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let report = app
         .import_subscribers(&path, options, &mut std::io::sink())
         .await
         .expect("import");
     let seconds = started.elapsed().as_secs_f64();
+    if let (Some(a), Some(b)) = (cpu_before, cpu_seconds()) {
+        // On a shared machine wall time depends on the neighbours; CPU time less so.
+        println!(
+            "  {rows} rows: {:.2} s of CPU (user + system, all threads) in {seconds:.2} s",
+            b - a
+        );
+    }
     app.db.close().await;
     (expected, report, seconds)
 }
@@ -121,4 +129,15 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU time of this process (all threads), from /proc/self/stat
+/// (fields 14 and 15, in clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
