@@ -511,3 +511,27 @@ async fn idle_check_absorbs_an_unsolicited_421() {
     assert_eq!(server.total_connections(), 2);
     assert!(server.commands().iter().any(|(_, c)| c == "NOOP"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_can_hold_connections_in_spawned_tasks() {
+    let server = TestSmtpServer::start(Script::new()).await;
+    let mailer = smtp_mailer(&server, 5 * SECOND);
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let mailer = mailer.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mailer.connect().await.unwrap();
+            for n in 0..4 {
+                let to = format!("w{w}n{n}@x.test");
+                conn.send_raw("b@herald.test", &to, b"x\r\n").await.unwrap();
+            }
+            conn.close().await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(server.messages().len(), 12);
+    assert_eq!(server.total_connections(), 3);
+    assert!(server.max_concurrent_connections() <= 3);
+}

@@ -6,4 +6,4 @@ pub mod engine;
 pub mod retry;
 
 pub use classify::{Verdict, classify};
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, parse_duration, parse_schedule};

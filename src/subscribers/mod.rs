@@ -314,13 +314,12 @@ impl App {
             return self.request_subscription(req).await;
         }
         let now = now_ms();
-        let (subscriber, _) = self.db.ensure_subscriber(email, name, now).await?;
-        if let Some(name) = name {
-            self.db.set_subscriber_name(subscriber.id, name).await?;
-        }
-        let state = self
-            .subscription_state(subscriber.id, newsletter.id)
-            .await?;
+        // Decide before writing anything: a refused add must not re-create
+        // (or rename) the row of an erased or unsubscribed address.
+        let state = match self.db.subscriber_by_email(email).await? {
+            Some(existing) => self.subscription_state(existing.id, newsletter.id).await?,
+            None => SubscriptionState::Pending,
+        };
         let why = if self.db.is_suppressed(email).await? {
             Some("suppressed (it bounced, complained or was erased)".to_owned())
         } else if matches!(
@@ -338,6 +337,10 @@ impl App {
                 email: email.to_string(),
                 why,
             });
+        }
+        let (subscriber, _) = self.db.ensure_subscriber(email, name, now).await?;
+        if let Some(name) = name {
+            self.db.set_subscriber_name(subscriber.id, name).await?;
         }
         if state != SubscriptionState::Confirmed {
             self.db
