@@ -181,12 +181,12 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
         out.push('\n');
     }
     out.push('\n');
-    wrap_into(
-        &mut out,
-        &format!("{name} · {}", clean_line(&nl.postal_address)),
-        "",
-        "",
-    );
+    // The postal address stays on one line so it reads (and can be found)
+    // as one address.
+    out.push_str(&name);
+    out.push('\n');
+    out.push_str(&clean_line(&nl.postal_address));
+    out.push('\n');
     out
 }
 
