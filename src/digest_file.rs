@@ -23,37 +23,10 @@ pub struct ParsedDigest {
     pub items: Vec<ItemInput>,
 }
 
-/// One item, as imported from a file or entered on the command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemInput {
-    pub headline: String,
-    pub outlet: String,
-    pub url: String,
-    pub published: Option<chrono::NaiveDate>,
-    pub author: Option<String>,
-    pub author_role: Option<String>,
-    pub summary_markdown: String,
-    pub quote: Option<String>,
-    pub section: Option<String>,
-}
+/// An item as read from a file or the command line: the same shape the
+/// renderer takes, so there is one item type.
+pub use crate::render::DigestItem as ItemInput;
 
-impl From<ItemInput> for crate::render::DigestItem {
-    fn from(i: ItemInput) -> Self {
-        crate::render::DigestItem {
-            headline: i.headline,
-            outlet: i.outlet,
-            published: i.published,
-            author: i.author,
-            author_role: i.author_role,
-            summary_markdown: i.summary_markdown,
-            quote: i.quote,
-            section: i.section,
-            url: i.url,
-        }
-    }
-}
-
-/// `{path}:{line}: {message}`; the message says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("{path}:{line}: {message}")]
 pub struct DigestFileError {
