@@ -22,7 +22,7 @@ use super::classify::{Verdict, classify};
 use super::retry::{RetryPolicy, parse_schedule};
 use crate::app::App;
 use crate::content::millis_to_fixed;
-use crate::domain::{DeliveryState, Millis, SubscriptionState, ms_to_datetime, now_ms};
+use crate::domain::{DeliveryState, IssueStatus, Millis, SubscriptionState, ms_to_datetime, now_ms};
 use crate::mail::dkim::DkimSigner;
 use crate::mail::{MailConnection, SendFailure, SmtpReply};
 use crate::render::{MessageTemplate, Recipient};
@@ -114,7 +114,6 @@ struct PreparedIssue {
 
 struct Job {
     delivery: ClaimedDelivery,
-    claimed: Instant,
 }
 
 pub struct Engine {
@@ -144,6 +143,8 @@ impl Engine {
         let stop_workers = shutdown.child_token();
 
         let flusher = tokio::spawn(self.clone().flush_results(results_rx));
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
         let mut workers = Vec::with_capacity(concurrency);
         for n in 0..concurrency {
             workers.push(tokio::spawn(self.clone().work(n, jobs_rx.clone(), results_tx.clone(), stop_workers.clone())));
@@ -154,6 +155,8 @@ impl Engine {
             let _ = w.await;
         }
         let flushed = flusher.await.unwrap_or(Ok(()));
+        stop_renewing.cancel();
+        let _ = renewer.await;
         let released = self.app.db.release_claims(&self.opts.worker_id, now_ms()).await?;
         if released > 0 {
             tracing::info!(released, "handed back deliveries claimed but not sent");
@@ -194,12 +197,28 @@ impl Engine {
                 }
                 continue;
             }
-            let claimed_at = Instant::now();
             for delivery in claimed {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    sent = jobs.send(Job { delivery, claimed: claimed_at }) => if sent.is_err() { return Ok(()) },
+                    sent = jobs.send(Job { delivery }) => if sent.is_err() { return Ok(()) },
                 }
+            }
+        }
+    }
+
+    /// Keeps this worker's claims alive: a batch waiting in the queue may take
+    /// longer than the lease to send, and an expired claim is claimed again
+    /// (by another process, or by this one) and sent twice. Only a dead
+    /// process's claims expire.
+    async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
+        let every = (self.opts.lease / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.app.db.renew_claims(&self.opts.worker_id, now_ms() + millis(self.opts.lease)).await {
+                tracing::warn!(error = %e, "could not renew delivery leases");
             }
         }
     }
@@ -228,7 +247,9 @@ impl Engine {
                 job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
             };
             let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
-                Ok((result, verdict)) => {
+                // No longer ours to send: another worker holds the claim now.
+                Ok(None) => continue,
+                Ok(Some((result, verdict))) => {
                     if verdict == Some(Verdict::Throttle) {
                         throttle = (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
                         tracing::warn!(worker = n, pause = ?throttle, reply = ?result.attempt.as_ref().map(|a| &a.reply), "the server asks us to slow down; this connection pauses");
@@ -256,24 +277,39 @@ impl Engine {
         }
     }
 
-    /// Attempts one delivery; returns the outcome to record and the verdict (None for a skip).
+    /// Attempts one delivery; returns the outcome to record and the verdict
+    /// (None for a skip or a hand-back), or None when the claim is no longer ours.
     async fn deliver(
         &self,
         job: Job,
         conn: &mut Option<MailConnection>,
         buf: &mut Vec<u8>,
         rng: &mut impl rand::Rng,
-    ) -> Result<(DeliveryResult, Option<Verdict>), EngineError> {
-        let mut d = job.delivery;
-        // An unsubscribe must stop every message not yet handed to SMTP: if
-        // this claim has waited, look again.
-        if job.claimed.elapsed() > Duration::from_millis(500)
-            && let Some(fresh) = self.app.db.delivery_details(&[d.id]).await?.pop()
-        {
-            d = fresh;
+    ) -> Result<Option<(DeliveryResult, Option<Verdict>)>, EngineError> {
+        self.pacer.wait().await;
+        // Read the delivery again right before sending: an unsubscribe or a
+        // pause must stop every message not yet handed to SMTP, and a claim
+        // whose lease ran out may belong to another worker by now.
+        let Some(d) = self.app.db.delivery_details(&[job.delivery.id]).await?.pop() else {
+            return Ok(None);
+        };
+        if d.state != DeliveryState::Sending.as_str() || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str()) {
+            tracing::warn!(delivery = d.id, state = %d.state, "claim lost (lease expired); not sending");
+            return Ok(None);
+        }
+        match d.issue_status.parse::<IssueStatus>() {
+            Ok(IssueStatus::Sending) => {}
+            Ok(IssueStatus::Cancelled) => {
+                return Ok(Some((self.result(&d, DeliveryState::Cancelled, None, None, Some("cancelled".into()), RecipientEffect::None), None)));
+            }
+            // Paused (or otherwise stopped): hand the claim back untouched.
+            _ => {
+                let state = if d.attempts == 0 { DeliveryState::Queued } else { DeliveryState::RetryWait };
+                return Ok(Some((self.result(&d, state, None, Some(now_ms()), None, RecipientEffect::None), None)));
+            }
         }
         if let Some(reason) = skip_reason(&d) {
-            return Ok((self.result(&d, DeliveryState::Skipped, None, None, Some(reason.into()), RecipientEffect::None), None));
+            return Ok(Some((self.result(&d, DeliveryState::Skipped, None, None, Some(reason.into()), RecipientEffect::None), None)));
         }
         let issue = self.prepared(d.issue_id).await?;
         let message_id = format!("<issue-{}.{}@{}>", issue.number, self.app.secret.subscriber_tag(d.subscriber_id), issue.from_domain);
@@ -291,7 +327,6 @@ impl Engine {
             }
             None => buf,
         };
-        self.pacer.wait().await;
         let started = Instant::now();
         let attempt_at = now_ms();
         let outcome = match conn {
@@ -321,7 +356,7 @@ impl Engine {
                 }
             }
         };
-        Ok((self.result(&d, state, Some(attempt), next, reason.map(str::to_owned), effect), Some(verdict)))
+        Ok(Some((self.result(&d, state, Some(attempt), next, reason.map(str::to_owned), effect), Some(verdict))))
     }
 
     fn result(

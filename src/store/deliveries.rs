@@ -23,6 +23,12 @@ pub struct ClaimedDelivery {
     pub subscription_state: String,
     /// Whether the address is on the suppression list at claim time.
     pub suppressed: i64,
+    /// The delivery's state and claimant when read: before sending, a worker
+    /// checks the claim is still its own.
+    pub state: String,
+    pub worker_id: Option<String>,
+    /// The issue's status when read (`sending`, `paused`, `cancelled`, …).
+    pub issue_status: String,
 }
 
 /// What became of one delivery attempt; written back in batches.
@@ -177,7 +183,8 @@ impl Db {
             let mut q = QueryBuilder::new(
                 "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
                    COALESCE(sub.state, 'unsubscribed') AS subscription_state,
-                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed
+                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed,
+                   d.state, d.worker_id, i.status AS issue_status
                  FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
                  LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
                  WHERE d.id IN (",
@@ -272,6 +279,19 @@ impl Db {
             }
             Ok::<(), StoreError>(())
         })
+    }
+
+    /// Extends the lease of every delivery this worker still holds: claims
+    /// waiting in its queue must not expire and be claimed (and sent) again.
+    pub async fn renew_claims(&self, worker_id: &str, lease_until: Millis) -> Result<u64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query("UPDATE deliveries SET lease_until = $2 WHERE state = 'sending' AND worker_id = $1")
+                .bind(worker_id)
+                .bind(lease_until)
+                .execute(p)
+                .await?
+                .rows_affected()
+        }))
     }
 
     /// On shutdown: hands back what this worker claimed but did not send.
