@@ -77,13 +77,18 @@ impl App {
     }
 
     pub fn unsubscribe_url(&self, subscriber_id: i64, newsletter_id: i64) -> String {
-        self.links.unsubscribe(&UnsubscribeToken::new(subscriber_id, newsletter_id).encode(&self.secret))
+        self.links
+            .unsubscribe(&UnsubscribeToken::new(subscriber_id, newsletter_id).encode(&self.secret))
     }
 
     /// `List-Unsubscribe` and `List-Unsubscribe-Post` values (RFC 2369, RFC 8058).
     /// The mailto goes to the newsletter's reply address, read by people,
     /// until inbound mail processing exists.
-    pub fn list_unsubscribe_headers(&self, subscriber_id: i64, newsletter: &Newsletter) -> (String, String) {
+    pub fn list_unsubscribe_headers(
+        &self,
+        subscriber_id: i64,
+        newsletter: &Newsletter,
+    ) -> (String, String) {
         let url = self.unsubscribe_url(subscriber_id, newsletter.id);
         let value = format!("<{url}>, <{}>", self.unsubscribe_mailto(newsletter));
         (value, "List-Unsubscribe=One-Click".to_owned())
@@ -110,9 +115,14 @@ pub enum LookupError {
 fn transport_config(config: &Config) -> Result<TransportConfig, AppError> {
     let smtp = &config.smtp;
     if smtp.url.is_empty() {
-        return Ok(TransportConfig::FileOutbox { dir: smtp.outbox_dir.clone() });
+        return Ok(TransportConfig::FileOutbox {
+            dir: smtp.outbox_dir.clone(),
+        });
     }
-    let endpoint: SmtpEndpoint = smtp.url.parse().map_err(|e| AppError::SmtpUrl(format!("{e}")))?;
+    let endpoint: SmtpEndpoint = smtp
+        .url
+        .parse()
+        .map_err(|e| AppError::SmtpUrl(format!("{e}")))?;
     Ok(TransportConfig::Smtp {
         endpoint,
         hello_name: (!smtp.hello_name.is_empty()).then(|| smtp.hello_name.clone()),
@@ -129,7 +139,9 @@ pub struct Links {
 
 impl Links {
     pub fn new(base_url: &str) -> Links {
-        Links { base: base_url.trim_end_matches('/').into() }
+        Links {
+            base: base_url.trim_end_matches('/').into(),
+        }
     }
     pub fn base(&self) -> &str {
         &self.base

@@ -8,13 +8,18 @@ use chrono::{DateTime, FixedOffset, Utc};
 use crate::app::App;
 use crate::digest_file::{ItemInput, parse_digest_file};
 use crate::domain::{ItemState, Millis, ms_to_datetime, now_ms};
-use crate::render::{DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, RenderedIssue, Theme, render_issue};
+use crate::render::{
+    DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, RenderedIssue, Theme,
+    render_issue,
+};
 use crate::store::content::{IssueDraft, IssueRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
-    #[error("nothing to compose: no items of {0} are ready. Mark items with `herald items ready ID…` or import them with --ready")]
+    #[error(
+        "nothing to compose: no items of {0} are ready. Mark items with `herald items ready ID…` or import them with --ready"
+    )]
     NoReadyItems(String),
     #[error("no issue {0:?}: give the issue's number or its slug (see `herald issue list`)")]
     NoIssue(String),
@@ -27,11 +32,17 @@ pub enum ContentError {
     #[error("{field} must be a single line without control characters")]
     NotOneLine { field: &'static str },
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     DigestFile(#[from] crate::digest_file::DigestFileError),
     #[error("render.css_file: cannot read {path}: {source}")]
-    Css { path: String, source: std::io::Error },
+    Css {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
@@ -61,33 +72,72 @@ impl App {
         if path.is_empty() {
             return Ok(Theme::builtin());
         }
-        std::fs::read_to_string(path).map(Theme::from_css).map_err(|source| ContentError::Css { path: path.clone(), source })
+        std::fs::read_to_string(path)
+            .map(Theme::from_css)
+            .map_err(|source| ContentError::Css {
+                path: path.clone(),
+                source,
+            })
     }
 
-    pub async fn add_items(&self, newsletter: &Newsletter, items: &[ItemInput], ready: bool) -> Result<Vec<i64>, ContentError> {
+    pub async fn add_items(
+        &self,
+        newsletter: &Newsletter,
+        items: &[ItemInput],
+        ready: bool,
+    ) -> Result<Vec<i64>, ContentError> {
         for item in items {
             item.validate().map_err(ContentError::InvalidItem)?;
         }
-        let state = if ready { ItemState::Ready } else { ItemState::Draft };
-        Ok(self.db.insert_items(newsletter.id, items, state, now_ms()).await?)
+        let state = if ready {
+            ItemState::Ready
+        } else {
+            ItemState::Draft
+        };
+        Ok(self
+            .db
+            .insert_items(newsletter.id, items, state, now_ms())
+            .await?)
     }
 
     /// `items import FILE`: all of the file or nothing. A digest file's
     /// title, subject, preheader and intro wait for the next compose.
-    pub async fn import_items_file(&self, newsletter: &Newsletter, path: &Path, ready: bool) -> Result<ItemsImported, ContentError> {
+    pub async fn import_items_file(
+        &self,
+        newsletter: &Newsletter,
+        path: &Path,
+        ready: bool,
+    ) -> Result<ItemsImported, ContentError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ContentError::Read { path: display.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ContentError::Read {
+            path: display.clone(),
+            source,
+        })?;
         let parsed = parse_digest_file(&display, &text)?;
         let ids = self.add_items(newsletter, &parsed.items, ready).await?;
-        let draft = IssueDraft { title: parsed.title, subject: parsed.subject, preheader: parsed.preheader, intro: parsed.intro_markdown };
-        let intro_saved = draft.title.is_some() || draft.subject.is_some() || draft.preheader.is_some() || draft.intro.is_some();
+        let draft = IssueDraft {
+            title: parsed.title,
+            subject: parsed.subject,
+            preheader: parsed.preheader,
+            intro: parsed.intro_markdown,
+        };
+        let intro_saved = draft.title.is_some()
+            || draft.subject.is_some()
+            || draft.preheader.is_some()
+            || draft.intro.is_some();
         if intro_saved {
-            self.db.save_issue_draft(newsletter.id, &draft, now_ms()).await?;
+            self.db
+                .save_issue_draft(newsletter.id, &draft, now_ms())
+                .await?;
         }
         Ok(ItemsImported { ids, intro_saved })
     }
 
-    pub async fn edit_item(&self, id: i64, edit: impl FnOnce(&mut ItemInput)) -> Result<(), ContentError> {
+    pub async fn edit_item(
+        &self,
+        id: i64,
+        edit: impl FnOnce(&mut ItemInput),
+    ) -> Result<(), ContentError> {
         let row = self.db.item(id).await?.ok_or(ContentError::NoItem(id))?;
         if row.state()? == ItemState::Published {
             return Err(ContentError::ItemPublished(id));
@@ -103,7 +153,9 @@ impl App {
 
     pub async fn set_item_state(&self, id: i64, state: ItemState) -> Result<(), ContentError> {
         let row = self.db.item(id).await?.ok_or(ContentError::NoItem(id))?;
-        if row.state()? == ItemState::Published || !self.db.set_item_state(id, state, now_ms()).await? {
+        if row.state()? == ItemState::Published
+            || !self.db.set_item_state(id, state, now_ms()).await?
+        {
             return Err(ContentError::ItemPublished(id));
         }
         Ok(())
@@ -118,9 +170,20 @@ impl App {
     }
 
     /// Freezes every ready item into the next issue, rendered once.
-    pub async fn compose_issue(&self, newsletter: &Newsletter, options: ComposeOptions) -> Result<IssueRow, ContentError> {
-        for (field, value) in [("subject", &options.subject), ("title", &options.title), ("preheader", &options.preheader)] {
-            if value.as_deref().is_some_and(|v| v.contains(['\r', '\n']) || v.chars().any(char::is_control)) {
+    pub async fn compose_issue(
+        &self,
+        newsletter: &Newsletter,
+        options: ComposeOptions,
+    ) -> Result<IssueRow, ContentError> {
+        for (field, value) in [
+            ("subject", &options.subject),
+            ("title", &options.title),
+            ("preheader", &options.preheader),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.contains(['\r', '\n']) || v.chars().any(char::is_control))
+            {
                 return Err(ContentError::NotOneLine { field });
             }
         }
@@ -132,16 +195,30 @@ impl App {
         let now = now_ms();
         let date = ms_to_datetime(now).date_naive();
         let number = self.db.next_issue_number(newsletter.id).await?;
-        let slug = self.free_issue_slug(&format!("{date}-{}", slugify(&newsletter.name))).await?;
+        let slug = self
+            .free_issue_slug(&format!("{date}-{}", slugify(&newsletter.name)))
+            .await?;
         let first = &items[0].headline;
-        let subject = options.subject.or(draft.subject).unwrap_or_else(|| subject_from_template(newsletter, first, items.len() - 1));
-        let title = options.title.or(draft.title).unwrap_or_else(|| format!("{} · {}", newsletter.name, date.format("%-d %B %Y")));
+        let subject = options
+            .subject
+            .or(draft.subject)
+            .unwrap_or_else(|| subject_from_template(newsletter, first, items.len() - 1));
+        let title = options
+            .title
+            .or(draft.title)
+            .unwrap_or_else(|| format!("{} · {}", newsletter.name, date.format("%-d %B %Y")));
         let preheader = options
             .preheader
             .or(draft.preheader)
             .filter(|p| !p.is_empty())
             .or_else(|| (!newsletter.preheader.is_empty()).then(|| newsletter.preheader.clone()))
-            .unwrap_or_else(|| items.iter().map(|i| i.headline.as_str()).collect::<Vec<_>>().join(" · "));
+            .unwrap_or_else(|| {
+                items
+                    .iter()
+                    .map(|i| i.headline.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" · ")
+            });
         let intro = options.intro.or(draft.intro).unwrap_or_default();
         let digest = DigestIssue {
             number,
@@ -169,7 +246,11 @@ impl App {
             item_ids: &item_ids,
             now,
         };
-        let id = self.db.insert_issue(&new).await?.ok_or_else(|| StoreError::Corrupt("issue not stored".into()))?;
+        let id = self
+            .db
+            .insert_issue(&new)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("issue not stored".into()))?;
         Ok(self.db.issue_by_id(id).await?)
     }
 
@@ -192,20 +273,41 @@ impl App {
         }
     }
 
-    pub async fn find_issue(&self, newsletter: &Newsletter, reference: &str) -> Result<IssueRow, ContentError> {
-        self.db.issue_by_ref(newsletter.id, reference).await?.ok_or_else(|| ContentError::NoIssue(reference.to_owned()))
+    pub async fn find_issue(
+        &self,
+        newsletter: &Newsletter,
+        reference: &str,
+    ) -> Result<IssueRow, ContentError> {
+        self.db
+            .issue_by_ref(newsletter.id, reference)
+            .await?
+            .ok_or_else(|| ContentError::NoIssue(reference.to_owned()))
     }
 
     /// The stored rendering: nothing is rendered again after compose.
     pub fn rendered(issue: &IssueRow) -> RenderedIssue {
-        RenderedIssue { html: issue.html.clone(), text: issue.text_body.clone(), web_html: issue.web_html.clone() }
+        RenderedIssue {
+            html: issue.html.clone(),
+            text: issue.text_body.clone(),
+            web_html: issue.web_html.clone(),
+        }
     }
 
     /// The issue's headers, fixed per issue so that every retry of a
     /// recipient's message is byte-identical.
-    pub fn message_headers(&self, newsletter: &Newsletter, issue: &IssueRow, date: DateTime<FixedOffset>, test: bool) -> MessageHeaders {
+    pub fn message_headers(
+        &self,
+        newsletter: &Newsletter,
+        issue: &IssueRow,
+        date: DateTime<FixedOffset>,
+        test: bool,
+    ) -> MessageHeaders {
         let from = newsletter.from();
-        let subject = if test { format!("[TEST] {}", issue.subject) } else { issue.subject.clone() };
+        let subject = if test {
+            format!("[TEST] {}", issue.subject)
+        } else {
+            issue.subject.clone()
+        };
         let mut extra = Vec::new();
         if test {
             extra.push(("X-Herald-Test".to_owned(), "1".to_owned()));
@@ -215,25 +317,62 @@ impl App {
             reply_to: newsletter.reply_to.clone(),
             subject,
             date,
-            list_id: format!("{} <{}>", crate::domain::mailbox::encode_display_name(&newsletter.name), newsletter.list_id),
-            feedback_id: format!("issue-{}:{}:newsletter:herald", issue.number, newsletter.slug),
+            list_id: format!(
+                "{} <{}>",
+                crate::domain::mailbox::encode_display_name(&newsletter.name),
+                newsletter.list_id
+            ),
+            feedback_id: format!(
+                "issue-{}:{}:newsletter:herald",
+                issue.number, newsletter.slug
+            ),
             extra,
         }
     }
 
-    pub fn message_id(&self, newsletter: &Newsletter, issue: &IssueRow, subscriber_id: i64) -> String {
-        format!("<issue-{}.{}@{}>", issue.number, self.secret.subscriber_tag(subscriber_id), newsletter.from().address.domain())
+    pub fn message_id(
+        &self,
+        newsletter: &Newsletter,
+        issue: &IssueRow,
+        subscriber_id: i64,
+    ) -> String {
+        format!(
+            "<issue-{}.{}@{}>",
+            issue.number,
+            self.secret.subscriber_tag(subscriber_id),
+            newsletter.from().address.domain()
+        )
     }
 
     /// A test copy or preview: "[TEST]" subject, a Message-ID of its own,
     /// an unsubscribe link that unsubscribes nobody.
-    pub fn sample_message(&self, newsletter: &Newsletter, issue: &IssueRow, to: &str, test: bool) -> Result<Vec<u8>, ContentError> {
+    pub fn sample_message(
+        &self,
+        newsletter: &Newsletter,
+        issue: &IssueRow,
+        to: &str,
+        test: bool,
+    ) -> Result<Vec<u8>, ContentError> {
         let date = Utc::now().fixed_offset();
-        let template = MessageTemplate::prepare(&Self::rendered(issue), &self.message_headers(newsletter, issue, date, test))?;
-        let message_id = format!("<test.{}.{}@{}>", issue.number, uuid::Uuid::new_v4().simple(), newsletter.from().address.domain());
+        let template = MessageTemplate::prepare(
+            &Self::rendered(issue),
+            &self.message_headers(newsletter, issue, date, test),
+        )?;
+        let message_id = format!(
+            "<test.{}.{}@{}>",
+            issue.number,
+            uuid::Uuid::new_v4().simple(),
+            newsletter.from().address.domain()
+        );
         let unsubscribe_url = self.links.unsubscribe("preview");
         let mailto = self.unsubscribe_mailto(newsletter);
-        Ok(template.personalise(&Recipient { to, name: None, message_id: &message_id, unsubscribe_url: &unsubscribe_url, unsubscribe_mailto: Some(&mailto) }))
+        Ok(template.personalise(&Recipient {
+            to,
+            name: None,
+            message_id: &message_id,
+            unsubscribe_url: &unsubscribe_url,
+            unsubscribe_mailto: Some(&mailto),
+        }))
     }
 }
 
@@ -242,7 +381,10 @@ fn subject_from_template(newsletter: &Newsletter, first_headline: &str, n_more: 
     if n_more == 0 {
         template = template.replace(" and {n_more} more", "");
     }
-    template.replace("{newsletter}", &newsletter.name).replace("{first_headline}", first_headline).replace("{n_more}", &n_more.to_string())
+    template
+        .replace("{newsletter}", &newsletter.name)
+        .replace("{first_headline}", first_headline)
+        .replace("{n_more}", &n_more.to_string())
 }
 
 pub fn slugify(s: &str) -> String {
@@ -255,7 +397,11 @@ pub fn slugify(s: &str) -> String {
         }
     }
     let out = out.trim_end_matches('-').to_owned();
-    if out.is_empty() { "issue".to_owned() } else { out }
+    if out.is_empty() {
+        "issue".to_owned()
+    } else {
+        out
+    }
 }
 
 pub fn millis_to_fixed(ms: Millis) -> DateTime<FixedOffset> {

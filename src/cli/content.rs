@@ -85,7 +85,10 @@ impl ItemFields {
     fn apply(self, item: &mut ItemInput) -> anyhow::Result<()> {
         let summary = match (self.summary, self.summary_file) {
             (Some(s), _) => Some(s),
-            (None, Some(path)) => Some(std::fs::read_to_string(&path).with_context(|| format!("cannot read --summary-file {}", path.display()))?),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read --summary-file {}", path.display()))?,
+            ),
             (None, None) => None,
         };
         let set = |target: &mut String, v: Option<String>| {
@@ -169,7 +172,11 @@ pub enum IssueCommand {
 
 pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
     match cmd {
-        ItemsCommand::Add { fields, newsletter, ready } => {
+        ItemsCommand::Add {
+            fields,
+            newsletter,
+            ready,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let mut item = ItemInput {
                 headline: String::new(),
@@ -184,9 +191,17 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
             };
             fields.apply(&mut item)?;
             let ids = app.add_items(&nl, &[item], ready).await?;
-            println!("added item {} ({})", ids[0], if ready { "ready" } else { "draft" });
+            println!(
+                "added item {} ({})",
+                ids[0],
+                if ready { "ready" } else { "draft" }
+            );
         }
-        ItemsCommand::List { state, newsletter, json } => {
+        ItemsCommand::List {
+            state,
+            newsletter,
+            json,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let mut rows = app.db.items(nl.id, state).await?;
             if state.is_none() {
@@ -196,14 +211,18 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for r in &rows {
-                    println!("{:>5}  {:<9}  {}  — {}", r.id, r.state, r.headline, r.outlet);
+                    println!(
+                        "{:>5}  {:<9}  {}  — {}",
+                        r.id, r.state, r.headline, r.outlet
+                    );
                 }
                 eprintln!("{} items", rows.len());
             }
         }
         ItemsCommand::Edit { id, fields } => {
             let mut result = Ok(());
-            app.edit_item(id, |item| result = fields.apply(item)).await?;
+            app.edit_item(id, |item| result = fields.apply(item))
+                .await?;
             result?;
             println!("item {id} updated");
         }
@@ -223,10 +242,23 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
             app.remove_item(id).await?;
             println!("item {id} removed");
         }
-        ItemsCommand::Import { file, newsletter, ready } => {
+        ItemsCommand::Import {
+            file,
+            newsletter,
+            ready,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let done = app.import_items_file(&nl, &file, ready).await?;
-            println!("imported {} items from {} ({})", done.ids.len(), file.display(), if ready { "ready" } else { "draft; select them with `herald items ready ID…`" });
+            println!(
+                "imported {} items from {} ({})",
+                done.ids.len(),
+                file.display(),
+                if ready {
+                    "ready"
+                } else {
+                    "draft; select them with `herald items ready ID…`"
+                }
+            );
             if done.intro_saved {
                 println!("the file's title/intro will be used by the next `herald issue compose`");
             }
@@ -237,36 +269,73 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
 
 pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
     match cmd {
-        IssueCommand::Compose { newsletter, subject, title, preheader, intro_file } => {
+        IssueCommand::Compose {
+            newsletter,
+            subject,
+            title,
+            preheader,
+            intro_file,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let intro = match intro_file {
-                Some(p) => Some(std::fs::read_to_string(&p).with_context(|| format!("cannot read --intro-file {}", p.display()))?),
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read --intro-file {}", p.display()))?,
+                ),
                 None => None,
             };
-            let issue = app.compose_issue(&nl, ComposeOptions { title, subject, preheader, intro }).await?;
-            println!("composed issue #{} {} — {:?}", issue.number, issue.slug, issue.subject);
-            println!("preview: herald issue preview {} --html preview.html", issue.number);
+            let issue = app
+                .compose_issue(
+                    &nl,
+                    ComposeOptions {
+                        title,
+                        subject,
+                        preheader,
+                        intro,
+                    },
+                )
+                .await?;
+            println!(
+                "composed issue #{} {} — {:?}",
+                issue.number, issue.slug, issue.subject
+            );
+            println!(
+                "preview: herald issue preview {} --html preview.html",
+                issue.number
+            );
         }
-        IssueCommand::Preview { issue, html, text, eml, open, newsletter } => {
+        IssueCommand::Preview {
+            issue,
+            html,
+            text,
+            eml,
+            open,
+            newsletter,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = app.find_issue(&nl, &issue).await?;
             let eml_bytes = app.sample_message(&nl, &issue, "subscriber@example.com", false)?;
             let rendered = App::rendered(&issue);
             let unsubscribe = app.links.unsubscribe("preview");
-            let html_path = html.or_else(|| open.then(|| std::env::temp_dir().join(format!("herald-{}.html", issue.slug))));
+            let html_path = html.or_else(|| {
+                open.then(|| std::env::temp_dir().join(format!("herald-{}.html", issue.slug)))
+            });
             if html_path.is_none() && text.is_none() && eml.is_none() {
                 print!("{}", rendered.personal_text(None, &unsubscribe));
             }
             if let Some(p) = &html_path {
-                std::fs::write(p, rendered.personal_html(None, &unsubscribe)).with_context(|| format!("cannot write {}", p.display()))?;
+                std::fs::write(p, rendered.personal_html(None, &unsubscribe))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
                 println!("HTML: {}", p.display());
             }
             if let Some(p) = &text {
-                std::fs::write(p, rendered.personal_text(None, &unsubscribe)).with_context(|| format!("cannot write {}", p.display()))?;
+                std::fs::write(p, rendered.personal_text(None, &unsubscribe))
+                    .with_context(|| format!("cannot write {}", p.display()))?;
                 println!("text: {}", p.display());
             }
             if let Some(p) = &eml {
-                std::fs::write(p, &eml_bytes).with_context(|| format!("cannot write {}", p.display()))?;
+                std::fs::write(p, &eml_bytes)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
                 println!("message: {} ({} bytes)", p.display(), eml_bytes.len());
             }
             if open && let Some(p) = &html_path {
@@ -280,16 +349,31 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&issues)?);
             } else {
                 for i in &issues {
-                    println!("#{:<4} {:<32} {:<10} {}", i.number, i.slug, i.status, i.subject);
+                    println!(
+                        "#{:<4} {:<32} {:<10} {}",
+                        i.number, i.slug, i.status, i.subject
+                    );
                 }
             }
         }
-        IssueCommand::Test { issue, to, newsletter } => {
+        IssueCommand::Test {
+            issue,
+            to,
+            newsletter,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = app.find_issue(&nl, &issue).await?;
-            let to = to.iter().map(|t| crate::subscribers::parse_email(t)).collect::<Result<Vec<_>, _>>()?;
+            let to = to
+                .iter()
+                .map(|t| crate::subscribers::parse_email(t))
+                .collect::<Result<Vec<_>, _>>()?;
             app.send_test_copies(&nl, &issue, &to).await?;
-            println!("sent {} test copies of issue #{} via {}", to.len(), issue.number, app.mailer.describe());
+            println!(
+                "sent {} test copies of issue #{} via {}",
+                to.len(),
+                issue.number,
+                app.mailer.describe()
+            );
         }
         IssueCommand::Show { issue, newsletter } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
@@ -300,7 +384,11 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
             println!("preheader: {}", issue.preheader);
             println!("status:    {}", issue.status);
             println!("web:       {}", app.links.archive_issue(&issue.slug));
-            println!("html:      {} bytes, text: {} bytes", issue.html.len(), issue.text_body.len());
+            println!(
+                "html:      {} bytes, text: {} bytes",
+                issue.html.len(),
+                issue.text_body.len()
+            );
             for item in app.db.items_of_issue(issue.id).await? {
                 println!("  - {} — {}", item.headline, item.outlet);
             }

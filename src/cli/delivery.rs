@@ -14,19 +14,34 @@ use crate::delivery::engine::{Engine, EngineOptions, RunUntil};
 use crate::domain::{DeliveryState, ms_to_datetime};
 use crate::store::content::IssueRow;
 
-pub async fn find(app: &App, issue: &str, newsletter: Option<&str>) -> anyhow::Result<(std::sync::Arc<crate::store::Newsletter>, IssueRow)> {
+pub async fn find(
+    app: &App,
+    issue: &str,
+    newsletter: Option<&str>,
+) -> anyhow::Result<(std::sync::Arc<crate::store::Newsletter>, IssueRow)> {
     let nl = app.newsletter(newsletter).await?;
     let issue = app.find_issue(&nl, issue).await?;
     Ok((nl, issue))
 }
 
-pub async fn send(app: &App, issue: &str, newsletter: Option<&str>, wait: bool) -> anyhow::Result<()> {
+pub async fn send(
+    app: &App,
+    issue: &str,
+    newsletter: Option<&str>,
+    wait: bool,
+) -> anyhow::Result<()> {
     let (_, issue) = find(app, issue, newsletter).await?;
     let added = app.send_issue(&issue).await?;
     let counts = app.db.delivery_counts(issue.id).await?;
-    println!("issue #{} {}: {added} recipients queued ({} deliveries in all)", issue.number, issue.slug, counts.total);
+    println!(
+        "issue #{} {}: {added} recipients queued ({} deliveries in all)",
+        issue.number, issue.slug, counts.total
+    );
     if !wait {
-        println!("workers in `herald serve` deliver it; watch with `herald status {}`", issue.number);
+        println!(
+            "workers in `herald serve` deliver it; watch with `herald status {}`",
+            issue.number
+        );
         return Ok(());
     }
     let shutdown = CancellationToken::new();
@@ -37,7 +52,9 @@ pub async fn send(app: &App, issue: &str, newsletter: Option<&str>, wait: bool) 
     });
     let engine = Engine::new(app.clone(), EngineOptions::from_app(app)?);
     let progress = tokio::spawn(show_progress(app.clone(), issue.clone(), shutdown.clone()));
-    let result = engine.run(RunUntil::IssueComplete(issue.id), shutdown.clone()).await;
+    let result = engine
+        .run(RunUntil::IssueComplete(issue.id), shutdown.clone())
+        .await;
     let interrupted = shutdown.is_cancelled();
     shutdown.cancel();
     let _ = progress.await;
@@ -45,18 +62,29 @@ pub async fn send(app: &App, issue: &str, newsletter: Option<&str>, wait: bool) 
     let report = app.issue_status(&issue).await?;
     print_status(&report);
     if interrupted {
-        anyhow::bail!("interrupted: unsent deliveries were handed back; run `herald send {} --wait` again to continue", issue.number);
+        anyhow::bail!(
+            "interrupted: unsent deliveries were handed back; run `herald send {} --wait` again to continue",
+            issue.number
+        );
     }
     if report.failed() > 0 {
-        anyhow::bail!("{} deliveries failed permanently (see `herald deliveries {} --state failed`)", report.failed(), issue.number);
+        anyhow::bail!(
+            "{} deliveries failed permanently (see `herald deliveries {} --state failed`)",
+            report.failed(),
+            issue.number
+        );
     }
     Ok(())
 }
 
 /// A progress bar on a terminal; a line every few seconds otherwise.
-async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
+pub(crate) async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
     let tty = std::io::stderr().is_terminal();
-    let bar = if tty { indicatif::ProgressBar::new(0) } else { indicatif::ProgressBar::hidden() };
+    let bar = if tty {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
         bar.set_style(style);
     }
@@ -64,10 +92,18 @@ async fn show_progress(app: App, issue: IssueRow, stop: CancellationToken) {
     let mut last_line = Instant::now();
     loop {
         if let Ok(c) = app.db.delivery_counts(issue.id).await {
-            let done = c.get(DeliveryState::Sent) + c.get(DeliveryState::Failed) + c.get(DeliveryState::Skipped) + c.get(DeliveryState::Cancelled);
-            let rate = c.get(DeliveryState::Sent) as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let done = c.get(DeliveryState::Sent)
+                + c.get(DeliveryState::Failed)
+                + c.get(DeliveryState::Skipped)
+                + c.get(DeliveryState::Cancelled);
+            let rate =
+                c.get(DeliveryState::Sent) as f64 / started.elapsed().as_secs_f64().max(0.001);
             let left = c.get(DeliveryState::Queued) + c.get(DeliveryState::Sending);
-            let eta = if rate > 0.0 { format!("{:.0}s", left as f64 / rate) } else { "-".into() };
+            let eta = if rate > 0.0 {
+                format!("{:.0}s", left as f64 / rate)
+            } else {
+                "-".into()
+            };
             let msg = format!(
                 "sent {} · failed {} · retrying {} · skipped {} · {:.0}/s · eta {eta}",
                 c.get(DeliveryState::Sent),
@@ -102,10 +138,16 @@ pub fn print_status(r: &IssueStatusReport) {
         }
     }
     if r.rate_per_sec > 0.0 {
-        println!("  rate        {:.1} messages/s (last minute)", r.rate_per_sec);
+        println!(
+            "  rate        {:.1} messages/s (last minute)",
+            r.rate_per_sec
+        );
     }
     if let Some(at) = r.next_retry_at {
-        println!("  next retry  {}", ms_to_datetime(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        println!(
+            "  next retry  {}",
+            ms_to_datetime(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
     }
     if !r.top_replies.is_empty() {
         println!("  most common replies:");
@@ -132,9 +174,17 @@ pub enum DkimCommand {
 }
 
 pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
-    let DkimCommand::Generate { out, domain, selector, force } = cmd;
+    let DkimCommand::Generate {
+        out,
+        domain,
+        selector,
+        force,
+    } = cmd;
     if out.exists() && !force {
-        anyhow::bail!("{} exists; pass --force to replace it (mail signed with the old key stops verifying once its DNS record is gone)", out.display());
+        anyhow::bail!(
+            "{} exists; pass --force to replace it (mail signed with the old key stops verifying once its DNS record is gone)",
+            out.display()
+        );
     }
     let (private_pem, public_b64) = crate::mail::dkim::generate_key_pem();
     std::fs::write(&out, private_pem).with_context(|| format!("cannot write {}", out.display()))?;
@@ -145,7 +195,13 @@ pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
     }
     println!("wrote {} (keep it secret)", out.display());
     println!("publish this DNS TXT record:\n");
-    println!("{}\n", crate::mail::dkim::dns_txt_record(&selector, &domain, &public_b64));
-    println!("then set in herald.toml:\n[dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"", out.display());
+    println!(
+        "{}\n",
+        crate::mail::dkim::dns_txt_record(&selector, &domain, &public_b64)
+    );
+    println!(
+        "then set in herald.toml:\n[dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"",
+        out.display()
+    );
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod content;
 mod delivery;
+mod demo;
 mod subscribers;
 
 use std::path::PathBuf;
@@ -14,7 +15,11 @@ use crate::app::App;
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "herald", version, about = "Herald: newsletters with double opt-in, weekly digests and tracked SMTP delivery")]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald: newsletters with double opt-in, weekly digests and tracked SMTP delivery"
+)]
 pub struct Cli {
     /// Configuration file (default: ./herald.toml if present, else built-in defaults).
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -33,6 +38,11 @@ pub enum Command {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// Try everything: a sample issue sent to 1,000 synthetic subscribers in ./demo, then the site.
+    Demo {
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
     },
     /// Run database migrations (they also run at every start).
     Migrate,
@@ -112,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { path, force } => init(&path, force).await,
         Command::Dkim(cmd) => delivery::dkim(cmd),
+        Command::Demo { dir } => demo::run(Config::load(cli.config.as_deref())?, &dir).await,
         command => {
             let config = Config::load(cli.config.as_deref())?;
             let app = App::open(config).await?;
@@ -126,20 +137,39 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init { .. } => unreachable!("handled before the app is opened"),
         Command::Migrate => {
-            println!("database is up to date ({})", crate::config::redact_url(&app.config.database.url));
+            println!(
+                "database is up to date ({})",
+                crate::config::redact_url(&app.config.database.url)
+            );
             Ok(())
         }
         Command::Serve => serve(app).await,
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
-        Command::Dkim(_) => unreachable!("handled before the app is opened"),
-        Command::Send { issue, wait, newsletter } => delivery::send(app, &issue, newsletter.as_deref(), wait).await,
-        Command::Status { issue, newsletter, json } => {
+        Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
+        Command::Send {
+            issue,
+            wait,
+            newsletter,
+        } => delivery::send(app, &issue, newsletter.as_deref(), wait).await,
+        Command::Status {
+            issue,
+            newsletter,
+            json,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = match issue {
                 Some(i) => app.find_issue(&nl, &i).await?,
-                None => app.db.issues(nl.id).await?.into_iter().next().ok_or_else(|| anyhow::anyhow!("no issues yet: compose one with `herald issue compose`"))?,
+                None => app
+                    .db
+                    .issues(nl.id)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no issues yet: compose one with `herald issue compose`")
+                    })?,
             };
             let report = app.issue_status(&issue).await?;
             if json {
@@ -149,7 +179,13 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Deliveries { issue, state, json, limit, newsletter } => {
+        Command::Deliveries {
+            issue,
+            state,
+            json,
+            limit,
+            newsletter,
+        } => {
             let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
             let rows = app.db.list_deliveries(issue.id, state, limit).await?;
             let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
@@ -158,16 +194,33 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                 let out: Vec<serde_json::Value> = rows
                     .iter()
                     .map(|r| {
-                        let mine: Vec<_> = attempts.iter().filter(|a| a.delivery_id == r.id).collect();
+                        let mine: Vec<_> =
+                            attempts.iter().filter(|a| a.delivery_id == r.id).collect();
                         serde_json::json!({ "delivery": r, "attempts": mine })
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 for r in &rows {
-                    println!("{:<40} {:<10} attempts {:<2} {}", r.email, r.state, r.attempts, r.last_reply.as_deref().or(r.failure_reason.as_deref()).unwrap_or(""));
+                    println!(
+                        "{:<40} {:<10} attempts {:<2} {}",
+                        r.email,
+                        r.state,
+                        r.attempts,
+                        r.last_reply
+                            .as_deref()
+                            .or(r.failure_reason.as_deref())
+                            .unwrap_or("")
+                    );
                     for a in attempts.iter().filter(|a| a.delivery_id == r.id) {
-                        println!("    {}  {:<14} {}ms  {}", crate::domain::ms_to_datetime(a.at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true), a.outcome, a.duration_ms, a.reply.as_deref().unwrap_or(""));
+                        println!(
+                            "    {}  {:<14} {}ms  {}",
+                            crate::domain::ms_to_datetime(a.at)
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            a.outcome,
+                            a.duration_ms,
+                            a.reply.as_deref().unwrap_or("")
+                        );
                     }
                 }
             }
@@ -176,7 +229,10 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Pause { issue, newsletter } => {
             let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
             app.pause_issue(&issue).await?;
-            println!("issue #{} paused: messages in flight finish, nothing more is sent until `herald resume {}`", issue.number, issue.number);
+            println!(
+                "issue #{} paused: messages in flight finish, nothing more is sent until `herald resume {}`",
+                issue.number, issue.number
+            );
             Ok(())
         }
         Command::Resume { issue, newsletter } => {
@@ -188,10 +244,17 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Cancel { issue, newsletter } => {
             let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
             let n = app.cancel_issue(&issue).await?;
-            println!("issue #{} cancelled; {n} deliveries will not be sent", issue.number);
+            println!(
+                "issue #{} cancelled; {n} deliveries will not be sent",
+                issue.number
+            );
             Ok(())
         }
-        Command::Retry { issue, failed, newsletter } => {
+        Command::Retry {
+            issue,
+            failed,
+            newsletter,
+        } => {
             let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
             let n = app.retry_issue(&issue, failed).await?;
             println!("issue #{}: {n} deliveries queued again", issue.number);
@@ -202,14 +265,25 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
 
 async fn init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
-        anyhow::bail!("{} already exists; pass --force to overwrite it (its secret keys every unsubscribe link already sent)", path.display());
+        anyhow::bail!(
+            "{} already exists; pass --force to overwrite it (its secret keys every unsubscribe link already sent)",
+            path.display()
+        );
     }
     let secret = crate::domain::Secret::generate().to_text();
-    std::fs::write(path, crate::config::sample_toml(&secret)).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, crate::config::sample_toml(&secret))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let config = Config::load(Some(path))?;
     let app = App::open(config).await?;
-    println!("wrote {} and prepared the database {}", path.display(), crate::config::redact_url(&app.config.database.url));
-    println!("next: edit [newsletter] in {}, then `herald serve`", path.display());
+    println!(
+        "wrote {} and prepared the database {}",
+        path.display(),
+        crate::config::redact_url(&app.config.database.url)
+    );
+    println!(
+        "next: edit [newsletter] in {}, then `herald serve`",
+        path.display()
+    );
     app.db.close().await;
     Ok(())
 }
@@ -218,7 +292,11 @@ async fn serve(app: &App) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&app.config.http.bind)
         .await
         .with_context(|| format!("cannot listen on {} (http.bind)", app.config.http.bind))?;
-    println!("Herald is serving {} on http://{}", app.newsletter.name, listener.local_addr()?);
+    println!(
+        "Herald is serving {} on http://{}",
+        app.newsletter.name,
+        listener.local_addr()?
+    );
     println!("subscribe form: {}", app.links.subscribe(None));
     println!("mail goes to: {}", app.mailer.describe());
     serve_with_delivery(app, listener).await?;
@@ -228,17 +306,31 @@ async fn serve(app: &App) -> anyhow::Result<()> {
 
 /// The public site and the delivery workers, until SIGTERM or Ctrl-C; then
 /// the workers finish or hand back what they hold before we exit.
-pub(crate) async fn serve_with_delivery(app: &App, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+pub(crate) async fn serve_with_delivery(
+    app: &App,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let engine = crate::delivery::engine::Engine::new(app.clone(), crate::delivery::engine::EngineOptions::from_app(app)?);
-    let workers = tokio::spawn(engine.run(crate::delivery::engine::RunUntil::Shutdown, shutdown.clone()));
+    let engine = crate::delivery::engine::Engine::new(
+        app.clone(),
+        crate::delivery::engine::EngineOptions::from_app(app)?,
+    );
+    let workers = tokio::spawn(engine.run(
+        crate::delivery::engine::RunUntil::Shutdown,
+        shutdown.clone(),
+    ));
     let web_stop = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         signal.cancel();
     });
-    crate::web::serve(app.clone(), listener, async move { web_stop.cancelled().await }).await?;
+    crate::web::serve(
+        app.clone(),
+        listener,
+        async move { web_stop.cancelled().await },
+    )
+    .await?;
     shutdown.cancel();
     workers.await.context("delivery workers panicked")??;
     Ok(())

@@ -66,32 +66,66 @@ pub enum SubscribersCommand {
 
 pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
     match cmd {
-        SubscribersCommand::Add { email, name, newsletter, confirmed } => {
+        SubscribersCommand::Add {
+            email,
+            name,
+            newsletter,
+            confirmed,
+        } => {
             let email = parse_email(&email)?;
             let name = clean_name(name.as_deref())?;
             let nl = app.newsletter(newsletter.as_deref()).await?;
             match app.add_subscriber(&email, name, &nl, confirmed).await? {
                 SubscribeOutcome::ConfirmationSent { to, mail } => {
                     if app.send_confirmation(&to, &mail).await {
-                        println!("{email}: confirmation mail sent via {}; the address is pending until it confirms", app.mailer.describe());
+                        println!(
+                            "{email}: confirmation mail sent via {}; the address is pending until it confirms",
+                            app.mailer.describe()
+                        );
                     } else {
-                        anyhow::bail!("{email}: the confirmation mail could not be sent via {}; see the log above", app.mailer.describe());
+                        anyhow::bail!(
+                            "{email}: the confirmation mail could not be sent via {}; see the log above",
+                            app.mailer.describe()
+                        );
                     }
                 }
-                SubscribeOutcome::AlreadyConfirmed => println!("{email}: confirmed subscriber of {}", nl.slug),
-                SubscribeOutcome::RateLimited => println!("{email}: a confirmation mail was sent recently; not sending another yet"),
+                SubscribeOutcome::AlreadyConfirmed => {
+                    println!("{email}: confirmed subscriber of {}", nl.slug)
+                }
+                SubscribeOutcome::RateLimited => println!(
+                    "{email}: a confirmation mail was sent recently; not sending another yet"
+                ),
             }
         }
-        SubscribersCommand::Import { file, newsletter, confirmed, rejects } => {
+        SubscribersCommand::Import {
+            file,
+            newsletter,
+            confirmed,
+            rejects,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
             let bar = progress_bar(size);
-            let progress = |bytes: u64, _: &crate::subscribers::import::ImportReport| bar.set_position(bytes);
+            let progress =
+                |bytes: u64, _: &crate::subscribers::import::ImportReport| bar.set_position(bytes);
             let mut sink: Box<dyn Write + Send> = match &rejects {
-                Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)),
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
                 None => Box::new(std::io::stderr()),
             };
-            let report = app.import_subscribers(&file, ImportOptions { confirmed, newsletter: &nl, progress: &progress }, sink.as_mut()).await?;
+            let report = app
+                .import_subscribers(
+                    &file,
+                    ImportOptions {
+                        confirmed,
+                        newsletter: &nl,
+                        progress: &progress,
+                    },
+                    sink.as_mut(),
+                )
+                .await?;
             sink.flush()?;
             bar.finish_and_clear();
             println!("{report}");
@@ -99,14 +133,29 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
                 println!("{} confirmation mails sent", report.confirmations_sent);
             }
         }
-        SubscribersCommand::Export { file, newsletter, state } => {
+        SubscribersCommand::Export {
+            file,
+            newsletter,
+            state,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let out: Box<dyn Write + Send> = match &file {
-                Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?),
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                ),
                 None => Box::new(std::io::stdout()),
             };
             let mut w = csv::Writer::from_writer(std::io::BufWriter::new(out));
-            w.write_record(["email", "name", "state", "created_at", "confirmed_at", "unsubscribed_at", "attributes"])?;
+            w.write_record([
+                "email",
+                "name",
+                "state",
+                "created_at",
+                "confirmed_at",
+                "unsubscribed_at",
+                "attributes",
+            ])?;
             let mut write_err = None;
             let mut n = 0u64;
             app.db
@@ -135,14 +184,23 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
                 eprintln!("exported {n} subscribers to {}", path.display());
             }
         }
-        SubscribersCommand::List { newsletter, state, json } => {
+        SubscribersCommand::List {
+            newsletter,
+            state,
+            json,
+        } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let rows = app.db.list_subscribers(nl.id, state).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 for s in &rows {
-                    println!("{:<40} {:<13} {}", s.email, s.state, s.name.as_deref().unwrap_or(""));
+                    println!(
+                        "{:<40} {:<13} {}",
+                        s.email,
+                        s.state,
+                        s.name.as_deref().unwrap_or("")
+                    );
                 }
                 eprintln!("{} subscribers", rows.len());
             }
@@ -156,7 +214,14 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             println!("name:       {}", s.name.as_deref().unwrap_or("-"));
             println!("created:    {}", rfc3339(Some(s.created_at)));
             println!("attributes: {}", s.attributes);
-            println!("suppressed: {}", if app.db.is_suppressed(&email).await? { "yes" } else { "no" });
+            println!(
+                "suppressed: {}",
+                if app.db.is_suppressed(&email).await? {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
             for (slug, sub) in app.db.subscriptions_of(s.id).await? {
                 println!("newsletter {slug}: {}", sub.state);
             }
@@ -178,8 +243,12 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             let email = parse_email(&email)?;
             let nl = app.newsletter(newsletter.as_deref()).await?;
             match app.remove_subscriber(&email, &nl).await? {
-                UnsubscribeOutcome::Unsubscribed { .. } => println!("{email}: unsubscribed from {}", nl.slug),
-                UnsubscribeOutcome::AlreadyUnsubscribed { .. } | UnsubscribeOutcome::Gone => println!("{email}: was not subscribed to {}", nl.slug),
+                UnsubscribeOutcome::Unsubscribed { .. } => {
+                    println!("{email}: unsubscribed from {}", nl.slug)
+                }
+                UnsubscribeOutcome::AlreadyUnsubscribed { .. } | UnsubscribeOutcome::Gone => {
+                    println!("{email}: was not subscribed to {}", nl.slug)
+                }
             }
         }
         SubscribersCommand::Erase { email } => {
@@ -192,7 +261,8 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
 }
 
 fn rfc3339(ms: Option<i64>) -> String {
-    ms.map(|m| ms_to_datetime(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+    ms.map(|m| ms_to_datetime(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
 }
 
 /// A progress bar on a terminal, nothing otherwise.
@@ -202,7 +272,9 @@ pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
         bar.set_style(style);
     }
     bar

@@ -13,7 +13,11 @@ use crate::store::{Newsletter, StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("issue #{number} is {status}; {hint}")]
-    WrongStatus { number: i64, status: String, hint: &'static str },
+    WrongStatus {
+        number: i64,
+        status: String,
+        hint: &'static str,
+    },
     #[error(transparent)]
     Content(#[from] ContentError),
     #[error(transparent)]
@@ -41,26 +45,53 @@ impl App {
     pub async fn send_issue(&self, issue: &IssueRow) -> Result<u64, ControlError> {
         match issue.status()? {
             IssueStatus::Cancelled => {
-                return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "a cancelled issue is not sent again" });
+                return Err(ControlError::WrongStatus {
+                    number: issue.number,
+                    status: issue.status.clone(),
+                    hint: "a cancelled issue is not sent again",
+                });
             }
             IssueStatus::Paused => {
-                return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "run `herald resume` to continue it" });
+                return Err(ControlError::WrongStatus {
+                    number: issue.number,
+                    status: issue.status.clone(),
+                    hint: "run `herald resume` to continue it",
+                });
             }
             IssueStatus::Draft | IssueStatus::Sending | IssueStatus::Sent => {}
         }
-        Ok(self.db.enqueue_issue(issue.id, issue.newsletter_id, now_ms()).await?)
+        Ok(self
+            .db
+            .enqueue_issue(issue.id, issue.newsletter_id, now_ms())
+            .await?)
     }
 
     pub async fn pause_issue(&self, issue: &IssueRow) -> Result<(), ControlError> {
-        if !self.db.set_issue_status(issue.id, IssueStatus::Paused, &[IssueStatus::Sending]).await? {
-            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "only a sending issue can be paused" });
+        if !self
+            .db
+            .set_issue_status(issue.id, IssueStatus::Paused, &[IssueStatus::Sending])
+            .await?
+        {
+            return Err(ControlError::WrongStatus {
+                number: issue.number,
+                status: issue.status.clone(),
+                hint: "only a sending issue can be paused",
+            });
         }
         Ok(())
     }
 
     pub async fn resume_issue(&self, issue: &IssueRow) -> Result<(), ControlError> {
-        if !self.db.set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Paused]).await? {
-            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "only a paused issue can be resumed" });
+        if !self
+            .db
+            .set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Paused])
+            .await?
+        {
+            return Err(ControlError::WrongStatus {
+                number: issue.number,
+                status: issue.status.clone(),
+                hint: "only a paused issue can be resumed",
+            });
         }
         Ok(())
     }
@@ -69,10 +100,22 @@ impl App {
     pub async fn cancel_issue(&self, issue: &IssueRow) -> Result<u64, ControlError> {
         if !self
             .db
-            .set_issue_status(issue.id, IssueStatus::Cancelled, &[IssueStatus::Draft, IssueStatus::Sending, IssueStatus::Paused])
+            .set_issue_status(
+                issue.id,
+                IssueStatus::Cancelled,
+                &[
+                    IssueStatus::Draft,
+                    IssueStatus::Sending,
+                    IssueStatus::Paused,
+                ],
+            )
             .await?
         {
-            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "it can no longer be cancelled" });
+            return Err(ControlError::WrongStatus {
+                number: issue.number,
+                status: issue.status.clone(),
+                hint: "it can no longer be cancelled",
+            });
         }
         Ok(self.db.cancel_open_deliveries(issue.id, now_ms()).await?)
     }
@@ -81,11 +124,17 @@ impl App {
     /// failures too (after fixing, say, a wrong relay password).
     pub async fn retry_issue(&self, issue: &IssueRow, failed: bool) -> Result<u64, ControlError> {
         if issue.status()? == IssueStatus::Cancelled {
-            return Err(ControlError::WrongStatus { number: issue.number, status: issue.status.clone(), hint: "a cancelled issue is not retried" });
+            return Err(ControlError::WrongStatus {
+                number: issue.number,
+                status: issue.status.clone(),
+                hint: "a cancelled issue is not retried",
+            });
         }
         let n = self.db.requeue(issue.id, failed, now_ms()).await?;
         if n > 0 {
-            self.db.set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Sent]).await?;
+            self.db
+                .set_issue_status(issue.id, IssueStatus::Sending, &[IssueStatus::Sent])
+                .await?;
         }
         Ok(n)
     }
@@ -93,29 +142,46 @@ impl App {
     pub async fn issue_status(&self, issue: &IssueRow) -> Result<IssueStatusReport, ControlError> {
         let issue = self.db.issue_by_id(issue.id).await?;
         let counts = self.db.delivery_counts(issue.id).await?;
-        let recent = self.db.sent_since(issue.id, now_ms() - 60_000).await?;
+        let now = now_ms();
+        let recent = self.db.sent_since(issue.id, now - 60_000).await?;
+        // Over the last minute, or since sending began if that was sooner.
+        let window = issue
+            .send_started_at
+            .map(|s| (now - s).clamp(1_000, 60_000))
+            .unwrap_or(60_000);
         Ok(IssueStatusReport {
             number: issue.number,
             slug: issue.slug.clone(),
             status: issue.status.clone(),
-            rate_per_sec: recent as f64 / 60.0,
+            rate_per_sec: recent as f64 * 1000.0 / window as f64,
             next_retry_at: self.db.next_retry_at(issue.id).await?,
             top_replies: self.db.top_failure_replies(issue.id, 5).await?,
-            final_counts: issue.final_counts.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+            final_counts: issue
+                .final_counts
+                .as_deref()
+                .and_then(|c| serde_json::from_str(c).ok()),
             counts,
         })
     }
 
     /// `herald issue test`: a "[TEST]" copy to each address; the list and
     /// the issue's state are untouched.
-    pub async fn send_test_copies(&self, newsletter: &Newsletter, issue: &IssueRow, to: &[crate::domain::EmailAddress]) -> Result<(), ControlError> {
+    pub async fn send_test_copies(
+        &self,
+        newsletter: &Newsletter,
+        issue: &IssueRow,
+        to: &[crate::domain::EmailAddress],
+    ) -> Result<(), ControlError> {
         let from = self.envelope_from(newsletter);
         for addr in to {
             let message = self.sample_message(newsletter, issue, addr.as_str(), true)?;
             self.mailer
                 .send_one(&from, addr.as_str(), &message)
                 .await
-                .map_err(|e| ControlError::TestSend { to: addr.to_string(), message: e.to_string() })?;
+                .map_err(|e| ControlError::TestSend {
+                    to: addr.to_string(),
+                    message: e.to_string(),
+                })?;
         }
         Ok(())
     }

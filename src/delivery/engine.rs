@@ -22,7 +22,9 @@ use super::classify::{Verdict, classify};
 use super::retry::{RetryPolicy, parse_schedule};
 use crate::app::App;
 use crate::content::millis_to_fixed;
-use crate::domain::{DeliveryState, IssueStatus, Millis, SubscriptionState, ms_to_datetime, now_ms};
+use crate::domain::{
+    DeliveryState, IssueStatus, Millis, SubscriptionState, ms_to_datetime, now_ms,
+};
 use crate::mail::dkim::DkimSigner;
 use crate::mail::{MailConnection, SendFailure, SmtpReply};
 use crate::render::{MessageTemplate, Recipient};
@@ -61,14 +63,23 @@ pub struct EngineOptions {
 impl EngineOptions {
     pub fn from_app(app: &App) -> Result<EngineOptions, EngineError> {
         let c = &app.config;
-        let schedule = parse_schedule(&c.delivery.retry_schedule).map_err(EngineError::RetrySchedule)?;
+        let schedule =
+            parse_schedule(&c.delivery.retry_schedule).map_err(EngineError::RetrySchedule)?;
         let dkim = if c.dkim.private_key_file.is_empty() {
             None
         } else {
             let path = &c.dkim.private_key_file;
-            let pem = std::fs::read_to_string(path).map_err(|e| EngineError::DkimKey { path: path.clone(), message: e.to_string() })?;
-            let signer = DkimSigner::from_pem(&c.dkim.domain, &c.dkim.selector, &pem)
-                .map_err(|e| EngineError::DkimKey { path: path.clone(), message: e.to_string() })?;
+            let pem = std::fs::read_to_string(path).map_err(|e| EngineError::DkimKey {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            let signer =
+                DkimSigner::from_pem(&c.dkim.domain, &c.dkim.selector, &pem).map_err(|e| {
+                    EngineError::DkimKey {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
             Some(Arc::new(signer))
         };
         Ok(EngineOptions {
@@ -81,7 +92,11 @@ impl EngineOptions {
             rate: c.smtp.rate,
             rate_per_hour: c.smtp.rate_per_hour,
             rate_per_day: c.smtp.rate_per_day,
-            retry: RetryPolicy { schedule, give_up_after: c.delivery.give_up_after.0, jitter: 0.1 },
+            retry: RetryPolicy {
+                schedule,
+                give_up_after: c.delivery.give_up_after.0,
+                jitter: 0.1,
+            },
             dkim,
         })
     }
@@ -89,8 +104,14 @@ impl EngineOptions {
 
 /// A name unique to this process, recorded on claims and attempts.
 pub fn worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "herald".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "herald".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// When the engine stops by itself.
@@ -126,7 +147,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(app: App, opts: EngineOptions) -> Arc<Engine> {
         let pacer = Pacer::new(opts.rate);
-        Arc::new(Engine { app, opts, prepared: Mutex::new(HashMap::new()), pacer })
+        Arc::new(Engine {
+            app,
+            opts,
+            prepared: Mutex::new(HashMap::new()),
+            pacer,
+        })
     }
 
     pub fn worker_id(&self) -> &str {
@@ -135,11 +161,16 @@ impl Engine {
 
     /// Runs until `until` is met or `shutdown` fires; always leaves no
     /// claim of this process behind.
-    pub async fn run(self: Arc<Self>, until: RunUntil, shutdown: CancellationToken) -> Result<(), EngineError> {
+    pub async fn run(
+        self: Arc<Self>,
+        until: RunUntil,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
         let concurrency = self.opts.concurrency.max(1);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * 2);
         let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
-        let (results_tx, results_rx) = mpsc::channel::<DeliveryResult>((self.opts.batch_size as usize).max(16) * 2);
+        let (results_tx, results_rx) =
+            mpsc::channel::<DeliveryResult>((self.opts.batch_size as usize).max(16) * 2);
         let stop_workers = shutdown.child_token();
 
         let flusher = tokio::spawn(self.clone().flush_results(results_rx));
@@ -147,17 +178,29 @@ impl Engine {
         let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
         let mut workers = Vec::with_capacity(concurrency);
         for n in 0..concurrency {
-            workers.push(tokio::spawn(self.clone().work(n, jobs_rx.clone(), results_tx.clone(), stop_workers.clone())));
+            workers.push(tokio::spawn(self.clone().work(
+                n,
+                jobs_rx.clone(),
+                results_tx.clone(),
+                stop_workers.clone(),
+            )));
         }
         drop(results_tx);
-        let claimed = self.clone().claim_loop(until, jobs_tx, shutdown.clone()).await;
+        let claimed = self
+            .clone()
+            .claim_loop(until, jobs_tx, shutdown.clone())
+            .await;
         for w in workers {
             let _ = w.await;
         }
         let flushed = flusher.await.unwrap_or(Ok(()));
         stop_renewing.cancel();
         let _ = renewer.await;
-        let released = self.app.db.release_claims(&self.opts.worker_id, now_ms()).await?;
+        let released = self
+            .app
+            .db
+            .release_claims(&self.opts.worker_id, now_ms())
+            .await?;
         if released > 0 {
             tracing::info!(released, "handed back deliveries claimed but not sent");
         }
@@ -165,7 +208,12 @@ impl Engine {
         flushed
     }
 
-    async fn claim_loop(self: Arc<Self>, until: RunUntil, jobs: mpsc::Sender<Job>, shutdown: CancellationToken) -> Result<(), EngineError> {
+    async fn claim_loop(
+        self: Arc<Self>,
+        until: RunUntil,
+        jobs: mpsc::Sender<Job>,
+        shutdown: CancellationToken,
+    ) -> Result<(), EngineError> {
         let db = &self.app.db;
         let mut last_completion_check = Instant::now() - Duration::from_secs(60);
         loop {
@@ -174,7 +222,17 @@ impl Engine {
             }
             let limit = self.opts.batch_size.min(self.window_allowance().await?);
             let now = now_ms();
-            let claimed = if limit > 0 { db.claim_due_deliveries(&self.opts.worker_id, now, now + millis(self.opts.lease), limit).await? } else { Vec::new() };
+            let claimed = if limit > 0 {
+                db.claim_due_deliveries(
+                    &self.opts.worker_id,
+                    now,
+                    now + millis(self.opts.lease),
+                    limit,
+                )
+                .await?
+            } else {
+                Vec::new()
+            };
             if claimed.is_empty() {
                 if last_completion_check.elapsed() >= self.opts.poll_interval {
                     last_completion_check = Instant::now();
@@ -217,7 +275,12 @@ impl Engine {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            if let Err(e) = self.app.db.renew_claims(&self.opts.worker_id, now_ms() + millis(self.opts.lease)).await {
+            if let Err(e) = self
+                .app
+                .db
+                .renew_claims(&self.opts.worker_id, now_ms() + millis(self.opts.lease))
+                .await
+            {
                 tracing::warn!(error = %e, "could not renew delivery leases");
             }
         }
@@ -226,7 +289,10 @@ impl Engine {
     /// How many more messages the hourly/daily caps allow now (all processes).
     async fn window_allowance(&self) -> Result<i64, StoreError> {
         let mut allowance = i64::MAX;
-        for (cap, window) in [(self.opts.rate_per_hour, 3_600_000), (self.opts.rate_per_day, 86_400_000)] {
+        for (cap, window) in [
+            (self.opts.rate_per_hour, 3_600_000),
+            (self.opts.rate_per_day, 86_400_000),
+        ] {
             if cap > 0 {
                 let sent = self.app.db.sent_in_window(now_ms() - window).await?;
                 allowance = allowance.min(cap as i64 - sent);
@@ -235,7 +301,13 @@ impl Engine {
         Ok(allowance.max(0))
     }
 
-    async fn work(self: Arc<Self>, n: usize, jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>, results: mpsc::Sender<DeliveryResult>, stop: CancellationToken) {
+    async fn work(
+        self: Arc<Self>,
+        n: usize,
+        jobs: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+        results: mpsc::Sender<DeliveryResult>,
+        stop: CancellationToken,
+    ) {
         let mut conn: Option<MailConnection> = None;
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut throttle = Duration::ZERO;
@@ -251,7 +323,8 @@ impl Engine {
                 Ok(None) => continue,
                 Ok(Some((result, verdict))) => {
                     if verdict == Some(Verdict::Throttle) {
-                        throttle = (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
+                        throttle =
+                            (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
                         tracing::warn!(worker = n, pause = ?throttle, reply = ?result.attempt.as_ref().map(|a| &a.reply), "the server asks us to slow down; this connection pauses");
                     } else if verdict == Some(Verdict::Sent) {
                         throttle = Duration::ZERO;
@@ -290,33 +363,81 @@ impl Engine {
         // Read the delivery again right before sending: an unsubscribe or a
         // pause must stop every message not yet handed to SMTP, and a claim
         // whose lease ran out may belong to another worker by now.
-        let Some(d) = self.app.db.delivery_details(&[job.delivery.id]).await?.pop() else {
+        let Some(d) = self
+            .app
+            .db
+            .delivery_details(&[job.delivery.id])
+            .await?
+            .pop()
+        else {
             return Ok(None);
         };
-        if d.state != DeliveryState::Sending.as_str() || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str()) {
+        if d.state != DeliveryState::Sending.as_str()
+            || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str())
+        {
             tracing::warn!(delivery = d.id, state = %d.state, "claim lost (lease expired); not sending");
             return Ok(None);
         }
         match d.issue_status.parse::<IssueStatus>() {
             Ok(IssueStatus::Sending) => {}
             Ok(IssueStatus::Cancelled) => {
-                return Ok(Some((self.result(&d, DeliveryState::Cancelled, None, None, Some("cancelled".into()), RecipientEffect::None), None)));
+                return Ok(Some((
+                    self.result(
+                        &d,
+                        DeliveryState::Cancelled,
+                        None,
+                        None,
+                        Some("cancelled".into()),
+                        RecipientEffect::None,
+                    ),
+                    None,
+                )));
             }
             // Paused (or otherwise stopped): hand the claim back untouched.
             _ => {
-                let state = if d.attempts == 0 { DeliveryState::Queued } else { DeliveryState::RetryWait };
-                return Ok(Some((self.result(&d, state, None, Some(now_ms()), None, RecipientEffect::None), None)));
+                let state = if d.attempts == 0 {
+                    DeliveryState::Queued
+                } else {
+                    DeliveryState::RetryWait
+                };
+                return Ok(Some((
+                    self.result(&d, state, None, Some(now_ms()), None, RecipientEffect::None),
+                    None,
+                )));
             }
         }
         if let Some(reason) = skip_reason(&d) {
-            return Ok(Some((self.result(&d, DeliveryState::Skipped, None, None, Some(reason.into()), RecipientEffect::None), None)));
+            return Ok(Some((
+                self.result(
+                    &d,
+                    DeliveryState::Skipped,
+                    None,
+                    None,
+                    Some(reason.into()),
+                    RecipientEffect::None,
+                ),
+                None,
+            )));
         }
         let issue = self.prepared(d.issue_id).await?;
-        let message_id = format!("<issue-{}.{}@{}>", issue.number, self.app.secret.subscriber_tag(d.subscriber_id), issue.from_domain);
-        let unsubscribe_url = self.app.unsubscribe_url(d.subscriber_id, issue.newsletter.id);
+        let message_id = format!(
+            "<issue-{}.{}@{}>",
+            issue.number,
+            self.app.secret.subscriber_tag(d.subscriber_id),
+            issue.from_domain
+        );
+        let unsubscribe_url = self
+            .app
+            .unsubscribe_url(d.subscriber_id, issue.newsletter.id);
         buf.clear();
         issue.template.personalise_into(
-            &Recipient { to: &d.email, name: d.name.as_deref(), message_id: &message_id, unsubscribe_url: &unsubscribe_url, unsubscribe_mailto: Some(&issue.mailto) },
+            &Recipient {
+                to: &d.email,
+                name: d.name.as_deref(),
+                message_id: &message_id,
+                unsubscribe_url: &unsubscribe_url,
+                unsubscribe_mailto: Some(&issue.mailto),
+            },
             buf,
         );
         let signed;
@@ -332,31 +453,86 @@ impl Engine {
         let outcome = match conn {
             Some(c) => c.send_raw(&issue.envelope_from, &d.email, bytes).await,
             None => match self.app.mailer.connect().await {
-                Ok(c) => conn.insert(c).send_raw(&issue.envelope_from, &d.email, bytes).await,
+                Ok(c) => {
+                    conn.insert(c)
+                        .send_raw(&issue.envelope_from, &d.email, bytes)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         };
         let verdict = classify(&outcome);
-        let attempt = attempt_record(&outcome, verdict, attempt_at, started.elapsed(), &self.opts.worker_id);
+        let attempt = attempt_record(
+            &outcome,
+            verdict,
+            attempt_at,
+            started.elapsed(),
+            &self.opts.worker_id,
+        );
         let first = d.first_attempt_at.unwrap_or(attempt_at);
         let (state, next, reason, effect) = match verdict {
             Verdict::Sent => (DeliveryState::Sent, None, None, RecipientEffect::Delivered),
-            Verdict::HardBounce => (DeliveryState::Failed, None, Some("hard_bounce"), RecipientEffect::HardBounce),
+            Verdict::HardBounce => (
+                DeliveryState::Failed,
+                None,
+                Some("hard_bounce"),
+                RecipientEffect::HardBounce,
+            ),
             Verdict::MessageDefect => {
                 tracing::error!(reply = %attempt.reply, "the server refused the message itself; check the issue's headers and content");
-                (DeliveryState::Failed, None, Some("message_defect"), RecipientEffect::None)
+                (
+                    DeliveryState::Failed,
+                    None,
+                    Some("message_defect"),
+                    RecipientEffect::None,
+                )
             }
-            Verdict::Permanent => (DeliveryState::Failed, None, Some("permanent"), RecipientEffect::None),
+            Verdict::Permanent => (
+                DeliveryState::Failed,
+                None,
+                Some("permanent"),
+                RecipientEffect::None,
+            ),
             Verdict::Transient | Verdict::Throttle | Verdict::SoftBounce => {
                 let failed_attempts = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
-                match self.opts.retry.next_attempt(failed_attempts, ms_to_datetime(first), Utc::now(), rng) {
-                    Some(at) => (DeliveryState::RetryWait, Some(at.timestamp_millis()), None, RecipientEffect::None),
-                    None if verdict == Verdict::SoftBounce => (DeliveryState::Failed, None, Some("expired"), RecipientEffect::SoftBounce),
-                    None => (DeliveryState::Failed, None, Some("expired"), RecipientEffect::None),
+                match self.opts.retry.next_attempt(
+                    failed_attempts,
+                    ms_to_datetime(first),
+                    Utc::now(),
+                    rng,
+                ) {
+                    Some(at) => (
+                        DeliveryState::RetryWait,
+                        Some(at.timestamp_millis()),
+                        None,
+                        RecipientEffect::None,
+                    ),
+                    None if verdict == Verdict::SoftBounce => (
+                        DeliveryState::Failed,
+                        None,
+                        Some("expired"),
+                        RecipientEffect::SoftBounce,
+                    ),
+                    None => (
+                        DeliveryState::Failed,
+                        None,
+                        Some("expired"),
+                        RecipientEffect::None,
+                    ),
                 }
             }
         };
-        Ok(Some((self.result(&d, state, Some(attempt), next, reason.map(str::to_owned), effect), Some(verdict))))
+        Ok(Some((
+            self.result(
+                &d,
+                state,
+                Some(attempt),
+                next,
+                reason.map(str::to_owned),
+                effect,
+            ),
+            Some(verdict),
+        )))
     }
 
     fn result(
@@ -382,7 +558,12 @@ impl Engine {
     }
 
     async fn prepared(&self, issue_id: i64) -> Result<Arc<PreparedIssue>, EngineError> {
-        if let Some(p) = self.prepared.lock().unwrap_or_else(|e| e.into_inner()).get(&issue_id) {
+        if let Some(p) = self
+            .prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&issue_id)
+        {
             return Ok(p.clone());
         }
         let issue = self.app.db.issue_by_id(issue_id).await?;
@@ -390,7 +571,12 @@ impl Engine {
         // The Date header is the moment sending began: fixed, so retries are byte-identical.
         let date = millis_to_fixed(issue.send_started_at.unwrap_or(issue.created_at));
         let headers = self.app.message_headers(&newsletter, &issue, date, false);
-        let template = MessageTemplate::prepare(&App::rendered(&issue), &headers).map_err(|e| EngineError::Prepare { issue_id, message: e.to_string() })?;
+        let template = MessageTemplate::prepare(&App::rendered(&issue), &headers).map_err(|e| {
+            EngineError::Prepare {
+                issue_id,
+                message: e.to_string(),
+            }
+        })?;
         let prepared = Arc::new(PreparedIssue {
             template,
             number: issue.number,
@@ -399,13 +585,19 @@ impl Engine {
             from_domain: newsletter.from().address.domain().to_owned(),
             newsletter,
         });
-        self.prepared.lock().unwrap_or_else(|e| e.into_inner()).insert(issue_id, prepared.clone());
+        self.prepared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(issue_id, prepared.clone());
         Ok(prepared)
     }
 
     /// Writes results in batches: when `batch_size` have gathered or
     /// `flush_interval` has passed, whichever is first.
-    async fn flush_results(self: Arc<Self>, mut results: mpsc::Receiver<DeliveryResult>) -> Result<(), EngineError> {
+    async fn flush_results(
+        self: Arc<Self>,
+        mut results: mpsc::Receiver<DeliveryResult>,
+    ) -> Result<(), EngineError> {
         let mut batch = Vec::with_capacity(self.opts.batch_size as usize);
         loop {
             let deadline = tokio::time::sleep(self.opts.flush_interval);
@@ -461,11 +653,25 @@ fn skip_reason(d: &ClaimedDelivery) -> Option<&'static str> {
     }
 }
 
-fn attempt_record(outcome: &Result<SmtpReply, SendFailure>, verdict: Verdict, at: Millis, took: Duration, worker: &str) -> AttemptRecord {
+fn attempt_record(
+    outcome: &Result<SmtpReply, SendFailure>,
+    verdict: Verdict,
+    at: Millis,
+    took: Duration,
+    worker: &str,
+) -> AttemptRecord {
     let (code, enhanced, reply) = match outcome {
-        Ok(r) => (Some(i64::from(r.code)), r.enhanced.map(|e| e.to_string()), r.text.clone()),
+        Ok(r) => (
+            Some(i64::from(r.code)),
+            r.enhanced.map(|e| e.to_string()),
+            r.text.clone(),
+        ),
         Err(e) => match e.reply() {
-            Some(r) => (Some(i64::from(r.code)), r.enhanced.map(|e| e.to_string()), format!("{} {}", r.code, r.text)),
+            Some(r) => (
+                Some(i64::from(r.code)),
+                r.enhanced.map(|e| e.to_string()),
+                format!("{} {}", r.code, r.text),
+            ),
             None => (None, None, e.to_string()),
         },
     };
@@ -489,11 +695,16 @@ struct Pacer {
 impl Pacer {
     fn new(rate: f64) -> Pacer {
         let interval = (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate));
-        Pacer { interval, next: tokio::sync::Mutex::new(tokio::time::Instant::now()) }
+        Pacer {
+            interval,
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
     }
 
     async fn wait(&self) {
-        let Some(interval) = self.interval else { return };
+        let Some(interval) = self.interval else {
+            return;
+        };
         let mut next = self.next.lock().await;
         let now = tokio::time::Instant::now();
         if *next > now {

@@ -21,7 +21,9 @@ pub enum EmailError {
     BadLocal(String),
     #[error("the domain after the @ is missing")]
     MissingDomain,
-    #[error("the domain {0:?} is not a valid internet domain (expected something like example.com)")]
+    #[error(
+        "the domain {0:?} is not a valid internet domain (expected something like example.com)"
+    )]
     BadDomain(String),
     #[error("the address is longer than 254 characters")]
     TooLong,
@@ -78,7 +80,9 @@ impl EmailAddress {
                     && !l.ends_with('-')
                     && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            && labels.last().is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()));
+            && labels
+                .last()
+                .is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()));
         if !domain_ok {
             return Err(EmailError::BadDomain(domain.to_owned()));
         }
@@ -175,10 +179,16 @@ mod tests {
             "\"quoted\"@example.com",
             "a(comment)@example.com",
         ] {
-            assert!(EmailAddress::parse(bad).is_err(), "{bad:?} must be rejected");
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
-        assert_eq!(EmailAddress::parse(&long_local), Err(EmailError::LocalTooLong));
+        assert_eq!(
+            EmailAddress::parse(&long_local),
+            Err(EmailError::LocalTooLong)
+        );
         let long_total = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
         assert!(EmailAddress::parse(&long_total).is_err());
     }

@@ -24,7 +24,10 @@ impl Mailbox {
                 let name = (!name.is_empty()).then(|| name.to_owned());
                 Ok(Mailbox { name, address })
             }
-            _ => Ok(Mailbox { name: None, address: EmailAddress::parse(s)? }),
+            _ => Ok(Mailbox {
+                name: None,
+                address: EmailAddress::parse(s)?,
+            }),
         }
     }
 
@@ -52,9 +55,15 @@ impl fmt::Display for Mailbox {
 pub fn encode_display_name(name: &str) -> String {
     if !name.is_ascii() {
         use base64::Engine;
-        return format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(name));
+        return format!(
+            "=?utf-8?b?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(name)
+        );
     }
-    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c)) {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == ' ' || "!#$%&'*+-/=?^_`{|}~".contains(c))
+    {
         name.to_owned()
     } else {
         format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
@@ -71,9 +80,19 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("Weekly Digest"));
         assert_eq!(m.address.as_str(), "news@example.com");
         assert_eq!(Mailbox::parse("news@example.com").unwrap().name, None);
-        assert_eq!(Mailbox::parse("\"A, B\" <a@example.com>").unwrap().header_value(), "\"A, B\" <a@example.com>");
+        assert_eq!(
+            Mailbox::parse("\"A, B\" <a@example.com>")
+                .unwrap()
+                .header_value(),
+            "\"A, B\" <a@example.com>"
+        );
         assert!(Mailbox::parse("Bad <nope>").is_err());
         assert!(Mailbox::parse("X <a@example.com>\r\nBcc: y@z.com").is_err());
-        assert!(Mailbox::parse("Дайджест <a@example.com>").unwrap().header_value().starts_with("=?utf-8?b?"));
+        assert!(
+            Mailbox::parse("Дайджест <a@example.com>")
+                .unwrap()
+                .header_value()
+                .starts_with("=?utf-8?b?")
+        );
     }
 }

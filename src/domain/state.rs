@@ -115,6 +115,9 @@ mod tests {
         }
         let err = "gone".parse::<SubscriptionState>().unwrap_err();
         assert!(err.contains("pending, confirmed, unsubscribed"), "{err}");
-        assert_eq!("retry_wait".parse::<DeliveryState>().unwrap(), DeliveryState::RetryWait);
+        assert_eq!(
+            "retry_wait".parse::<DeliveryState>().unwrap(),
+            DeliveryState::RetryWait
+        );
     }
 }

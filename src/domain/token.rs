@@ -63,7 +63,9 @@ impl ConfirmationToken {
     /// Accepts what came back in a URL; anything that is not the shape we
     /// issue is refused before it reaches the database.
     pub fn from_url(s: &str) -> Option<Self> {
-        let ok = s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let ok = s.len() == 43
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         ok.then(|| ConfirmationToken(s.to_owned()))
     }
 
@@ -87,12 +89,20 @@ pub struct UnsubscribeToken {
 
 impl UnsubscribeToken {
     pub fn new(subscriber_id: i64, newsletter_id: i64) -> Self {
-        UnsubscribeToken { subscriber_id, newsletter_id }
+        UnsubscribeToken {
+            subscriber_id,
+            newsletter_id,
+        }
     }
 
     pub fn encode(&self, secret: &Secret) -> String {
         let mac = secret.mac("unsubscribe", &[self.subscriber_id, self.newsletter_id]);
-        format!("{}.{}.{}", self.subscriber_id, self.newsletter_id, B64.encode(&mac[..16]))
+        format!(
+            "{}.{}.{}",
+            self.subscriber_id,
+            self.newsletter_id,
+            B64.encode(&mac[..16])
+        )
     }
 
     /// Checks the MAC in constant time; a forged or mangled token is `None`.
@@ -103,8 +113,12 @@ impl UnsubscribeToken {
         let given = B64.decode(parts.next()?).ok()?;
         let expected = secret.mac("unsubscribe", &[subscriber_id, newsletter_id]);
         use subtle::ConstantTimeEq;
-        (given.len() == 16 && bool::from(given.ct_eq(&expected[..16])))
-            .then_some(UnsubscribeToken { subscriber_id, newsletter_id })
+        (given.len() == 16 && bool::from(given.ct_eq(&expected[..16]))).then_some(
+            UnsubscribeToken {
+                subscriber_id,
+                newsletter_id,
+            },
+        )
     }
 }
 
@@ -116,10 +130,16 @@ mod tests {
     fn unsubscribe_token_round_trips_and_rejects_forgery() {
         let secret = Secret::new(b"k".to_vec());
         let t = UnsubscribeToken::new(42, 1).encode(&secret);
-        assert_eq!(UnsubscribeToken::verify(&t, &secret), Some(UnsubscribeToken::new(42, 1)));
+        assert_eq!(
+            UnsubscribeToken::verify(&t, &secret),
+            Some(UnsubscribeToken::new(42, 1))
+        );
         let forged = t.replacen("42.", "43.", 1);
         assert_eq!(UnsubscribeToken::verify(&forged, &secret), None);
-        assert_eq!(UnsubscribeToken::verify(&t, &Secret::new(b"other".to_vec())), None);
+        assert_eq!(
+            UnsubscribeToken::verify(&t, &Secret::new(b"other".to_vec())),
+            None
+        );
         assert_eq!(UnsubscribeToken::verify("garbage", &secret), None);
     }
 

@@ -99,7 +99,13 @@ const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, pub
 const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts";
 
 impl Db {
-    pub async fn insert_items(&self, newsletter_id: i64, items: &[ItemInput], state: ItemState, now: Millis) -> Result<Vec<i64>> {
+    pub async fn insert_items(
+        &self,
+        newsletter_id: i64,
+        items: &[ItemInput],
+        state: ItemState,
+        now: Millis,
+    ) -> Result<Vec<i64>> {
         with_tx!(self, |tx| {
             let mut ids = Vec::with_capacity(items.len());
             for item in items {
@@ -153,14 +159,31 @@ impl Db {
 
     pub async fn item(&self, id: i64) -> Result<Option<ItemRow>> {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(id)
+        .fetch_optional(p)
+        .await?))
     }
 
     /// Items in editorial order (the order they were added).
-    pub async fn items(&self, newsletter_id: i64, state: Option<ItemState>) -> Result<Vec<ItemRow>> {
-        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE newsletter_id = $1 AND ($2 IS NULL OR state = $2) ORDER BY position, id");
+    pub async fn items(
+        &self,
+        newsletter_id: i64,
+        state: Option<ItemState>,
+    ) -> Result<Vec<ItemRow>> {
+        let sql = format!(
+            "SELECT {ITEM_COLUMNS} FROM items WHERE newsletter_id = $1 AND ($2 IS NULL OR state = $2) ORDER BY position, id"
+        );
         let state = state.map(|s| s.as_str());
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).bind(state).fetch_all(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(newsletter_id)
+        .bind(state)
+        .fetch_all(p)
+        .await?))
     }
 
     /// Moves unpublished items to `state`; returns how many moved.
@@ -179,12 +202,21 @@ impl Db {
 
     pub async fn remove_item(&self, id: i64) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> 'published'").bind(id).execute(p).await?.rows_affected()
+            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> 'published'")
+                .bind(id)
+                .execute(p)
+                .await?
+                .rows_affected()
         });
         Ok(n == 1)
     }
 
-    pub async fn save_issue_draft(&self, newsletter_id: i64, draft: &IssueDraft, now: Millis) -> Result<()> {
+    pub async fn save_issue_draft(
+        &self,
+        newsletter_id: i64,
+        draft: &IssueDraft,
+        now: Millis,
+    ) -> Result<()> {
         with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO issue_drafts (newsletter_id, title, subject, preheader, intro, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
@@ -217,13 +249,21 @@ impl Db {
 
     pub async fn next_issue_number(&self, newsletter_id: i64) -> Result<i64> {
         let max: Option<i64> = with_pool!(self, |p| {
-            sqlx::query_scalar("SELECT MAX(number) FROM issues WHERE newsletter_id = $1").bind(newsletter_id).fetch_one(p).await?
+            sqlx::query_scalar("SELECT MAX(number) FROM issues WHERE newsletter_id = $1")
+                .bind(newsletter_id)
+                .fetch_one(p)
+                .await?
         });
         Ok(max.unwrap_or(0) + 1)
     }
 
     pub async fn slug_taken(&self, slug: &str) -> Result<bool> {
-        let n: i64 = with_pool!(self, |p| sqlx::query_scalar("SELECT COUNT(*) FROM issues WHERE slug = $1").bind(slug).fetch_one(p).await?);
+        let n: i64 = with_pool!(self, |p| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM issues WHERE slug = $1"
+        )
+        .bind(slug)
+        .fetch_one(p)
+        .await?);
         Ok(n > 0)
     }
 
@@ -263,45 +303,92 @@ impl Db {
                 .rows_affected();
             }
             if published as usize != issue.item_ids.len() {
-                return Err(StoreError::Corrupt("items changed while the issue was being composed; run compose again".into()));
+                return Err(StoreError::Corrupt(
+                    "items changed while the issue was being composed; run compose again".into(),
+                ));
             }
-            sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1").bind(issue.newsletter_id).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
+                .bind(issue.newsletter_id)
+                .execute(&mut *tx)
+                .await?;
             Ok::<_, StoreError>(Some(id))
         })
     }
 
     /// Finds an issue by its number or its slug.
-    pub async fn issue_by_ref(&self, newsletter_id: i64, reference: &str) -> Result<Option<IssueRow>> {
+    pub async fn issue_by_ref(
+        &self,
+        newsletter_id: i64,
+        reference: &str,
+    ) -> Result<Option<IssueRow>> {
         let number: i64 = reference.trim_start_matches('#').parse().unwrap_or(-1);
-        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE (newsletter_id = $1 AND number = $2) OR slug = $3");
+        let sql = format!(
+            "SELECT {ISSUE_COLUMNS} FROM issues WHERE (newsletter_id = $1 AND number = $2) OR slug = $3"
+        );
         Ok(with_pool!(self, |p| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).bind(number).bind(reference).fetch_optional(p).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(newsletter_id)
+                .bind(number)
+                .bind(reference)
+                .fetch_optional(p)
+                .await?
         }))
     }
 
     pub async fn issue_by_id(&self, id: i64) -> Result<IssueRow> {
         let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE id = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(id)
+        .fetch_one(p)
+        .await?))
     }
 
     pub async fn issues(&self, newsletter_id: i64) -> Result<Vec<IssueRow>> {
-        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(newsletter_id).fetch_all(p).await?))
+        let sql = format!(
+            "SELECT {ISSUE_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(newsletter_id)
+        .fetch_all(p)
+        .await?))
     }
 
     /// Issues whose sending has begun: the public archive.
     pub async fn archived_issues(&self) -> Result<Vec<IssueRow>> {
-        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?))
+        let sql = format!(
+            "SELECT {ISSUE_COLUMNS} FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .fetch_all(p)
+        .await?))
     }
 
     pub async fn archived_issue(&self, slug: &str) -> Result<Option<IssueRow>> {
-        let sql = format!("SELECT {ISSUE_COLUMNS} FROM issues WHERE slug = $1 AND send_started_at IS NOT NULL AND status <> 'cancelled'");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(slug).fetch_optional(p).await?))
+        let sql = format!(
+            "SELECT {ISSUE_COLUMNS} FROM issues WHERE slug = $1 AND send_started_at IS NOT NULL AND status <> 'cancelled'"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(slug)
+        .fetch_optional(p)
+        .await?))
     }
 
     pub async fn items_of_issue(&self, issue_id: i64) -> Result<Vec<ItemRow>> {
-        let sql = format!("SELECT {ITEM_COLUMNS} FROM items WHERE issue_id = $1 ORDER BY position, id");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(issue_id).fetch_all(p).await?))
+        let sql =
+            format!("SELECT {ITEM_COLUMNS} FROM items WHERE issue_id = $1 ORDER BY position, id");
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(issue_id)
+        .fetch_all(p)
+        .await?))
     }
 }

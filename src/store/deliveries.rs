@@ -83,7 +83,11 @@ impl DeliveryCounts {
         self.by_state.get(state.as_str()).copied().unwrap_or(0)
     }
     pub fn open(&self) -> i64 {
-        DeliveryState::ALL.iter().filter(|s| s.is_open()).map(|s| self.get(*s)).sum()
+        DeliveryState::ALL
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| self.get(*s))
+            .sum()
     }
 }
 
@@ -116,7 +120,12 @@ pub struct AttemptListing {
 impl Db {
     /// One delivery per confirmed subscriber, set-wise; running it again
     /// adds only subscribers confirmed since. Marks the issue as sending.
-    pub async fn enqueue_issue(&self, issue_id: i64, newsletter_id: i64, now: Millis) -> Result<u64> {
+    pub async fn enqueue_issue(
+        &self,
+        issue_id: i64,
+        newsletter_id: i64,
+        now: Millis,
+    ) -> Result<u64> {
         with_tx!(self, |tx| {
             let added = sqlx::query(
                 "INSERT INTO deliveries (issue_id, subscriber_id, state, attempts, next_attempt_at, updated_at)
@@ -146,7 +155,13 @@ impl Db {
     /// a lease. A delivery whose lease ran out (its worker died) is due again.
     /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several processes split the
     /// queue; SQLite: one writer, so the single UPDATE is already atomic.
-    pub async fn claim_due_deliveries(&self, worker_id: &str, now: Millis, lease_until: Millis, limit: i64) -> Result<Vec<ClaimedDelivery>> {
+    pub async fn claim_due_deliveries(
+        &self,
+        worker_id: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: i64,
+    ) -> Result<Vec<ClaimedDelivery>> {
         const DUE: &str = "SELECT d.id FROM deliveries d JOIN issues i ON i.id = d.issue_id
              WHERE i.status = 'sending'
                AND ((d.state IN ('queued', 'retry_wait') AND d.next_attempt_at <= $3)
@@ -158,14 +173,26 @@ impl Db {
                     "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
                      WHERE id IN ({DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING id"
                 );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker_id).bind(now).bind(limit).fetch_all(p).await?
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(lease_until)
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await?
             }
             Db::Sqlite(p) => {
                 let sql = format!(
                     "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
                      WHERE id IN ({DUE}) RETURNING id"
                 );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(lease_until).bind(worker_id).bind(now).bind(limit).fetch_all(p).await?
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(lease_until)
+                    .bind(worker_id)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(p)
+                    .await?
             }
         };
         if ids.is_empty() {
@@ -207,7 +234,12 @@ impl Db {
         with_tx!(self, |tx| {
             for r in results {
                 let (code, enhanced, reply, at) = match &r.attempt {
-                    Some(a) => (a.code, a.enhanced.clone(), Some(a.reply.clone()), Some(a.at)),
+                    Some(a) => (
+                        a.code,
+                        a.enhanced.clone(),
+                        Some(a.reply.clone()),
+                        Some(a.at),
+                    ),
                     None => (None, None, None, None),
                 };
                 let sent_at = (r.state == DeliveryState::Sent).then_some(now);
@@ -232,9 +264,14 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
-            let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results.iter().filter_map(|r| r.attempt.as_ref().map(|a| (r, a))).collect();
+            let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results
+                .iter()
+                .filter_map(|r| r.attempt.as_ref().map(|a| (r, a)))
+                .collect();
             for chunk in attempts.chunks(500) {
-                let mut q = QueryBuilder::new("INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id) ");
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id) ",
+                );
                 q.push_values(chunk, |mut b, (r, a)| {
                     b.push_bind(r.delivery_id)
                         .push_bind(a.at)
@@ -271,7 +308,11 @@ impl Db {
                             SOFT_BOUNCE_LIMIT
                         };
                         if soft_bounces >= SOFT_BOUNCE_LIMIT {
-                            let reason = if r.effect == RecipientEffect::HardBounce { "hard-bounce" } else { "soft-bounce-limit" };
+                            let reason = if r.effect == RecipientEffect::HardBounce {
+                                "hard-bounce"
+                            } else {
+                                "soft-bounce-limit"
+                            };
                             bounce_recipient(&mut tx, r, reason, now).await?;
                         }
                     }
@@ -285,12 +326,14 @@ impl Db {
     /// waiting in its queue must not expire and be claimed (and sent) again.
     pub async fn renew_claims(&self, worker_id: &str, lease_until: Millis) -> Result<u64> {
         Ok(with_pool!(self, |p| {
-            sqlx::query("UPDATE deliveries SET lease_until = $2 WHERE state = 'sending' AND worker_id = $1")
-                .bind(worker_id)
-                .bind(lease_until)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE deliveries SET lease_until = $2 WHERE state = 'sending' AND worker_id = $1",
+            )
+            .bind(worker_id)
+            .bind(lease_until)
+            .execute(p)
+            .await?
+            .rows_affected()
         }))
     }
 
@@ -312,7 +355,12 @@ impl Db {
 
     pub async fn delivery_counts(&self, issue_id: i64) -> Result<DeliveryCounts> {
         let rows: Vec<(String, i64)> = with_pool!(self, |p| {
-            sqlx::query_as("SELECT state, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY state").bind(issue_id).fetch_all(p).await?
+            sqlx::query_as(
+                "SELECT state, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY state",
+            )
+            .bind(issue_id)
+            .fetch_all(p)
+            .await?
         });
         let mut counts = DeliveryCounts::default();
         for (state, n) in rows {
@@ -340,8 +388,10 @@ impl Db {
                 .fetch_all(p)
                 .await?
         });
-        let reasons: serde_json::Map<String, serde_json::Value> =
-            reasons.into_iter().map(|(r, n)| (r.unwrap_or_else(|| "unknown".into()), n.into())).collect();
+        let reasons: serde_json::Map<String, serde_json::Value> = reasons
+            .into_iter()
+            .map(|(r, n)| (r.unwrap_or_else(|| "unknown".into()), n.into()))
+            .collect();
         summary.insert("reasons".into(), reasons.into());
         let done = with_pool!(self, |p| {
             sqlx::query("UPDATE issues SET status = 'sent', completed_at = $2, final_counts = $3 WHERE id = $1 AND status = 'sending'")
@@ -356,12 +406,21 @@ impl Db {
     }
 
     pub async fn sending_issue_ids(&self) -> Result<Vec<i64>> {
-        Ok(with_pool!(self, |p| sqlx::query_scalar("SELECT id FROM issues WHERE status = 'sending'").fetch_all(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_scalar(
+            "SELECT id FROM issues WHERE status = 'sending'"
+        )
+        .fetch_all(p)
+        .await?))
     }
 
     /// Moves an issue between draft/sending/paused/cancelled/sent, only
     /// from the states listed. Returns whether it moved.
-    pub async fn set_issue_status(&self, issue_id: i64, to: IssueStatus, from: &[IssueStatus]) -> Result<bool> {
+    pub async fn set_issue_status(
+        &self,
+        issue_id: i64,
+        to: IssueStatus,
+        from: &[IssueStatus],
+    ) -> Result<bool> {
         let n = with_pool!(self, |p| {
             let mut q = QueryBuilder::new("UPDATE issues SET status = ");
             q.push_bind(to.as_str());
@@ -373,7 +432,7 @@ impl Db {
                 sep.push_bind(s.as_str());
             }
             q.push(")");
-    q.build().execute(p).await?.rows_affected()
+            q.build().execute(p).await?.rows_affected()
         });
         Ok(n == 1)
     }
@@ -396,9 +455,14 @@ impl Db {
     /// Re-queues deliveries for another round (`herald retry`): those that
     /// failed permanently when `failed` is set, and those waiting for a retry (now).
     pub async fn requeue(&self, issue_id: i64, failed: bool, now: Millis) -> Result<u64> {
-        let states: &[&str] = if failed { &["failed", "retry_wait"] } else { &["retry_wait"] };
+        let states: &[&str] = if failed {
+            &["failed", "retry_wait"]
+        } else {
+            &["retry_wait"]
+        };
         Ok(with_pool!(self, |p| {
-            let mut q = QueryBuilder::new("UPDATE deliveries SET state = 'queued', next_attempt_at = ");
+            let mut q =
+                QueryBuilder::new("UPDATE deliveries SET state = 'queued', next_attempt_at = ");
             q.push_bind(now);
             q.push(", first_attempt_at = NULL, failure_reason = NULL, updated_at = ");
             q.push_bind(now);
@@ -410,11 +474,16 @@ impl Db {
                 sep.push_bind(*s);
             }
             q.push(")");
-    q.build().execute(p).await?.rows_affected()
+            q.build().execute(p).await?.rows_affected()
         }))
     }
 
-    pub async fn list_deliveries(&self, issue_id: i64, state: Option<DeliveryState>, limit: i64) -> Result<Vec<DeliveryListing>> {
+    pub async fn list_deliveries(
+        &self,
+        issue_id: i64,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryListing>> {
         let state = state.map(|s| s.as_str());
         Ok(with_pool!(self, |p| {
             sqlx::query_as(
@@ -448,7 +517,11 @@ impl Db {
     }
 
     /// The most common last replies of failed or waiting deliveries.
-    pub async fn top_failure_replies(&self, issue_id: i64, limit: i64) -> Result<Vec<(String, String, i64)>> {
+    pub async fn top_failure_replies(
+        &self,
+        issue_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, i64)>> {
         Ok(with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT state, COALESCE(last_reply, failure_reason, '') AS reply, COUNT(*) AS n FROM deliveries
@@ -480,7 +553,12 @@ impl Db {
     }
 }
 
-async fn bounce_recipient<'c, DB>(tx: &mut sqlx::Transaction<'c, DB>, r: &DeliveryResult, reason: &str, now: Millis) -> Result<()>
+async fn bounce_recipient<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    r: &DeliveryResult,
+    reason: &str,
+    now: Millis,
+) -> Result<()>
 where
     DB: sqlx::Database,
     for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
@@ -489,7 +567,8 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let email = crate::domain::EmailAddress::parse(&r.email).map_err(|e| StoreError::Corrupt(format!("{}: {e}", r.email)))?;
+    let email = crate::domain::EmailAddress::parse(&r.email)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", r.email)))?;
     sqlx::query("UPDATE subscriptions SET state = 'bounced', updated_at = $3 WHERE subscriber_id = $1 AND newsletter_id = $2")
         .bind(r.subscriber_id)
         .bind(r.newsletter_id)
@@ -517,7 +596,10 @@ impl Db {
     /// Messages sent by every process since `since`: the hourly/daily caps.
     pub async fn sent_in_window(&self, since: Millis) -> Result<i64> {
         Ok(with_pool!(self, |p| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE sent_at >= $1").bind(since).fetch_one(p).await?
+            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE sent_at >= $1")
+                .bind(since)
+                .fetch_one(p)
+                .await?
         }))
     }
 }

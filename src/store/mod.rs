@@ -81,7 +81,10 @@ pub use with_tx;
 
 impl Db {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
-        let connect_err = |source| StoreError::Connect { url: crate::config::redact_url(url), source };
+        let connect_err = |source| StoreError::Connect {
+            url: crate::config::redact_url(url),
+            source,
+        };
         if url.starts_with("postgres") {
             let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
             let pool = PgPoolOptions::new()
@@ -135,7 +138,9 @@ impl Db {
                 .await?;
         });
         let text: String = with_pool!(self, |p| {
-            sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = 'secret'").fetch_one(p).await?
+            sqlx::query_scalar("SELECT value FROM instance_settings WHERE key = 'secret'")
+                .fetch_one(p)
+                .await?
         });
         Ok(Secret::new(text.into_bytes()))
     }
@@ -163,15 +168,19 @@ impl Newsletter {
     }
 }
 
-const NEWSLETTER_COLUMNS: &str =
-    "id, slug, name, from_mailbox, reply_to, postal_address, list_id, subject_template, preheader, lang, created_at";
+const NEWSLETTER_COLUMNS: &str = "id, slug, name, from_mailbox, reply_to, postal_address, list_id, subject_template, preheader, lang, created_at";
 
 impl Db {
     /// Creates or refreshes the config's default newsletter; returns it.
     pub async fn sync_default_newsletter(&self, config: &Config) -> Result<Newsletter> {
         let n = &config.newsletter;
-        let from = Mailbox::parse(&n.from).map_err(|e| StoreError::Corrupt(format!("newsletter.from: {e}")))?;
-        let list_id = if n.list_id.is_empty() { format!("{}.{}", n.slug, from.address.domain()) } else { n.list_id.clone() };
+        let from = Mailbox::parse(&n.from)
+            .map_err(|e| StoreError::Corrupt(format!("newsletter.from: {e}")))?;
+        let list_id = if n.list_id.is_empty() {
+            format!("{}.{}", n.slug, from.address.domain())
+        } else {
+            n.list_id.clone()
+        };
         let reply_to = (!n.reply_to.is_empty()).then(|| n.reply_to.clone());
         with_pool!(self, |p| {
             sqlx::query(
@@ -201,12 +210,22 @@ impl Db {
 
     pub async fn newsletter_by_slug(&self, slug: &str) -> Result<Option<Newsletter>> {
         let sql = format!("SELECT {NEWSLETTER_COLUMNS} FROM newsletters WHERE slug = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(slug).fetch_optional(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(slug)
+        .fetch_optional(p)
+        .await?))
     }
 
     pub async fn newsletter_by_id(&self, id: i64) -> Result<Newsletter> {
         let sql = format!("SELECT {NEWSLETTER_COLUMNS} FROM newsletters WHERE id = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(id)
+        .fetch_one(p)
+        .await?))
     }
 }
 

@@ -69,8 +69,14 @@ pub struct ConsentEventRow {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenLookup {
-    Valid { subscriber_id: i64, newsletter_id: i64 },
-    AlreadyUsed { subscriber_id: i64, newsletter_id: i64 },
+    Valid {
+        subscriber_id: i64,
+        newsletter_id: i64,
+    },
+    AlreadyUsed {
+        subscriber_id: i64,
+        newsletter_id: i64,
+    },
     Expired,
     Unknown,
 }
@@ -82,18 +88,33 @@ const SUBSCRIPTION_COLUMNS: &str =
 impl Db {
     pub async fn subscriber_by_email(&self, email: &EmailAddress) -> Result<Option<Subscriber>> {
         let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(email.as_str()).fetch_optional(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(email.as_str())
+        .fetch_optional(p)
+        .await?))
     }
 
     pub async fn subscriber_by_id(&self, id: i64) -> Result<Option<Subscriber>> {
         let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id = $1");
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?))
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(id)
+        .fetch_optional(p)
+        .await?))
     }
 
     /// Returns the subscriber for `email`, creating it (with `name`) if new.
     /// An existing subscriber's name is left alone: the public form must not
     /// let anyone rename someone else.
-    pub async fn ensure_subscriber(&self, email: &EmailAddress, name: Option<&str>, now: Millis) -> Result<(Subscriber, bool)> {
+    pub async fn ensure_subscriber(
+        &self,
+        email: &EmailAddress,
+        name: Option<&str>,
+        now: Millis,
+    ) -> Result<(Subscriber, bool)> {
         let inserted: Option<i64> = with_pool!(self, |p| {
             sqlx::query_scalar(
                 "INSERT INTO subscribers (email, name, attributes, created_at) VALUES ($1, $2, '{}', $3)
@@ -113,20 +134,42 @@ impl Db {
     }
 
     pub async fn set_subscriber_name(&self, id: i64, name: &str) -> Result<()> {
-        with_pool!(self, |p| sqlx::query("UPDATE subscribers SET name = $1 WHERE id = $2").bind(name).bind(id).execute(p).await?.rows_affected());
+        with_pool!(self, |p| sqlx::query(
+            "UPDATE subscribers SET name = $1 WHERE id = $2"
+        )
+        .bind(name)
+        .bind(id)
+        .execute(p)
+        .await?
+        .rows_affected());
         Ok(())
     }
 
-    pub async fn subscription(&self, subscriber_id: i64, newsletter_id: i64) -> Result<Option<SubscriptionRow>> {
-        let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscriber_id = $1 AND newsletter_id = $2");
+    pub async fn subscription(
+        &self,
+        subscriber_id: i64,
+        newsletter_id: i64,
+    ) -> Result<Option<SubscriptionRow>> {
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE subscriber_id = $1 AND newsletter_id = $2"
+        );
         Ok(with_pool!(self, |p| {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(subscriber_id).bind(newsletter_id).fetch_optional(p).await?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(subscriber_id)
+                .bind(newsletter_id)
+                .fetch_optional(p)
+                .await?
         }))
     }
 
     /// Creates a `pending` subscription if there is none; an existing one
     /// keeps its state (an unsubscribed address stays unsubscribed until it confirms).
-    pub async fn ensure_pending_subscription(&self, subscriber_id: i64, newsletter_id: i64, now: Millis) -> Result<()> {
+    pub async fn ensure_pending_subscription(
+        &self,
+        subscriber_id: i64,
+        newsletter_id: i64,
+        now: Millis,
+    ) -> Result<()> {
         with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at)
@@ -153,8 +196,8 @@ impl Db {
         state: SubscriptionState,
         kind: ConsentKind,
         ctx: &ConsentContext,
-        now: Millis,
     ) -> Result<()> {
+        let now = crate::domain::now_ms();
         let confirmed_at = (state == SubscriptionState::Confirmed).then_some(now);
         let unsubscribed_at = (state == SubscriptionState::Unsubscribed).then_some(now);
         with_tx!(self, |tx| {
@@ -177,8 +220,8 @@ impl Db {
             if state == SubscriptionState::Confirmed {
                 sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
                     .bind(email.suppression_hash())
-                .execute(&mut *tx)
-                .await?;
+                    .execute(&mut *tx)
+                    .await?;
             }
             insert_consent(&mut *tx, subscriber_id, newsletter_id, kind, ctx, now).await?;
             Ok::<(), super::StoreError>(())
@@ -193,7 +236,15 @@ impl Db {
         ctx: &ConsentContext,
         now: Millis,
     ) -> Result<()> {
-        with_pool!(self, |p| insert_consent(p, subscriber_id, newsletter_id, kind, ctx, now).await)
+        with_pool!(self, |p| insert_consent(
+            p,
+            subscriber_id,
+            newsletter_id,
+            kind,
+            ctx,
+            now
+        )
+        .await)
     }
 
     pub async fn consent_history(&self, subscriber_id: i64) -> Result<Vec<ConsentEventRow>> {
@@ -210,7 +261,13 @@ impl Db {
 
     /// Records that a confirmation mail may go out now, unless one went out
     /// after `not_since`. Atomic, so concurrent requests send at most one.
-    pub async fn claim_confirmation_slot(&self, subscriber_id: i64, newsletter_id: i64, now: Millis, not_since: Millis) -> Result<bool> {
+    pub async fn claim_confirmation_slot(
+        &self,
+        subscriber_id: i64,
+        newsletter_id: i64,
+        now: Millis,
+        not_since: Millis,
+    ) -> Result<bool> {
         let done = with_pool!(self, |p| {
             sqlx::query(
                 "UPDATE subscriptions SET last_confirmation_at = $3
@@ -252,7 +309,11 @@ impl Db {
         Ok(())
     }
 
-    pub async fn lookup_confirmation_token(&self, token_hash: &str, now: Millis) -> Result<TokenLookup> {
+    pub async fn lookup_confirmation_token(
+        &self,
+        token_hash: &str,
+        now: Millis,
+    ) -> Result<TokenLookup> {
         let row: Option<(i64, i64, Millis, Option<Millis>)> = with_pool!(self, |p| {
             sqlx::query_as("SELECT subscriber_id, newsletter_id, expires_at, used_at FROM confirmation_tokens WHERE token_hash = $1")
                 .bind(token_hash)
@@ -261,9 +322,15 @@ impl Db {
         });
         Ok(match row {
             None => TokenLookup::Unknown,
-            Some((subscriber_id, newsletter_id, _, Some(_))) => TokenLookup::AlreadyUsed { subscriber_id, newsletter_id },
+            Some((subscriber_id, newsletter_id, _, Some(_))) => TokenLookup::AlreadyUsed {
+                subscriber_id,
+                newsletter_id,
+            },
             Some((_, _, expires_at, None)) if expires_at <= now => TokenLookup::Expired,
-            Some((subscriber_id, newsletter_id, _, None)) => TokenLookup::Valid { subscriber_id, newsletter_id },
+            Some((subscriber_id, newsletter_id, _, None)) => TokenLookup::Valid {
+                subscriber_id,
+                newsletter_id,
+            },
         })
     }
 
@@ -308,7 +375,11 @@ impl Db {
     }
 
     /// Subscribers of a newsletter, optionally in one state, oldest first.
-    pub async fn list_subscribers(&self, newsletter_id: i64, state: Option<SubscriptionState>) -> Result<Vec<ListedSubscriber>> {
+    pub async fn list_subscribers(
+        &self,
+        newsletter_id: i64,
+        state: Option<SubscriptionState>,
+    ) -> Result<Vec<ListedSubscriber>> {
         let mut out = Vec::new();
         self.for_each_subscriber(newsletter_id, state, |row| {
             out.push(row);
@@ -343,7 +414,10 @@ impl Db {
         Ok(())
     }
 
-    pub async fn subscriptions_of(&self, subscriber_id: i64) -> Result<Vec<(String, SubscriptionRow)>> {
+    pub async fn subscriptions_of(
+        &self,
+        subscriber_id: i64,
+    ) -> Result<Vec<(String, SubscriptionRow)>> {
         let rows: Vec<SubscriptionRowWithSlug> = with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT n.slug, sub.subscriber_id, sub.newsletter_id, sub.state, sub.created_at, sub.updated_at, sub.confirmed_at, sub.unsubscribed_at
@@ -359,7 +433,12 @@ impl Db {
     /// GDPR erasure: the subscriber row and everything personal goes; a
     /// hashed suppression stays so that the address is never mailed again
     /// by accident (an import, say) without a fresh confirmation.
-    pub async fn erase_subscriber(&self, subscriber: &Subscriber, email: &EmailAddress, now: Millis) -> Result<()> {
+    pub async fn erase_subscriber(
+        &self,
+        subscriber: &Subscriber,
+        email: &EmailAddress,
+        now: Millis,
+    ) -> Result<()> {
         let hash = email.suppression_hash();
         with_tx!(self, |tx| {
             sqlx::query(
@@ -370,11 +449,16 @@ impl Db {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE consent_events SET ip = NULL, user_agent = NULL WHERE subscriber_id = $1")
+            sqlx::query(
+                "UPDATE consent_events SET ip = NULL, user_agent = NULL WHERE subscriber_id = $1",
+            )
+            .bind(subscriber.id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM subscribers WHERE id = $1")
                 .bind(subscriber.id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM subscribers WHERE id = $1").bind(subscriber.id).execute(&mut *tx).await?;
             Ok::<(), super::StoreError>(())
         })
     }

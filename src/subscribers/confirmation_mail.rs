@@ -9,11 +9,22 @@ use crate::domain::{ConfirmationToken, EmailAddress, Millis, ms_to_datetime};
 use crate::store::Newsletter;
 use crate::store::subscribers::ConsentContext;
 
-pub fn build(app: &App, newsletter: &Newsletter, to: &EmailAddress, token: &ConfirmationToken, ctx: &ConsentContext, now: Millis) -> Vec<u8> {
+pub fn build(
+    app: &App,
+    newsletter: &Newsletter,
+    to: &EmailAddress,
+    token: &ConfirmationToken,
+    ctx: &ConsentContext,
+    now: Millis,
+) -> Vec<u8> {
     let link = app.links.confirm(token.as_str());
     let when = ms_to_datetime(now).format("%Y-%m-%d %H:%M UTC").to_string();
     let days = app.config.subscribe.confirm_ttl.0.as_secs() / 86_400;
-    let expiry = if days >= 1 { format!("{days} days") } else { humantime::format_duration(app.config.subscribe.confirm_ttl.0).to_string() };
+    let expiry = if days >= 1 {
+        format!("{days} days")
+    } else {
+        humantime::format_duration(app.config.subscribe.confirm_ttl.0).to_string()
+    };
     let origin = match &ctx.ip {
         Some(ip) => format!("from the address {ip} "),
         None => String::new(),
@@ -46,7 +57,10 @@ pub fn build(app: &App, newsletter: &Newsletter, to: &EmailAddress, token: &Conf
         .from(lettre_mailbox(from.name.clone(), &from.address))
         .to(lettre_mailbox(None, to))
         .subject(format!("Confirm your subscription to {name}"))
-        .message_id(Some(format!("<confirm.{}@{domain}>", uuid::Uuid::new_v4().simple())))
+        .message_id(Some(format!(
+            "<confirm.{}@{domain}>",
+            uuid::Uuid::new_v4().simple()
+        )))
         .date_now()
         .multipart(MultiPart::alternative_plain_html(text, html))
         .expect("every part of the confirmation mail is built from validated values");
@@ -54,7 +68,9 @@ pub fn build(app: &App, newsletter: &Newsletter, to: &EmailAddress, token: &Conf
 }
 
 fn lettre_mailbox(name: Option<String>, address: &EmailAddress) -> LettreMailbox {
-    let addr = address.as_str().parse().expect("an EmailAddress is a valid lettre address");
+    let addr = address
+        .as_str()
+        .parse()
+        .expect("an EmailAddress is a valid lettre address");
     LettreMailbox::new(name, addr)
 }
-

@@ -19,13 +19,22 @@ const CHUNK: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a CSV file with a header row: {message}")]
     NotCsv { path: String, message: String },
-    #[error("{path} has no `email` column (header: {header}). The first row must name the columns, e.g. `email,name`")]
+    #[error(
+        "{path} has no `email` column (header: {header}). The first row must name the columns, e.g. `email,name`"
+    )]
     NoEmailColumn { path: String, header: String },
     #[error("{path}: reading failed at line {line}: {message}")]
-    Read { path: String, line: u64, message: String },
+    Read {
+        path: String,
+        line: u64,
+        message: String,
+    },
     #[error(transparent)]
     Subscriber(#[from] SubscriberError),
     #[error(transparent)]
@@ -59,7 +68,11 @@ struct Row {
 }
 
 enum Chunk {
-    Rows { rows: Vec<Row>, rejects: Vec<(u64, String, String)>, bytes_read: u64 },
+    Rows {
+        rows: Vec<Row>,
+        rejects: Vec<(u64, String, String)>,
+        bytes_read: u64,
+    },
     Failed(ImportError),
 }
 
@@ -81,14 +94,31 @@ impl App {
         rejects: &mut (dyn Write + Send),
     ) -> Result<ImportReport, ImportError> {
         let display = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| ImportError::Open { path: display.clone(), source })?;
-        let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(std::io::BufReader::with_capacity(1 << 16, file));
-        let header = reader.headers().map_err(|e| ImportError::NotCsv { path: display.clone(), message: e.to_string() })?.clone();
-        let columns: Vec<String> = header.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase()).collect();
-        let email_col = columns
+        let file = std::fs::File::open(path).map_err(|source| ImportError::Open {
+            path: display.clone(),
+            source,
+        })?;
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
+        let header = reader
+            .headers()
+            .map_err(|e| ImportError::NotCsv {
+                path: display.clone(),
+                message: e.to_string(),
+            })?
+            .clone();
+        let columns: Vec<String> = header
             .iter()
-            .position(|c| c == "email")
-            .ok_or_else(|| ImportError::NoEmailColumn { path: display.clone(), header: columns.join(",") })?;
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase())
+            .collect();
+        let email_col = columns.iter().position(|c| c == "email").ok_or_else(|| {
+            ImportError::NoEmailColumn {
+                path: display.clone(),
+                header: columns.join(","),
+            }
+        })?;
         let name_col = columns.iter().position(|c| c == "name");
 
         // The CSV parser is synchronous: it runs on a blocking thread and
@@ -106,7 +136,11 @@ impl App {
                         let line = e.position().map(|p| p.line()).unwrap_or(0);
                         // A broken line (bad quoting, invalid UTF-8) is a rejected row, not a fatal error.
                         if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                            let _ = tx.blocking_send(Chunk::Failed(ImportError::Read { path: path_for_errors.clone(), line, message: e.to_string() }));
+                            let _ = tx.blocking_send(Chunk::Failed(ImportError::Read {
+                                path: path_for_errors.clone(),
+                                line,
+                                message: e.to_string(),
+                            }));
                             return;
                         }
                         rejected.push((line, String::new(), format!("unreadable CSV row: {e}")));
@@ -116,13 +150,24 @@ impl App {
                 if more && !record.is_empty() {
                     let line = record.position().map(|p| p.line()).unwrap_or(0);
                     match parse_row(&record, &columns, email_col, name_col) {
-                        Ok((email, name, attributes)) => rows.push(Row { email, name, attributes }),
+                        Ok((email, name, attributes)) => rows.push(Row {
+                            email,
+                            name,
+                            attributes,
+                        }),
                         Err((raw, reason)) => rejected.push((line, raw, reason)),
                     }
                 }
-                if rows.len() >= CHUNK || rejected.len() >= CHUNK || (!more && (!rows.is_empty() || !rejected.is_empty())) {
+                if rows.len() >= CHUNK
+                    || rejected.len() >= CHUNK
+                    || (!more && (!rows.is_empty() || !rejected.is_empty()))
+                {
                     let bytes_read = reader.position().byte();
-                    let chunk = Chunk::Rows { rows: std::mem::take(&mut rows), rejects: std::mem::take(&mut rejected), bytes_read };
+                    let chunk = Chunk::Rows {
+                        rows: std::mem::take(&mut rows),
+                        rejects: std::mem::take(&mut rejected),
+                        bytes_read,
+                    };
                     if tx.blocking_send(chunk).is_err() {
                         return;
                     }
@@ -135,20 +180,34 @@ impl App {
         });
 
         let import_id = uuid::Uuid::new_v4().simple().to_string();
-        let source = format!("import:{}", path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
+        let source = format!(
+            "import:{}",
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
         let mut report = ImportReport::default();
         while let Some(chunk) = rx.recv().await {
             let (rows, rejected, bytes_read) = match chunk {
-                Chunk::Rows { rows, rejects, bytes_read } => (rows, rejects, bytes_read),
+                Chunk::Rows {
+                    rows,
+                    rejects,
+                    bytes_read,
+                } => (rows, rejects, bytes_read),
                 Chunk::Failed(e) => return Err(e),
             };
             for (line, raw, reason) in &rejected {
                 report.invalid += 1;
                 let _ = writeln!(rejects, "{line},{},{}", csv_field(raw), csv_field(reason));
             }
-            let pending = self.import_chunk(rows, &options, &import_id, &source, &mut report).await?;
+            let pending = self
+                .import_chunk(rows, &options, &import_id, &source, &mut report)
+                .await?;
             for email in pending {
-                report.confirmations_sent += u64::from(self.import_confirmation(&email, options.newsletter, &source).await?);
+                report.confirmations_sent += u64::from(
+                    self.import_confirmation(&email, options.newsletter, &source)
+                        .await?,
+                );
             }
             (options.progress)(bytes_read, &report);
         }
@@ -170,7 +229,11 @@ impl App {
         }
         let now = now_ms();
         let newsletter_id = options.newsletter.id;
-        let target_state = if options.confirmed { "confirmed" } else { "pending" };
+        let target_state = if options.confirmed {
+            "confirmed"
+        } else {
+            "pending"
+        };
         let mut seen = HashSet::with_capacity(rows.len());
         let rows: Vec<Row> = rows
             .into_iter()
@@ -183,27 +246,40 @@ impl App {
 
         let outcome: Result<Vec<EmailAddress>, StoreError> = with_tx!(&self.db, |tx| {
             // Who exists already, and was any of them already touched by this import?
-            let mut q = QueryBuilder::new("SELECT id, email, last_import_id FROM subscribers WHERE email IN (");
+            let mut q = QueryBuilder::new(
+                "SELECT id, email, last_import_id FROM subscribers WHERE email IN (",
+            );
             let mut sep = q.separated(", ");
             for r in &rows {
                 sep.push_bind(r.email.as_str());
             }
             q.push(")");
-            let existing: Vec<(i64, String, Option<String>)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            let existing: HashMap<String, (i64, bool)> =
-                existing.into_iter().map(|(id, email, last)| (email, (id, last.as_deref() == Some(import_id)))).collect();
+            let existing: Vec<(i64, String, Option<String>)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            let existing: HashMap<String, (i64, bool)> = existing
+                .into_iter()
+                .map(|(id, email, last)| (email, (id, last.as_deref() == Some(import_id))))
+                .collect();
 
-            let mut q = QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN (");
+            let mut q =
+                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN (");
             let mut sep = q.separated(", ");
             for r in &rows {
                 sep.push_bind(r.email.suppression_hash());
             }
             q.push(")");
-            let suppressed: HashSet<String> = q.build_query_scalar::<String>().fetch_all(&mut *tx).await?.into_iter().collect();
+            let suppressed: HashSet<String> = q
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
 
             let mut states: HashMap<i64, String> = HashMap::new();
             if !existing.is_empty() {
-                let mut q = QueryBuilder::new("SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ");
+                let mut q = QueryBuilder::new(
+                    "SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ",
+                );
                 q.push_bind(newsletter_id);
                 q.push(" AND subscriber_id IN (");
                 let mut sep = q.separated(", ");
@@ -211,7 +287,12 @@ impl App {
                     sep.push_bind(*id);
                 }
                 q.push(")");
-                states = q.build_query_as::<(i64, String)>().fetch_all(&mut *tx).await?.into_iter().collect();
+                states = q
+                    .build_query_as::<(i64, String)>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
             }
 
             let mut new_rows = Vec::new();
@@ -246,9 +327,15 @@ impl App {
             }
 
             if !new_rows.is_empty() {
-                let mut q = QueryBuilder::new("INSERT INTO subscribers (email, name, attributes, created_at, last_import_id) ");
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO subscribers (email, name, attributes, created_at, last_import_id) ",
+                );
                 q.push_values(&new_rows, |mut b, r| {
-                    b.push_bind(r.email.as_str()).push_bind(r.name.as_deref()).push_bind(&r.attributes).push_bind(now).push_bind(import_id);
+                    b.push_bind(r.email.as_str())
+                        .push_bind(r.name.as_deref())
+                        .push_bind(&r.attributes)
+                        .push_bind(now)
+                        .push_bind(import_id);
                 });
                 q.push(" RETURNING id");
                 let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
@@ -258,9 +345,16 @@ impl App {
 
             if !subscribe_ids.is_empty() {
                 let confirmed_at = options.confirmed.then_some(now);
-                let mut q = QueryBuilder::new("INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at) ");
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at) ",
+                );
                 q.push_values(&subscribe_ids, |mut b, id| {
-                    b.push_bind(*id).push_bind(newsletter_id).push_bind(target_state).push_bind(now).push_bind(now).push_bind(confirmed_at);
+                    b.push_bind(*id)
+                        .push_bind(newsletter_id)
+                        .push_bind(target_state)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(confirmed_at);
                 });
                 q.push(
                     " ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
@@ -268,9 +362,16 @@ impl App {
                 );
                 q.build().execute(&mut *tx).await?;
 
-                let mut q = QueryBuilder::new("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) ");
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) ",
+                );
                 q.push_values(&subscribe_ids, |mut b, id| {
-                    b.push_bind(*id).push_bind(newsletter_id).push_bind("import").push_bind(now).push_bind(source).push_bind("csv");
+                    b.push_bind(*id)
+                        .push_bind(newsletter_id)
+                        .push_bind("import")
+                        .push_bind(now)
+                        .push_bind(source)
+                        .push_bind("csv");
                 });
                 q.build().execute(&mut *tx).await?;
             }
@@ -296,11 +397,27 @@ impl App {
         outcome
     }
 
-    async fn import_confirmation(&self, email: &EmailAddress, newsletter: &Newsletter, source: &str) -> Result<bool, SubscriberError> {
-        let context = ConsentContext { source: source.to_owned(), method: Some("csv".into()), ..Default::default() };
-        let req = SubscribeRequest { email, name: None, newsletter, context };
+    async fn import_confirmation(
+        &self,
+        email: &EmailAddress,
+        newsletter: &Newsletter,
+        source: &str,
+    ) -> Result<bool, SubscriberError> {
+        let context = ConsentContext {
+            source: source.to_owned(),
+            method: Some("csv".into()),
+            ..Default::default()
+        };
+        let req = SubscribeRequest {
+            email,
+            name: None,
+            newsletter,
+            context,
+        };
         match self.request_subscription(req).await? {
-            SubscribeOutcome::ConfirmationSent { to, mail } => Ok(self.send_confirmation(&to, &mail).await),
+            SubscribeOutcome::ConfirmationSent { to, mail } => {
+                Ok(self.send_confirmation(&to, &mail).await)
+            }
             _ => Ok(false),
         }
     }
@@ -308,18 +425,33 @@ impl App {
 
 type RowError = (String, String);
 
-fn parse_row(record: &csv::StringRecord, columns: &[String], email_col: usize, name_col: Option<usize>) -> Result<(EmailAddress, Option<String>, String), RowError> {
+fn parse_row(
+    record: &csv::StringRecord,
+    columns: &[String],
+    email_col: usize,
+    name_col: Option<usize>,
+) -> Result<(EmailAddress, Option<String>, String), RowError> {
     let raw = record.get(email_col).unwrap_or("").to_owned();
     if record.len() != columns.len() {
-        return Err((raw, format!("expected {} fields, found {}", columns.len(), record.len())));
+        return Err((
+            raw,
+            format!("expected {} fields, found {}", columns.len(), record.len()),
+        ));
     }
     let email = EmailAddress::parse(&raw).map_err(|e| (raw.clone(), e.to_string()))?;
-    let name = name_col.and_then(|i| record.get(i)).filter(|n| !n.is_empty());
-    let name = super::clean_name(name).map_err(|e| (raw.clone(), e.to_string()))?.map(str::to_owned);
+    let name = name_col
+        .and_then(|i| record.get(i))
+        .filter(|n| !n.is_empty());
+    let name = super::clean_name(name)
+        .map_err(|e| (raw.clone(), e.to_string()))?
+        .map(str::to_owned);
     let mut attributes = serde_json::Map::new();
     for (i, value) in record.iter().enumerate() {
         if i != email_col && Some(i) != name_col && !value.is_empty() {
-            attributes.insert(columns[i].clone(), serde_json::Value::String(value.to_owned()));
+            attributes.insert(
+                columns[i].clone(),
+                serde_json::Value::String(value.to_owned()),
+            );
         }
     }
     let attributes = serde_json::Value::Object(attributes).to_string();
@@ -328,5 +460,9 @@ fn parse_row(record: &csv::StringRecord, columns: &[String], email_col: usize, n
 
 /// Quotes a value for the rejects CSV.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
 }

@@ -8,14 +8,20 @@ pub mod import;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::domain::{ConfirmationToken, ConsentKind, EmailAddress, Millis, SubscriptionState, UnsubscribeToken, now_ms};
+use crate::domain::{
+    ConfirmationToken, ConsentKind, EmailAddress, Millis, SubscriptionState, UnsubscribeToken,
+    now_ms,
+};
 use crate::store::subscribers::{ConsentContext, Subscriber, TokenLookup};
 use crate::store::{Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscriberError {
     #[error("invalid email address {input:?}: {reason}")]
-    InvalidEmail { input: String, reason: crate::domain::EmailError },
+    InvalidEmail {
+        input: String,
+        reason: crate::domain::EmailError,
+    },
     #[error("no subscriber with address {0}")]
     NotFound(String),
     #[error(
@@ -56,20 +62,31 @@ pub enum ConfirmOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnsubscribeOutcome {
-    Unsubscribed { email: String, newsletter_id: i64 },
-    AlreadyUnsubscribed { email: String, newsletter_id: i64 },
+    Unsubscribed {
+        email: String,
+        newsletter_id: i64,
+    },
+    AlreadyUnsubscribed {
+        email: String,
+        newsletter_id: i64,
+    },
     /// Token verified but the subscriber was erased since.
     Gone,
 }
 
 pub fn parse_email(input: &str) -> Result<EmailAddress, SubscriberError> {
-    EmailAddress::parse(input).map_err(|reason| SubscriberError::InvalidEmail { input: input.to_owned(), reason })
+    EmailAddress::parse(input).map_err(|reason| SubscriberError::InvalidEmail {
+        input: input.to_owned(),
+        reason,
+    })
 }
 
 pub fn clean_name(name: Option<&str>) -> Result<Option<&str>, SubscriberError> {
     match name.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => Err(SubscriberError::BadName),
+        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
+            Err(SubscriberError::BadName)
+        }
         Some(n) => Ok(Some(n)),
     }
 }
@@ -78,28 +95,54 @@ impl App {
     /// Double opt-in, step one. Records the request, and (rate limits
     /// permitting) prepares a confirmation mail. Sending it is the caller's
     /// choice: the web spawns it, the CLI waits for it.
-    pub async fn request_subscription(&self, req: SubscribeRequest<'_>) -> Result<SubscribeOutcome, SubscriberError> {
+    pub async fn request_subscription(
+        &self,
+        req: SubscribeRequest<'_>,
+    ) -> Result<SubscribeOutcome, SubscriberError> {
         let now = now_ms();
         let nl = req.newsletter;
         let (subscriber, _created) = self.db.ensure_subscriber(req.email, req.name, now).await?;
-        self.db.ensure_pending_subscription(subscriber.id, nl.id, now).await?;
-        self.db.record_consent(subscriber.id, nl.id, ConsentKind::Request, &req.context, now).await?;
+        self.db
+            .ensure_pending_subscription(subscriber.id, nl.id, now)
+            .await?;
+        self.db
+            .record_consent(
+                subscriber.id,
+                nl.id,
+                ConsentKind::Request,
+                &req.context,
+                now,
+            )
+            .await?;
         let state = self.subscription_state(subscriber.id, nl.id).await?;
         if state == SubscriptionState::Confirmed && !self.db.is_suppressed(req.email).await? {
             return Ok(SubscribeOutcome::AlreadyConfirmed);
         }
         let interval = millis(self.config.subscribe.resend_interval.0);
-        if !self.db.claim_confirmation_slot(subscriber.id, nl.id, now, now - interval).await? {
+        if !self
+            .db
+            .claim_confirmation_slot(subscriber.id, nl.id, now, now - interval)
+            .await?
+        {
             return Ok(SubscribeOutcome::RateLimited);
         }
         let token = ConfirmationToken::generate();
         let expires = now + millis(self.config.subscribe.confirm_ttl.0);
-        self.db.insert_confirmation_token(&token.hash(), subscriber.id, nl.id, now, expires).await?;
+        self.db
+            .insert_confirmation_token(&token.hash(), subscriber.id, nl.id, now, expires)
+            .await?;
         let mail = confirmation_mail::build(self, nl, req.email, &token, &req.context, now);
-        Ok(SubscribeOutcome::ConfirmationSent { to: req.email.clone(), mail })
+        Ok(SubscribeOutcome::ConfirmationSent {
+            to: req.email.clone(),
+            mail,
+        })
     }
 
-    async fn subscription_state(&self, subscriber_id: i64, newsletter_id: i64) -> Result<SubscriptionState, StoreError> {
+    async fn subscription_state(
+        &self,
+        subscriber_id: i64,
+        newsletter_id: i64,
+    ) -> Result<SubscriptionState, StoreError> {
         match self.db.subscription(subscriber_id, newsletter_id).await? {
             Some(row) => row.state(),
             None => Ok(SubscriptionState::Pending),
@@ -124,7 +167,11 @@ impl App {
     }
 
     /// Double opt-in, step two (the POST behind the Confirm button).
-    pub async fn confirm_subscription(&self, token: &str, context: ConsentContext) -> Result<ConfirmOutcome, SubscriberError> {
+    pub async fn confirm_subscription(
+        &self,
+        token: &str,
+        context: ConsentContext,
+    ) -> Result<ConfirmOutcome, SubscriberError> {
         let Some(token) = ConfirmationToken::from_url(token) else {
             return Ok(ConfirmOutcome::Invalid);
         };
@@ -133,26 +180,52 @@ impl App {
         match self.db.lookup_confirmation_token(&hash, now).await? {
             TokenLookup::Unknown => Ok(ConfirmOutcome::Invalid),
             TokenLookup::Expired => Ok(ConfirmOutcome::Expired),
-            TokenLookup::AlreadyUsed { subscriber_id, newsletter_id } => {
-                match self.subscription_state(subscriber_id, newsletter_id).await? {
-                    SubscriptionState::Confirmed => Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id }),
+            TokenLookup::AlreadyUsed {
+                subscriber_id,
+                newsletter_id,
+            } => {
+                match self
+                    .subscription_state(subscriber_id, newsletter_id)
+                    .await?
+                {
+                    SubscriptionState::Confirmed => {
+                        Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id })
+                    }
                     // Used, then unsubscribed: an old link must not resubscribe.
                     _ => Ok(ConfirmOutcome::Invalid),
                 }
             }
-            TokenLookup::Valid { subscriber_id, newsletter_id } => {
+            TokenLookup::Valid {
+                subscriber_id,
+                newsletter_id,
+            } => {
                 if !self.db.spend_confirmation_token(&hash, now).await? {
                     return Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id });
                 }
-                let subscriber = self.db.subscriber_by_id(subscriber_id).await?.ok_or(StoreError::Corrupt("token of an erased subscriber".into()))?;
+                let subscriber = self
+                    .db
+                    .subscriber_by_id(subscriber_id)
+                    .await?
+                    .ok_or(StoreError::Corrupt("token of an erased subscriber".into()))?;
                 let email = stored_email(&subscriber)?;
-                let previous = self.subscription_state(subscriber_id, newsletter_id).await?;
+                let previous = self
+                    .subscription_state(subscriber_id, newsletter_id)
+                    .await?;
                 let kind = match previous {
-                    SubscriptionState::Pending | SubscriptionState::Confirmed => ConsentKind::Confirm,
+                    SubscriptionState::Pending | SubscriptionState::Confirmed => {
+                        ConsentKind::Confirm
+                    }
                     _ => ConsentKind::Resubscribe,
                 };
                 self.db
-                    .change_subscription(subscriber_id, &email, newsletter_id, SubscriptionState::Confirmed, kind, &context, now)
+                    .change_subscription(
+                        subscriber_id,
+                        &email,
+                        newsletter_id,
+                        SubscriptionState::Confirmed,
+                        kind,
+                        &context,
+                    )
                     .await?;
                 Ok(ConfirmOutcome::Confirmed { newsletter_id })
             }
@@ -165,12 +238,17 @@ impl App {
     }
 
     /// One-click or button unsubscribe. Idempotent; records the method once.
-    pub async fn unsubscribe(&self, token: UnsubscribeToken, context: ConsentContext) -> Result<UnsubscribeOutcome, SubscriberError> {
+    pub async fn unsubscribe(
+        &self,
+        token: UnsubscribeToken,
+        context: ConsentContext,
+    ) -> Result<UnsubscribeOutcome, SubscriberError> {
         let Some(subscriber) = self.db.subscriber_by_id(token.subscriber_id).await? else {
             return Ok(UnsubscribeOutcome::Gone);
         };
         let email = stored_email(&subscriber)?;
-        self.unsubscribe_subscriber(&subscriber, &email, token.newsletter_id, context).await
+        self.unsubscribe_subscriber(&subscriber, &email, token.newsletter_id, context)
+            .await
     }
 
     async fn unsubscribe_subscriber(
@@ -180,15 +258,35 @@ impl App {
         newsletter_id: i64,
         context: ConsentContext,
     ) -> Result<UnsubscribeOutcome, SubscriberError> {
-        let state = self.subscription_state(subscriber.id, newsletter_id).await?;
+        let state = self
+            .subscription_state(subscriber.id, newsletter_id)
+            .await?;
         let email_text = subscriber.email.clone();
-        if matches!(state, SubscriptionState::Unsubscribed | SubscriptionState::Bounced | SubscriptionState::Complained) {
-            return Ok(UnsubscribeOutcome::AlreadyUnsubscribed { email: email_text, newsletter_id });
+        if matches!(
+            state,
+            SubscriptionState::Unsubscribed
+                | SubscriptionState::Bounced
+                | SubscriptionState::Complained
+        ) {
+            return Ok(UnsubscribeOutcome::AlreadyUnsubscribed {
+                email: email_text,
+                newsletter_id,
+            });
         }
         self.db
-            .change_subscription(subscriber.id, email, newsletter_id, SubscriptionState::Unsubscribed, ConsentKind::Unsubscribe, &context, now_ms())
+            .change_subscription(
+                subscriber.id,
+                email,
+                newsletter_id,
+                SubscriptionState::Unsubscribed,
+                ConsentKind::Unsubscribe,
+                &context,
+            )
             .await?;
-        Ok(UnsubscribeOutcome::Unsubscribed { email: email_text, newsletter_id })
+        Ok(UnsubscribeOutcome::Unsubscribed {
+            email: email_text,
+            newsletter_id,
+        })
     }
 
     /// `herald subscribers add`: with `confirmed`, the editor vouches for
@@ -201,9 +299,18 @@ impl App {
         newsletter: &Newsletter,
         confirmed: bool,
     ) -> Result<SubscribeOutcome, SubscriberError> {
-        let context = ConsentContext { source: "cli".into(), method: Some("admin".into()), ..Default::default() };
+        let context = ConsentContext {
+            source: "cli".into(),
+            method: Some("admin".into()),
+            ..Default::default()
+        };
         if !confirmed {
-            let req = SubscribeRequest { email, name, newsletter, context };
+            let req = SubscribeRequest {
+                email,
+                name,
+                newsletter,
+                context,
+            };
             return self.request_subscription(req).await;
         }
         let now = now_ms();
@@ -211,51 +318,95 @@ impl App {
         if let Some(name) = name {
             self.db.set_subscriber_name(subscriber.id, name).await?;
         }
-        let state = self.subscription_state(subscriber.id, newsletter.id).await?;
+        let state = self
+            .subscription_state(subscriber.id, newsletter.id)
+            .await?;
         let why = if self.db.is_suppressed(email).await? {
             Some("suppressed (it bounced, complained or was erased)".to_owned())
-        } else if matches!(state, SubscriptionState::Unsubscribed | SubscriptionState::Bounced | SubscriptionState::Complained) {
+        } else if matches!(
+            state,
+            SubscriptionState::Unsubscribed
+                | SubscriptionState::Bounced
+                | SubscriptionState::Complained
+        ) {
             Some(format!("{state} from {}", newsletter.slug))
         } else {
             None
         };
         if let Some(why) = why {
-            return Err(SubscriberError::NeedsConfirmation { email: email.to_string(), why });
+            return Err(SubscriberError::NeedsConfirmation {
+                email: email.to_string(),
+                why,
+            });
         }
         if state != SubscriptionState::Confirmed {
             self.db
-                .change_subscription(subscriber.id, email, newsletter.id, SubscriptionState::Confirmed, ConsentKind::AdminChange, &context, now)
+                .change_subscription(
+                    subscriber.id,
+                    email,
+                    newsletter.id,
+                    SubscriptionState::Confirmed,
+                    ConsentKind::AdminChange,
+                    &context,
+                )
                 .await?;
         }
         Ok(SubscribeOutcome::AlreadyConfirmed)
     }
 
     /// `herald subscribers remove`: unsubscribes (keeps the record and history).
-    pub async fn remove_subscriber(&self, email: &EmailAddress, newsletter: &Newsletter) -> Result<UnsubscribeOutcome, SubscriberError> {
-        let subscriber = self.db.subscriber_by_email(email).await?.ok_or_else(|| SubscriberError::NotFound(email.to_string()))?;
-        let context = ConsentContext { source: "cli".into(), method: Some("admin".into()), ..Default::default() };
-        self.unsubscribe_subscriber(&subscriber, email, newsletter.id, context).await
+    pub async fn remove_subscriber(
+        &self,
+        email: &EmailAddress,
+        newsletter: &Newsletter,
+    ) -> Result<UnsubscribeOutcome, SubscriberError> {
+        let subscriber = self
+            .db
+            .subscriber_by_email(email)
+            .await?
+            .ok_or_else(|| SubscriberError::NotFound(email.to_string()))?;
+        let context = ConsentContext {
+            source: "cli".into(),
+            method: Some("admin".into()),
+            ..Default::default()
+        };
+        self.unsubscribe_subscriber(&subscriber, email, newsletter.id, context)
+            .await
     }
 
     /// `herald subscribers erase`: GDPR erasure.
     pub async fn erase_subscriber(&self, email: &EmailAddress) -> Result<(), SubscriberError> {
-        let subscriber = self.db.subscriber_by_email(email).await?.ok_or_else(|| SubscriberError::NotFound(email.to_string()))?;
-        self.db.erase_subscriber(&subscriber, email, now_ms()).await?;
+        let subscriber = self
+            .db
+            .subscriber_by_email(email)
+            .await?
+            .ok_or_else(|| SubscriberError::NotFound(email.to_string()))?;
+        self.db
+            .erase_subscriber(&subscriber, email, now_ms())
+            .await?;
         Ok(())
     }
 
     /// "May this address be sent this newsletter now?" — confirmed and not suppressed.
-    pub async fn is_sendable(&self, email: &EmailAddress, newsletter_id: i64) -> Result<bool, StoreError> {
+    pub async fn is_sendable(
+        &self,
+        email: &EmailAddress,
+        newsletter_id: i64,
+    ) -> Result<bool, StoreError> {
         let Some(subscriber) = self.db.subscriber_by_email(email).await? else {
             return Ok(false);
         };
-        Ok(self.subscription_state(subscriber.id, newsletter_id).await? == SubscriptionState::Confirmed
+        Ok(self
+            .subscription_state(subscriber.id, newsletter_id)
+            .await?
+            == SubscriptionState::Confirmed
             && !self.db.is_suppressed(email).await?)
     }
 }
 
 fn stored_email(subscriber: &Subscriber) -> Result<EmailAddress, StoreError> {
-    EmailAddress::parse(&subscriber.email).map_err(|e| StoreError::Corrupt(format!("stored address {:?}: {e}", subscriber.email)))
+    EmailAddress::parse(&subscriber.email)
+        .map_err(|e| StoreError::Corrupt(format!("stored address {:?}: {e}", subscriber.email)))
 }
 
 pub(crate) fn millis(d: Duration) -> Millis {

@@ -32,7 +32,12 @@ pub fn page(title: &str, body: Markup) -> Markup {
     }
 }
 
-pub fn subscribe_form(newsletter_name: &str, action: &str, error: Option<&str>, email: &str) -> Markup {
+pub fn subscribe_form(
+    newsletter_name: &str,
+    action: &str,
+    error: Option<&str>,
+    email: &str,
+) -> Markup {
     page(
         &format!("Subscribe to {newsletter_name}"),
         html! {
@@ -139,7 +144,10 @@ pub fn invalid_unsubscribe_link() -> Markup {
 }
 
 pub fn not_found() -> Markup {
-    page("Not found", html! { h1 { "Not found" } p { "There is nothing at this address." } })
+    page(
+        "Not found",
+        html! { h1 { "Not found" } p { "There is nothing at this address." } },
+    )
 }
 
 pub fn error_page() -> Markup {
@@ -149,3 +157,22 @@ pub fn error_page() -> Markup {
     )
 }
 
+pub fn archive(
+    newsletter_name: &str,
+    issues: &[crate::store::content::IssueRow],
+    links: &crate::app::Links,
+) -> Markup {
+    page(
+        &format!("{newsletter_name}: archive"),
+        html! {
+            h1 { (newsletter_name) ": past issues" }
+            @if issues.is_empty() { p { "No issue has been sent yet." } }
+            ul {
+                @for issue in issues {
+                    li { a href=(links.archive_issue(&issue.slug)) { "#" (issue.number) " " (issue.title) } " " span class="note" { (issue.subject) } }
+                }
+            }
+            p { a href=(links.subscribe(None)) { "Subscribe" } }
+        },
+    )
+}

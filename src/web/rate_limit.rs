@@ -17,7 +17,11 @@ const MAX_TRACKED: usize = 100_000;
 
 impl IpLimiter {
     pub fn per_hour(max: u32) -> IpLimiter {
-        IpLimiter { max, window: Duration::from_secs(3600), counts: Mutex::new(HashMap::new()) }
+        IpLimiter {
+            max,
+            window: Duration::from_secs(3600),
+            counts: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn allow(&self, ip: IpAddr) -> bool {
