@@ -37,18 +37,34 @@ async fn setup(backend: Backend) -> Setup {
     config.smtp.timeout = herald::config::HumanDuration(Duration::from_secs(10));
     config.delivery.lease = herald::config::HumanDuration(Duration::from_secs(2));
     let fx = Fixture::new(TestDb::new(backend).await, config).await;
-    let emails: Vec<String> = (0..RECIPIENTS).map(|i| format!("sub{i:05}@example.net")).collect();
+    let emails: Vec<String> = (0..RECIPIENTS)
+        .map(|i| format!("sub{i:05}@example.net"))
+        .collect();
     let started = Instant::now();
     let ids = fx.add_confirmed(&emails).await;
-    eprintln!("{RECIPIENTS} subscribers imported in {:.1?}", started.elapsed());
+    eprintln!(
+        "{RECIPIENTS} subscribers imported in {:.1?}",
+        started.elapsed()
+    );
     let config_path = fx.db.path().join("herald.toml");
-    std::fs::write(&config_path, toml::to_string(&*fx.app.config).expect("config as TOML")).expect("write herald.toml");
-    Setup { fx, server, config_path, emails, ids }
+    std::fs::write(
+        &config_path,
+        toml::to_string(&*fx.app.config).expect("config as TOML"),
+    )
+    .expect("write herald.toml");
+    Setup {
+        fx,
+        server,
+        config_path,
+        emails,
+        ids,
+    }
 }
 
 fn spawn_send(s: &Setup, tag: &str) -> Child {
     let dir = s.fx.db.path();
-    let log = |kind: &str| std::fs::File::create(dir.join(format!("{tag}.{kind}"))).expect("log file");
+    let log =
+        |kind: &str| std::fs::File::create(dir.join(format!("{tag}.{kind}"))).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("--config")
         .arg(&s.config_path)
@@ -65,8 +81,13 @@ fn spawn_send(s: &Setup, tag: &str) -> Child {
 
 fn logs(s: &Setup, tag: &str) -> String {
     let dir = s.fx.db.path();
-    let read = |kind: &str| std::fs::read_to_string(dir.join(format!("{tag}.{kind}"))).unwrap_or_default();
-    format!("--- {tag} stdout\n{}--- {tag} stderr\n{}", read("stdout"), read("stderr"))
+    let read =
+        |kind: &str| std::fs::read_to_string(dir.join(format!("{tag}.{kind}"))).unwrap_or_default();
+    format!(
+        "--- {tag} stdout\n{}--- {tag} stderr\n{}",
+        read("stdout"),
+        read("stderr")
+    )
 }
 
 /// Messages received per recipient.
@@ -81,10 +102,20 @@ fn received_counts(server: &TestSmtpServer) -> HashMap<String, usize> {
 }
 
 async fn sent_in_db(s: &Setup) -> i64 {
-    s.fx.app.db.delivery_counts(s.fx.issue.id).await.expect("counts").get(DeliveryState::Sent)
+    s.fx.app
+        .db
+        .delivery_counts(s.fx.issue.id)
+        .await
+        .expect("counts")
+        .get(DeliveryState::Sent)
 }
 
-async fn wait_exit(child: &mut Child, s: &Setup, tag: &str, timeout: Duration) -> std::process::ExitStatus {
+async fn wait_exit(
+    child: &mut Child,
+    s: &Setup,
+    tag: &str,
+    timeout: Duration,
+) -> std::process::ExitStatus {
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status.expect("wait"),
         Err(_) => {
@@ -135,7 +166,11 @@ async fn sigkill_and_restart(backend: Backend) {
         let mut child = spawn_send(&s, &tag);
         if round == kills {
             let status = wait_exit(&mut child, &s, &tag, Duration::from_secs(120)).await;
-            assert!(status.success(), "the last run finishes cleanly: {status}\n{}", logs(&s, &tag));
+            assert!(
+                status.success(),
+                "the last run finishes cleanly: {status}\n{}",
+                logs(&s, &tag)
+            );
             break;
         }
         // Kill after a random number of further messages (spread over the send).
@@ -145,7 +180,11 @@ async fn sigkill_and_restart(backend: Backend) {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut unsubscribed_this_round = false;
         while s.server.message_count() < target {
-            assert!(Instant::now() < deadline, "no progress in {tag}\n{}", logs(&s, &tag));
+            assert!(
+                Instant::now() < deadline,
+                "no progress in {tag}\n{}",
+                logs(&s, &tag)
+            );
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("{tag} exited early: {status}\n{}", logs(&s, &tag));
             }
@@ -155,8 +194,14 @@ async fn sigkill_and_restart(backend: Backend) {
                 let progress = s.server.message_count();
                 for _ in 0..2 {
                     let i = (progress + rng.random_range(20..400)).min(RECIPIENTS - 1);
-                    let ctx = ConsentContext { source: "crash-test".into(), ..Default::default() };
-                    s.fx.app.unsubscribe(UnsubscribeToken::new(s.ids[i], nl), ctx).await.expect("unsubscribe");
+                    let ctx = ConsentContext {
+                        source: "crash-test".into(),
+                        ..Default::default()
+                    };
+                    s.fx.app
+                        .unsubscribe(UnsubscribeToken::new(s.ids[i], nl), ctx)
+                        .await
+                        .expect("unsubscribe");
                     unsubscribed.push((i, Instant::now()));
                 }
             }
@@ -168,7 +213,10 @@ async fn sigkill_and_restart(backend: Backend) {
         let received = received_counts(&s.server).len() as i64;
         let recorded = sent_in_db(&s).await;
         in_flight_at_kills.push(received - recorded);
-        eprintln!("kill {}: server has {received} recipients, db records {recorded} sent", round + 1);
+        eprintln!(
+            "kill {}: server has {received} recipients, db records {recorded} sent",
+            round + 1
+        );
     }
 
     let elapsed = started.elapsed();
@@ -183,43 +231,77 @@ async fn sigkill_and_restart(backend: Backend) {
     let unsub_set: HashMap<usize, Instant> = unsubscribed.iter().copied().collect();
     for (i, email) in s.emails.iter().enumerate() {
         if !unsub_set.contains_key(&i) {
-            assert!(counts.contains_key(email), "{email} never received the issue");
+            assert!(
+                counts.contains_key(email),
+                "{email} never received the issue"
+            );
         }
     }
     s.server.with_messages(|ms| {
         for (i, at) in &unsubscribed {
-            let late: Vec<_> = ms.iter().filter(|m| m.rcpt_to[0] == s.emails[*i] && m.mail_at > *at).collect();
-            assert!(late.is_empty(), "{} received the issue {:?} after unsubscribing", s.emails[*i], late[0].mail_at - *at);
+            let late: Vec<_> = ms
+                .iter()
+                .filter(|m| m.rcpt_to[0] == s.emails[*i] && m.mail_at > *at)
+                .collect();
+            assert!(
+                late.is_empty(),
+                "{} received the issue {:?} after unsubscribing",
+                s.emails[*i],
+                late[0].mail_at - *at
+            );
         }
     });
-    assert!(duplicates as i64 <= in_flight, "duplicates ({duplicates}) exceed the messages in flight at the kills ({in_flight})");
-    assert!(duplicates <= kills * (CONCURRENCY + 200), "duplicates bounded by kills × (connections + one batch)");
+    assert!(
+        duplicates as i64 <= in_flight,
+        "duplicates ({duplicates}) exceed the messages in flight at the kills ({in_flight})"
+    );
+    assert!(
+        duplicates <= kills * (CONCURRENCY + 200),
+        "duplicates bounded by kills × (connections + one batch)"
+    );
 
     let issue = s.fx.issue(s.fx.issue.id).await;
     assert_eq!(issue.status, "sent");
     let c = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
     assert_eq!(c.open(), 0, "{c:?}");
     assert_eq!(c.get(DeliveryState::Failed), 0, "{c:?}");
-    assert_eq!((c.get(DeliveryState::Sent) + c.get(DeliveryState::Skipped)) as usize, RECIPIENTS, "{c:?}");
+    assert_eq!(
+        (c.get(DeliveryState::Sent) + c.get(DeliveryState::Skipped)) as usize,
+        RECIPIENTS,
+        "{c:?}"
+    );
 }
 
 async fn three_processes_one_issue(backend: Backend) {
     let s = setup(backend).await;
     let started = Instant::now();
-    let mut children: Vec<(String, Child)> = (0..3).map(|n| (format!("proc{n}"), spawn_send(&s, &format!("proc{n}")))).collect();
+    let mut children: Vec<(String, Child)> = (0..3)
+        .map(|n| (format!("proc{n}"), spawn_send(&s, &format!("proc{n}"))))
+        .collect();
     for (tag, child) in &mut children {
         let status = wait_exit(child, &s, tag, Duration::from_secs(180)).await;
         assert!(status.success(), "{tag}: {status}\n{}", logs(&s, tag));
     }
     let counts = received_counts(&s.server);
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
-    eprintln!("{backend:?}: 3 processes, {} messages for {RECIPIENTS} recipients in {:.1?}; duplicates {duplicates}", s.server.message_count(), started.elapsed());
+    eprintln!(
+        "{backend:?}: 3 processes, {} messages for {RECIPIENTS} recipients in {:.1?}; duplicates {duplicates}",
+        s.server.message_count(),
+        started.elapsed()
+    );
     for email in &s.emails {
-        assert!(counts.contains_key(email), "{email} never received the issue");
+        assert!(
+            counts.contains_key(email),
+            "{email} never received the issue"
+        );
     }
     assert_eq!(duplicates, 0, "nobody receives the issue twice");
     // Each process did part of the work.
     let workers = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
-    assert_eq!(workers.get(DeliveryState::Sent) as usize, RECIPIENTS, "{workers:?}");
+    assert_eq!(
+        workers.get(DeliveryState::Sent) as usize,
+        RECIPIENTS,
+        "{workers:?}"
+    );
     assert_eq!(s.fx.issue(s.fx.issue.id).await.status, "sent");
 }

@@ -71,10 +71,15 @@ async fn create_pg_database(admin_url: &str) -> String {
         .await
         .expect("create database");
     pool.close().await;
-    let (base, _) = admin_url.rsplit_once('/').expect("a postgres URL ends in /DATABASE");
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a postgres URL ends in /DATABASE");
     let base = base.to_owned();
     // Keep query parameters (e.g. ?sslmode=disable) of the admin URL.
-    let query = admin_url.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    let query = admin_url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
     format!("{base}/{name}{query}")
 }
 
@@ -111,8 +116,13 @@ impl Fixture {
     pub async fn new(db: TestDb, mut config: Config) -> Fixture {
         config.database.url = db.url.clone();
         let app = App::open(config).await.expect("open app");
-        app.import_items_file(&app.newsletter, &sample_digest(), true).await.expect("import the sample digest");
-        let issue = app.compose_issue(&app.newsletter, ComposeOptions::default()).await.expect("compose");
+        app.import_items_file(&app.newsletter, &sample_digest(), true)
+            .await
+            .expect("import the sample digest");
+        let issue = app
+            .compose_issue(&app.newsletter, ComposeOptions::default())
+            .await
+            .expect("compose");
         Fixture { app, issue, db }
     }
 
@@ -143,8 +153,14 @@ impl Fixture {
             quote: None,
             section: None,
         };
-        self.app.add_items(&self.app.newsletter, &[item], true).await.expect("add item");
-        self.app.compose_issue(&self.app.newsletter, ComposeOptions::default()).await.expect("compose next issue")
+        self.app
+            .add_items(&self.app.newsletter, &[item], true)
+            .await
+            .expect("add item");
+        self.app
+            .compose_issue(&self.app.newsletter, ComposeOptions::default())
+            .await
+            .expect("compose next issue")
     }
 
     /// Runs the engine until the issue has no open delivery; panics after `timeout`.
@@ -153,19 +169,38 @@ impl Fixture {
     }
 
     /// Every delivery of the issue with its attempts, by recipient address.
-    pub async fn deliveries(&self, issue_id: i64) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
+    pub async fn deliveries(
+        &self,
+        issue_id: i64,
+    ) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
         deliveries(&self.app, issue_id).await
     }
 
     /// The subscription state (`confirmed`, `bounced`, …) of an address for the default newsletter.
     pub async fn subscription_state(&self, email: &str) -> String {
         let addr = EmailAddress::parse(email).expect("address");
-        let sub = self.app.db.subscriber_by_email(&addr).await.expect("lookup").expect("subscriber exists");
-        self.app.db.subscription(sub.id, self.app.newsletter.id).await.expect("subscription").expect("subscription exists").state
+        let sub = self
+            .app
+            .db
+            .subscriber_by_email(&addr)
+            .await
+            .expect("lookup")
+            .expect("subscriber exists");
+        self.app
+            .db
+            .subscription(sub.id, self.app.newsletter.id)
+            .await
+            .expect("subscription")
+            .expect("subscription exists")
+            .state
     }
 
     pub async fn is_suppressed(&self, email: &str) -> bool {
-        self.app.db.is_suppressed(&EmailAddress::parse(email).expect("address")).await.expect("suppression lookup")
+        self.app
+            .db
+            .is_suppressed(&EmailAddress::parse(email).expect("address"))
+            .await
+            .expect("suppression lookup")
     }
 }
 
@@ -178,22 +213,45 @@ pub async fn add_confirmed(app: &App, dir: &Path, emails: &[String]) -> Vec<i64>
     std::fs::write(&csv, text).expect("write csv");
     let progress = |_: u64, _: &herald::subscribers::import::ImportReport| {};
     let report = app
-        .import_subscribers(&csv, ImportOptions { confirmed: true, newsletter: &app.newsletter, progress: &progress }, &mut std::io::sink())
+        .import_subscribers(
+            &csv,
+            ImportOptions {
+                confirmed: true,
+                newsletter: &app.newsletter,
+                progress: &progress,
+            },
+            &mut std::io::sink(),
+        )
         .await
         .expect("import subscribers");
     assert_eq!(report.imported as usize, emails.len(), "{report}");
     let mut ids = Vec::with_capacity(emails.len());
     for e in emails {
         let addr = EmailAddress::parse(e).expect("address");
-        ids.push(app.db.subscriber_by_email(&addr).await.expect("lookup").expect("imported").id);
+        ids.push(
+            app.db
+                .subscriber_by_email(&addr)
+                .await
+                .expect("lookup")
+                .expect("imported")
+                .id,
+        );
     }
     ids
 }
 
 pub async fn run_until_complete(app: &App, issue_id: i64, timeout: Duration) {
-    let engine = Engine::new(app.clone(), EngineOptions::from_app(app).expect("engine options"));
+    let engine = Engine::new(
+        app.clone(),
+        EngineOptions::from_app(app).expect("engine options"),
+    );
     let shutdown = CancellationToken::new();
-    match tokio::time::timeout(timeout, engine.run(RunUntil::IssueComplete(issue_id), shutdown.clone())).await {
+    match tokio::time::timeout(
+        timeout,
+        engine.run(RunUntil::IssueComplete(issue_id), shutdown.clone()),
+    )
+    .await
+    {
         Ok(result) => result.expect("engine run"),
         Err(_) => {
             let counts = app.db.delivery_counts(issue_id).await.ok();
@@ -202,8 +260,15 @@ pub async fn run_until_complete(app: &App, issue_id: i64, timeout: Duration) {
     }
 }
 
-pub async fn deliveries(app: &App, issue_id: i64) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
-    let list = app.db.list_deliveries(issue_id, None, i64::MAX).await.expect("list deliveries");
+pub async fn deliveries(
+    app: &App,
+    issue_id: i64,
+) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
+    let list = app
+        .db
+        .list_deliveries(issue_id, None, i64::MAX)
+        .await
+        .expect("list deliveries");
     let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
     let mut attempts: HashMap<i64, Vec<AttemptListing>> = HashMap::new();
     for chunk in ids.chunks(500) {
