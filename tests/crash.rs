@@ -31,19 +31,23 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
+    setup_n(backend, RECIPIENTS).await
+}
+
+async fn setup_n(backend: Backend, recipients: usize) -> Setup {
     let server = TestSmtpServer::start(Script::new()).await;
     let mut config = test_config("", &server.url());
     config.smtp.concurrency = CONCURRENCY;
     config.smtp.timeout = herald::config::HumanDuration(Duration::from_secs(10));
     config.delivery.lease = herald::config::HumanDuration(Duration::from_secs(2));
     let fx = Fixture::new(TestDb::new(backend).await, config).await;
-    let emails: Vec<String> = (0..RECIPIENTS)
+    let emails: Vec<String> = (0..recipients)
         .map(|i| format!("sub{i:05}@example.net"))
         .collect();
     let started = Instant::now();
     let ids = fx.add_confirmed(&emails).await;
     eprintln!(
-        "{RECIPIENTS} subscribers imported in {:.1?}",
+        "{recipients} subscribers imported in {:.1?}",
         started.elapsed()
     );
     let config_path = fx.db.path().join("herald.toml");
@@ -149,7 +153,11 @@ macro_rules! on_both_backends {
     )*};
 }
 
-on_both_backends!(sigkill_and_restart, three_processes_one_issue);
+on_both_backends!(
+    sigkill_and_restart,
+    three_processes_one_issue,
+    sigterm_hands_claims_back
+);
 
 async fn sigkill_and_restart(backend: Backend) {
     let s = setup(backend).await;
@@ -304,4 +312,54 @@ async fn three_processes_one_issue(backend: Backend) {
         "{workers:?}"
     );
     assert_eq!(s.fx.issue(s.fx.issue.id).await.status, "sent");
+}
+
+/// Graceful shutdown: SIGTERM mid-send stops claiming, finishes or hands back what was claimed,
+/// flushes results and exits; nothing stays claimed, and the restart sends nobody twice.
+async fn sigterm_hands_claims_back(backend: Backend) {
+    let n = 1_500;
+    let s = setup_n(backend, n).await;
+    let mut child = spawn_send(&s, "term");
+    let target = rand::rng().random_range(200..800);
+    s.server
+        .wait_for_messages(target, Duration::from_secs(60))
+        .await;
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let term_at = Instant::now();
+    let status = wait_exit(&mut child, &s, "term", Duration::from_secs(15)).await;
+    eprintln!(
+        "{backend:?}: exited {:.1?} after SIGTERM ({status}) with {} messages sent",
+        term_at.elapsed(),
+        s.server.message_count()
+    );
+    assert!(
+        !status.success(),
+        "an interrupted send --wait exits non-zero"
+    );
+    let c = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
+    assert_eq!(
+        c.get(DeliveryState::Sending),
+        0,
+        "every claim was handed back: {c:?}"
+    );
+    assert_eq!(
+        c.get(DeliveryState::Sent) as usize,
+        s.server.message_count(),
+        "every accepted message was recorded: {c:?}"
+    );
+
+    let mut child = spawn_send(&s, "resume");
+    let status = wait_exit(&mut child, &s, "resume", Duration::from_secs(120)).await;
+    assert!(status.success(), "{status}\n{}", logs(&s, "resume"));
+    let counts = received_counts(&s.server);
+    assert_eq!(counts.len(), n, "everyone received it");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "nobody twice after a graceful stop"
+    );
 }
