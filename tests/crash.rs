@@ -179,6 +179,13 @@ async fn sigkill_and_restart(backend: Backend) {
                 "the last run finishes cleanly: {status}\n{}",
                 logs(&s, &tag)
             );
+            let out = logs(&s, &tag);
+            assert!(
+                out.contains(&format!(
+                    ": 0 recipients queued ({RECIPIENTS} deliveries in all)"
+                )),
+                "a restart enqueues nobody twice\n{out}"
+            );
             break;
         }
         // Kill after a random number of further messages (spread over the send).
@@ -245,6 +252,15 @@ async fn sigkill_and_restart(backend: Backend) {
             );
         }
     }
+    let before_unsubscribing = unsubscribed
+        .iter()
+        .filter(|(i, _)| counts.contains_key(&s.emails[*i]))
+        .count();
+    eprintln!(
+        "{} unsubscribed mid-send: {before_unsubscribing} had received it before, {} never did",
+        unsubscribed.len(),
+        unsubscribed.len() - before_unsubscribing
+    );
     s.server.with_messages(|ms| {
         for (i, at) in &unsubscribed {
             let late: Vec<_> = ms
