@@ -318,6 +318,7 @@ impl Engine {
                 _ = stop.cancelled() => break,
                 job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
             };
+            let delivery_id = job.delivery.id;
             let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
                 // No longer ours to send: another worker holds the claim now.
                 Ok(None) => continue,
@@ -332,8 +333,18 @@ impl Engine {
                     result
                 }
                 Err(e) => {
-                    // The claim stays; its lease expiry makes the delivery due again.
+                    // Hand the claim back, due again in a minute: its lease is
+                    // renewed while this process lives, so it would not expire.
                     tracing::error!(worker = n, error = %e, "could not attempt a delivery");
+                    let now = now_ms();
+                    if let Err(e) = self
+                        .app
+                        .db
+                        .release_claim(delivery_id, &self.opts.worker_id, now + 60_000, now)
+                        .await
+                    {
+                        tracing::warn!(worker = n, error = %e, "could not hand the claim back; it is released when this process stops");
+                    }
                     tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
                     continue;
                 }

@@ -339,14 +339,38 @@ impl Db {
 
     /// On shutdown: hands back what this worker claimed but did not send.
     pub async fn release_claims(&self, worker_id: &str, now: Millis) -> Result<u64> {
+        self.release(None, worker_id, now, now).await
+    }
+
+    /// Hands back one claim of this worker (it could not be attempted), due at `due_at`.
+    pub async fn release_claim(
+        &self,
+        delivery_id: i64,
+        worker_id: &str,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        self.release(Some(delivery_id), worker_id, due_at, now)
+            .await
+    }
+
+    async fn release(
+        &self,
+        delivery_id: Option<i64>,
+        worker_id: &str,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         Ok(with_pool!(self, |p| {
             sqlx::query(
                 "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
-                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $2
-                 WHERE worker_id = $1 AND state = 'sending'",
+                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $3
+                 WHERE worker_id = $1 AND state = 'sending' AND ($4 IS NULL OR id = $4)",
             )
             .bind(worker_id)
+            .bind(due_at)
             .bind(now)
+            .bind(delivery_id)
             .execute(p)
             .await?
             .rows_affected()
