@@ -22,7 +22,9 @@ use super::classify::{Verdict, classify};
 use super::retry::{RetryPolicy, parse_schedule};
 use crate::app::App;
 use crate::content::millis_to_fixed;
-use crate::domain::{DeliveryState, Millis, SubscriptionState, ms_to_datetime, now_ms};
+use crate::domain::{
+    DeliveryState, IssueStatus, Millis, SubscriptionState, ms_to_datetime, now_ms,
+};
 use crate::mail::dkim::DkimSigner;
 use crate::mail::{MailConnection, SendFailure, SmtpReply};
 use crate::render::{MessageTemplate, Recipient};
@@ -133,7 +135,6 @@ struct PreparedIssue {
 
 struct Job {
     delivery: ClaimedDelivery,
-    claimed: Instant,
 }
 
 pub struct Engine {
@@ -173,6 +174,8 @@ impl Engine {
         let stop_workers = shutdown.child_token();
 
         let flusher = tokio::spawn(self.clone().flush_results(results_rx));
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
         let mut workers = Vec::with_capacity(concurrency);
         for n in 0..concurrency {
             workers.push(tokio::spawn(self.clone().work(
@@ -191,6 +194,8 @@ impl Engine {
             let _ = w.await;
         }
         let flushed = flusher.await.unwrap_or(Ok(()));
+        stop_renewing.cancel();
+        let _ = renewer.await;
         let released = self
             .app
             .db
@@ -250,12 +255,33 @@ impl Engine {
                 }
                 continue;
             }
-            let claimed_at = Instant::now();
             for delivery in claimed {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    sent = jobs.send(Job { delivery, claimed: claimed_at }) => if sent.is_err() { return Ok(()) },
+                    sent = jobs.send(Job { delivery }) => if sent.is_err() { return Ok(()) },
                 }
+            }
+        }
+    }
+
+    /// Keeps this worker's claims alive: a batch waiting in the queue may take
+    /// longer than the lease to send, and an expired claim is claimed again
+    /// (by another process, or by this one) and sent twice. Only a dead
+    /// process's claims expire.
+    async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
+        let every = (self.opts.lease / 3).max(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self
+                .app
+                .db
+                .renew_claims(&self.opts.worker_id, now_ms() + millis(self.opts.lease))
+                .await
+            {
+                tracing::warn!(error = %e, "could not renew delivery leases");
             }
         }
     }
@@ -292,8 +318,11 @@ impl Engine {
                 _ = stop.cancelled() => break,
                 job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
             };
+            let delivery_id = job.delivery.id;
             let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
-                Ok((result, verdict)) => {
+                // No longer ours to send: another worker holds the claim now.
+                Ok(None) => continue,
+                Ok(Some((result, verdict))) => {
                     if verdict == Some(Verdict::Throttle) {
                         throttle =
                             (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
@@ -304,8 +333,18 @@ impl Engine {
                     result
                 }
                 Err(e) => {
-                    // The claim stays; its lease expiry makes the delivery due again.
+                    // Hand the claim back, due again in a minute: its lease is
+                    // renewed while this process lives, so it would not expire.
                     tracing::error!(worker = n, error = %e, "could not attempt a delivery");
+                    let now = now_ms();
+                    if let Err(e) = self
+                        .app
+                        .db
+                        .release_claim(delivery_id, &self.opts.worker_id, now + 60_000, now)
+                        .await
+                    {
+                        tracing::warn!(worker = n, error = %e, "could not hand the claim back; it is released when this process stops");
+                    }
                     tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
                     continue;
                 }
@@ -322,24 +361,64 @@ impl Engine {
         }
     }
 
-    /// Attempts one delivery; returns the outcome to record and the verdict (None for a skip).
+    /// Attempts one delivery; returns the outcome to record and the verdict
+    /// (None for a skip or a hand-back), or None when the claim is no longer ours.
     async fn deliver(
         &self,
         job: Job,
         conn: &mut Option<MailConnection>,
         buf: &mut Vec<u8>,
         rng: &mut impl rand::Rng,
-    ) -> Result<(DeliveryResult, Option<Verdict>), EngineError> {
-        let mut d = job.delivery;
-        // An unsubscribe must stop every message not yet handed to SMTP: if
-        // this claim has waited, look again.
-        if job.claimed.elapsed() > Duration::from_millis(500)
-            && let Some(fresh) = self.app.db.delivery_details(&[d.id]).await?.pop()
+    ) -> Result<Option<(DeliveryResult, Option<Verdict>)>, EngineError> {
+        self.pacer.wait().await;
+        // Read the delivery again right before sending: an unsubscribe or a
+        // pause must stop every message not yet handed to SMTP, and a claim
+        // whose lease ran out may belong to another worker by now.
+        let Some(d) = self
+            .app
+            .db
+            .delivery_details(&[job.delivery.id])
+            .await?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        if d.state != DeliveryState::Sending.as_str()
+            || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str())
         {
-            d = fresh;
+            tracing::warn!(delivery = d.id, state = %d.state, "claim lost (lease expired); not sending");
+            return Ok(None);
+        }
+        match d.issue_status.parse::<IssueStatus>() {
+            Ok(IssueStatus::Sending) => {}
+            Ok(IssueStatus::Cancelled) => {
+                return Ok(Some((
+                    self.result(
+                        &d,
+                        DeliveryState::Cancelled,
+                        None,
+                        None,
+                        Some("cancelled".into()),
+                        RecipientEffect::None,
+                    ),
+                    None,
+                )));
+            }
+            // Paused (or otherwise stopped): hand the claim back untouched.
+            _ => {
+                let state = if d.attempts == 0 {
+                    DeliveryState::Queued
+                } else {
+                    DeliveryState::RetryWait
+                };
+                return Ok(Some((
+                    self.result(&d, state, None, Some(now_ms()), None, RecipientEffect::None),
+                    None,
+                )));
+            }
         }
         if let Some(reason) = skip_reason(&d) {
-            return Ok((
+            return Ok(Some((
                 self.result(
                     &d,
                     DeliveryState::Skipped,
@@ -349,7 +428,7 @@ impl Engine {
                     RecipientEffect::None,
                 ),
                 None,
-            ));
+            )));
         }
         let issue = self.prepared(d.issue_id).await?;
         let message_id = format!(
@@ -380,7 +459,6 @@ impl Engine {
             }
             None => buf,
         };
-        self.pacer.wait().await;
         let started = Instant::now();
         let attempt_at = now_ms();
         let outcome = match conn {
@@ -455,7 +533,7 @@ impl Engine {
                 }
             }
         };
-        Ok((
+        Ok(Some((
             self.result(
                 &d,
                 state,
@@ -465,7 +543,7 @@ impl Engine {
                 effect,
             ),
             Some(verdict),
-        ))
+        )))
     }
 
     fn result(

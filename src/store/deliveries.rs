@@ -23,6 +23,12 @@ pub struct ClaimedDelivery {
     pub subscription_state: String,
     /// Whether the address is on the suppression list at claim time.
     pub suppressed: i64,
+    /// The delivery's state and claimant when read: before sending, a worker
+    /// checks the claim is still its own.
+    pub state: String,
+    pub worker_id: Option<String>,
+    /// The issue's status when read (`sending`, `paused`, `cancelled`, …).
+    pub issue_status: String,
 }
 
 /// What became of one delivery attempt; written back in batches.
@@ -204,7 +210,8 @@ impl Db {
             let mut q = QueryBuilder::new(
                 "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
                    COALESCE(sub.state, 'unsubscribed') AS subscription_state,
-                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed
+                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed,
+                   d.state, d.worker_id, i.status AS issue_status
                  FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
                  LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
                  WHERE d.id IN (",
@@ -315,16 +322,55 @@ impl Db {
         })
     }
 
+    /// Extends the lease of every delivery this worker still holds: claims
+    /// waiting in its queue must not expire and be claimed (and sent) again.
+    pub async fn renew_claims(&self, worker_id: &str, lease_until: Millis) -> Result<u64> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE deliveries SET lease_until = $2 WHERE state = 'sending' AND worker_id = $1",
+            )
+            .bind(worker_id)
+            .bind(lease_until)
+            .execute(p)
+            .await?
+            .rows_affected()
+        }))
+    }
+
     /// On shutdown: hands back what this worker claimed but did not send.
     pub async fn release_claims(&self, worker_id: &str, now: Millis) -> Result<u64> {
+        self.release(None, worker_id, now, now).await
+    }
+
+    /// Hands back one claim of this worker (it could not be attempted), due at `due_at`.
+    pub async fn release_claim(
+        &self,
+        delivery_id: i64,
+        worker_id: &str,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        self.release(Some(delivery_id), worker_id, due_at, now)
+            .await
+    }
+
+    async fn release(
+        &self,
+        delivery_id: Option<i64>,
+        worker_id: &str,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
         Ok(with_pool!(self, |p| {
             sqlx::query(
                 "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
-                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $2
-                 WHERE worker_id = $1 AND state = 'sending'",
+                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $3
+                 WHERE worker_id = $1 AND state = 'sending' AND ($4 IS NULL OR id = $4)",
             )
             .bind(worker_id)
+            .bind(due_at)
             .bind(now)
+            .bind(delivery_id)
             .execute(p)
             .await?
             .rows_affected()

@@ -62,6 +62,10 @@ pub struct ReceivedMessage {
     /// Raw bytes as received, dot-unstuffed, without the terminating `.` line.
     pub data: Vec<u8>,
     pub connection_id: u64,
+    /// When this transaction's `MAIL FROM` arrived (the client began handing it over).
+    pub mail_at: Instant,
+    /// When the final dot arrived.
+    pub received_at: Instant,
 }
 
 impl ReceivedMessage {
@@ -269,6 +273,8 @@ impl Script {
 #[derive(Default)]
 struct State {
     messages: Vec<ReceivedMessage>,
+    /// Messages whose connection was dropped (scripted) after the final dot, never accepted.
+    dropped: Vec<ReceivedMessage>,
     commands: Vec<(u64, String)>,
     total_connections: u64,
     open_connections: u64,
@@ -323,6 +329,21 @@ impl TestSmtpServer {
 
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         self.shared.state.lock().unwrap().messages.clone()
+    }
+
+    /// How many messages were accepted (cheaper than `messages().len()`).
+    pub fn message_count(&self) -> usize {
+        self.shared.state.lock().unwrap().messages.len()
+    }
+
+    /// Runs `f` on the accepted messages without cloning them (thousands of 20 KB messages).
+    pub fn with_messages<R>(&self, f: impl FnOnce(&[ReceivedMessage]) -> R) -> R {
+        f(&self.shared.state.lock().unwrap().messages)
+    }
+
+    /// Messages received in full but dropped without a reply (`drop_after_data_for`).
+    pub fn dropped_messages(&self) -> Vec<ReceivedMessage> {
+        self.shared.state.lock().unwrap().dropped.clone()
     }
 
     pub fn messages_to(&self, addr: &str) -> Vec<ReceivedMessage> {
@@ -426,6 +447,7 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
     let mut r = BufReader::new(r);
     w.write_all(b"220 herald-test ESMTP ready\r\n").await?;
     let mut mail_from: Option<String> = None;
+    let mut mail_at = Instant::now();
     let mut rcpts: Vec<String> = Vec::new();
     let mut accepted_here = 0usize;
     let mut queued = 0u64;
@@ -482,6 +504,7 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
             }
             "MAIL" => {
                 mail_from = Some(parse_path(&text));
+                mail_at = Instant::now();
                 rcpts.clear();
                 Reply::code(250, "2.1.0 Ok")
             }
@@ -521,12 +544,21 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                     }
                 }
                 let body = unstuff(&buf[..buf.len() - 3]);
+                let received_at = Instant::now();
                 let (stall, drop_it, reply) =
                     shared.script.lock().unwrap().decide(Stage::Data, &rcpts);
                 if let Some(stall) = stall {
                     tokio::time::sleep(stall).await;
                 }
                 if drop_it {
+                    shared.state.lock().unwrap().dropped.push(ReceivedMessage {
+                        mail_from: mail_from.take().unwrap_or_default(),
+                        rcpt_to: std::mem::take(&mut rcpts),
+                        data: body,
+                        connection_id: id,
+                        mail_at,
+                        received_at,
+                    });
                     return Ok(());
                 }
                 queued += 1;
@@ -543,6 +575,8 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                         rcpt_to: std::mem::take(&mut rcpts),
                         data: body,
                         connection_id: id,
+                        mail_at,
+                        received_at,
                     });
                 }
                 mail_from = None;

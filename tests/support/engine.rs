@@ -1,0 +1,285 @@
+//! Fixture for delivery-engine tests: a fresh database (SQLite file in a temp dir, or a new
+//! PostgreSQL database when `HERALD_TEST_POSTGRES_URL` is set), an `App` pointed at a
+//! `TestSmtpServer`, the sample digest composed into issue #1, N confirmed subscribers, and
+//! helpers to run the engine and read delivery states and attempts.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use herald::app::App;
+use herald::config::{Config, HumanDuration};
+use herald::content::ComposeOptions;
+use herald::delivery::engine::{Engine, EngineOptions, RunUntil};
+use herald::digest_file::ItemInput;
+use herald::domain::EmailAddress;
+use herald::store::content::IssueRow;
+use herald::store::deliveries::{AttemptListing, DeliveryListing};
+use herald::subscribers::import::ImportOptions;
+use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
+
+pub const PG_ENV: &str = "HERALD_TEST_POSTGRES_URL";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server URL for tests, when configured.
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var(PG_ENV).ok().filter(|u| !u.is_empty())
+}
+
+/// A fresh, empty database. The temp dir (SQLite) lives as long as this value.
+pub struct TestDb {
+    pub url: String,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("herald.db").display()),
+            Backend::Postgres => {
+                let admin = postgres_admin_url().unwrap_or_else(|| panic!("{PG_ENV} is not set"));
+                create_pg_database(&admin).await
+            }
+        };
+        TestDb { url, dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// `CREATE DATABASE herald_eng_<random>` on the server; returns its URL.
+async fn create_pg_database(admin_url: &str) -> String {
+    let name = format!("herald_eng_{:016x}", rand::random::<u64>());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    pool.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a postgres URL ends in /DATABASE");
+    let base = base.to_owned();
+    // Keep query parameters (e.g. ?sslmode=disable) of the admin URL.
+    let query = admin_url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{base}/{name}{query}")
+}
+
+/// A config for tests: fast retries, short timeouts, a fixed secret.
+pub fn test_config(database_url: &str, smtp_url: &str) -> Config {
+    let mut c = Config::default();
+    c.database.url = database_url.to_owned();
+    c.smtp.url = smtp_url.to_owned();
+    c.smtp.concurrency = 4;
+    c.smtp.timeout = HumanDuration(Duration::from_secs(1));
+    c.security.secret = "engine-test-secret-0123456789abcdef".into();
+    c.newsletter.from = "Weekly Digest <digest@herald.test>".into();
+    c.delivery.retry_schedule = "1s".into();
+    c.delivery.give_up_after = HumanDuration(Duration::from_secs(3600));
+    c.delivery.lease = HumanDuration(Duration::from_secs(30));
+    c.delivery.flush_interval = HumanDuration(Duration::from_millis(50));
+    c
+}
+
+pub fn sample_digest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("emails/samples/week-2024-18.md")
+}
+
+/// An app with the sample digest composed into an issue (not yet sent).
+pub struct Fixture {
+    pub app: App,
+    pub issue: IssueRow,
+    pub db: TestDb,
+}
+
+impl Fixture {
+    /// Opens an app on `db` with `config` (whose database.url is replaced by db's), imports the
+    /// sample digest as ready items and composes issue #1.
+    pub async fn new(db: TestDb, mut config: Config) -> Fixture {
+        config.database.url = db.url.clone();
+        let app = App::open(config).await.expect("open app");
+        app.import_items_file(&app.newsletter, &sample_digest(), true)
+            .await
+            .expect("import the sample digest");
+        let issue = app
+            .compose_issue(&app.newsletter, ComposeOptions::default())
+            .await
+            .expect("compose");
+        Fixture { app, issue, db }
+    }
+
+    /// Adds confirmed subscribers through a generated CSV; returns their subscriber ids, in order.
+    pub async fn add_confirmed(&self, emails: &[String]) -> Vec<i64> {
+        add_confirmed(&self.app, self.db.path(), emails).await
+    }
+
+    /// Enqueues the issue (like `herald send`).
+    pub async fn send(&self, issue: &IssueRow) -> u64 {
+        self.app.send_issue(issue).await.expect("send_issue")
+    }
+
+    pub async fn issue(&self, issue_id: i64) -> IssueRow {
+        self.app.db.issue_by_id(issue_id).await.expect("issue")
+    }
+
+    /// Composes a new issue from one fresh ready item.
+    pub async fn compose_next_issue(&self, headline: &str) -> IssueRow {
+        let item = ItemInput {
+            headline: headline.to_owned(),
+            outlet: "Test Outlet".into(),
+            url: format!("https://example.org/{}", herald::content::slugify(headline)),
+            published: None,
+            author: None,
+            author_role: None,
+            summary_markdown: "A short summary for the next issue.".into(),
+            quote: None,
+            section: None,
+        };
+        self.app
+            .add_items(&self.app.newsletter, &[item], true)
+            .await
+            .expect("add item");
+        self.app
+            .compose_issue(&self.app.newsletter, ComposeOptions::default())
+            .await
+            .expect("compose next issue")
+    }
+
+    /// Runs the engine until the issue has no open delivery; panics after `timeout`.
+    pub async fn run_until_complete(&self, issue_id: i64, timeout: Duration) {
+        run_until_complete(&self.app, issue_id, timeout).await
+    }
+
+    /// Every delivery of the issue with its attempts, by recipient address.
+    pub async fn deliveries(
+        &self,
+        issue_id: i64,
+    ) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
+        deliveries(&self.app, issue_id).await
+    }
+
+    /// The subscription state (`confirmed`, `bounced`, …) of an address for the default newsletter.
+    pub async fn subscription_state(&self, email: &str) -> String {
+        let addr = EmailAddress::parse(email).expect("address");
+        let sub = self
+            .app
+            .db
+            .subscriber_by_email(&addr)
+            .await
+            .expect("lookup")
+            .expect("subscriber exists");
+        self.app
+            .db
+            .subscription(sub.id, self.app.newsletter.id)
+            .await
+            .expect("subscription")
+            .expect("subscription exists")
+            .state
+    }
+
+    pub async fn is_suppressed(&self, email: &str) -> bool {
+        self.app
+            .db
+            .is_suppressed(&EmailAddress::parse(email).expect("address"))
+            .await
+            .expect("suppression lookup")
+    }
+}
+
+pub async fn add_confirmed(app: &App, dir: &Path, emails: &[String]) -> Vec<i64> {
+    let csv = dir.join(format!("subscribers-{:08x}.csv", rand::random::<u32>()));
+    let mut text = String::from("email,name\n");
+    for (n, e) in emails.iter().enumerate() {
+        text.push_str(&format!("{e},Reader {n}\n"));
+    }
+    std::fs::write(&csv, text).expect("write csv");
+    let progress = |_: u64, _: &herald::subscribers::import::ImportReport| {};
+    let report = app
+        .import_subscribers(
+            &csv,
+            ImportOptions {
+                confirmed: true,
+                newsletter: &app.newsletter,
+                progress: &progress,
+            },
+            &mut std::io::sink(),
+        )
+        .await
+        .expect("import subscribers");
+    assert_eq!(report.imported as usize, emails.len(), "{report}");
+    let mut ids = Vec::with_capacity(emails.len());
+    for e in emails {
+        let addr = EmailAddress::parse(e).expect("address");
+        ids.push(
+            app.db
+                .subscriber_by_email(&addr)
+                .await
+                .expect("lookup")
+                .expect("imported")
+                .id,
+        );
+    }
+    ids
+}
+
+pub async fn run_until_complete(app: &App, issue_id: i64, timeout: Duration) {
+    let engine = Engine::new(
+        app.clone(),
+        EngineOptions::from_app(app).expect("engine options"),
+    );
+    let shutdown = CancellationToken::new();
+    match tokio::time::timeout(
+        timeout,
+        engine.run(RunUntil::IssueComplete(issue_id), shutdown.clone()),
+    )
+    .await
+    {
+        Ok(result) => result.expect("engine run"),
+        Err(_) => {
+            let counts = app.db.delivery_counts(issue_id).await.ok();
+            panic!("issue {issue_id} not complete after {timeout:?}; counts {counts:?}");
+        }
+    }
+}
+
+pub async fn deliveries(
+    app: &App,
+    issue_id: i64,
+) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
+    let list = app
+        .db
+        .list_deliveries(issue_id, None, i64::MAX)
+        .await
+        .expect("list deliveries");
+    let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
+    let mut attempts: HashMap<i64, Vec<AttemptListing>> = HashMap::new();
+    for chunk in ids.chunks(500) {
+        for a in app.db.attempts_of(chunk).await.expect("attempts") {
+            attempts.entry(a.delivery_id).or_default().push(a);
+        }
+    }
+    list.into_iter()
+        .map(|d| {
+            let a = attempts.remove(&d.id).unwrap_or_default();
+            (d.email.clone(), (d, a))
+        })
+        .collect()
+}
