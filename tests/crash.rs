@@ -366,7 +366,8 @@ async fn sigterm_hands_claims_back(backend: Backend) {
     assert_eq!(
         c.get(DeliveryState::Sent) as usize,
         s.server.message_count(),
-        "every accepted message was recorded: {c:?}"
+        "every accepted message was recorded: {c:?}\n{}",
+        logs(&s, "term")
     );
 
     let mut child = spawn_send(&s, "resume");

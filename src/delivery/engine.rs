@@ -10,7 +10,7 @@
 //! sending, the flusher writes what it has, and claims not yet sent are
 //! handed back (`release_claims`), so a restart resumes exactly there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,10 @@ pub struct Engine {
     app: App,
     opts: EngineOptions,
     prepared: Mutex<HashMap<i64, Arc<PreparedIssue>>>,
+    /// Deliveries this process holds (queued for a worker or being sent).
+    /// If renewal lags and a lease lapses, the claim query can return one of
+    /// them again; it must not be handed to a second worker.
+    held: Mutex<HashSet<i64>>,
     pacer: Pacer,
 }
 
@@ -151,6 +155,7 @@ impl Engine {
             app,
             opts,
             prepared: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashSet::new()),
             pacer,
         })
     }
@@ -256,6 +261,9 @@ impl Engine {
                 continue;
             }
             for delivery in claimed {
+                if !self.hold(delivery.id) {
+                    continue;
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     sent = jobs.send(Job { delivery }) => if sent.is_err() { return Ok(()) },
@@ -319,6 +327,7 @@ impl Engine {
                 job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
             };
             let delivery_id = job.delivery.id;
+            let held = Held(&self.held, delivery_id);
             let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
                 // No longer ours to send: another worker holds the claim now.
                 Ok(None) => continue,
@@ -349,6 +358,8 @@ impl Engine {
                     continue;
                 }
             };
+            // Still held until the flusher has written the outcome.
+            std::mem::forget(held);
             if results.send(result).await.is_err() {
                 break;
             }
@@ -627,6 +638,11 @@ impl Engine {
             };
             if !batch.is_empty() {
                 self.write_batch(&batch).await?;
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for r in &batch {
+                    held.remove(&r.delivery_id);
+                }
+                drop(held);
                 batch.clear();
             }
             if closed {
@@ -722,5 +738,27 @@ impl Pacer {
             tokio::time::sleep_until(*next).await;
         }
         *next = (*next).max(now) + interval;
+    }
+}
+
+impl Engine {
+    /// Marks a claimed delivery as held here; false if it already is.
+    fn hold(&self, delivery_id: i64) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(delivery_id)
+    }
+}
+
+/// Releases a held delivery id when the worker is done with it, whatever path it leaves by.
+struct Held<'a>(&'a Mutex<HashSet<i64>>, i64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
     }
 }
