@@ -168,7 +168,7 @@ for n in $sizes; do
         (cd "$run" && HERALD_SMTP_URL="smtp://127.0.0.1:$port" HERALD_SMTP_CONCURRENCY="$c" \
             $timebin -v "$herald" send 1 --wait >send.out 2>send.time) || status=$?
         got=$(stop_sink)
-        sent=$(cd "$run" && "$herald" status 1 --json | awk -F': ' '/"sent"/ { gsub(/[^0-9]/, "", $2); print $2; exit }')
+        sent=$(cd "$run" && "$herald" status 1 --json | awk -F': ' '/^ *"sent": [0-9]/ { gsub(/[^0-9]/, "", $2); print $2; exit }')
         read -r wall cpu rss < <(time_figures "$run/send.time")
         rate=$(awk -v n="$n" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
         ratio=$([[ -n $ref_rate ]] && awk -v a="$rate" -v b="$ref_rate" 'BEGIN { printf "%.2f×", a / b }' || echo "-")
