@@ -182,9 +182,23 @@ impl Db {
                     .await?
             }
             Db::Sqlite(p) => {
+                // One index range scan per state (deliveries_due gives the
+                // order), each stopping at the limit, so a claim costs the
+                // same however long the queue. With the OR form above SQLite
+                // reads and sorts every due delivery on every claim.
+                let arm = |cond: &str| {
+                    format!(
+                        "SELECT * FROM (SELECT d.id, d.next_attempt_at FROM deliveries d JOIN issues i ON i.id = d.issue_id
+                         WHERE {cond} AND i.status = 'sending' ORDER BY d.next_attempt_at, d.id LIMIT $4)"
+                    )
+                };
                 let sql = format!(
-                    "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
-                     WHERE id IN ({DUE}) RETURNING id"
+                    "WITH due AS ({} UNION ALL {} UNION ALL {})
+                     UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
+                     WHERE id IN (SELECT id FROM due ORDER BY next_attempt_at, id LIMIT $4) RETURNING id",
+                    arm("d.state = 'queued' AND d.next_attempt_at <= $3"),
+                    arm("d.state = 'retry_wait' AND d.next_attempt_at <= $3"),
+                    arm("d.state = 'sending' AND d.lease_until < $3"),
                 );
                 sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(lease_until)
