@@ -155,8 +155,8 @@ for n in $sizes; do
         got=$(stop_sink)
         read -r wall cpu rss < <(time_figures "$dir/ref.time")
         ref_rate=$(awk -v n="$n" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
-        results+=("$(printf '| %9d | smtp-source -s 16 | %8s | %8.1f | %6.1f | %8s | reference |' "$n" "$ref_rate" \
-            "$(awk -v c="$cpu" -v n="$n" 'BEGIN { print c / n * 1e6 }')" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')" "$got/$n")")
+        results+=("$(printf '| %9d | smtp-source -s 16 | %8s | %10.1f | %6.1f | %6s | reference: sink %s/%s |' "$n" "$ref_rate" \
+            "$(awk -v c="$cpu" -v n="$n" 'BEGIN { print c / n * 1e6 }')" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')" "1.00×" "$got" "$n")")
         echo "N=$n reference smtp-source: $ref_rate msg/s, sink got $got" >&2
     fi
 
@@ -177,7 +177,7 @@ for n in $sizes; do
             ok="MISMATCH ($ok, exit $status)"
             fail=1
         fi
-        results+=("$(printf '| %9d | herald c=%-2d        | %8s | %8.1f | %6.1f | %8s | %s |' "$n" "$c" "$rate" \
+        results+=("$(printf '| %9d | herald c=%-2d       | %8s | %10.1f | %6.1f | %6s | %s |' "$n" "$c" "$rate" \
             "$(awk -v c="$cpu" -v n="$n" 'BEGIN { print c / n * 1e6 }')" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')" "$ratio" "$ok")")
         echo "N=$n herald c=$c: $rate msg/s ($ratio of smtp-source), $ok" >&2
         rm -f "$run"/herald.db*
@@ -188,7 +188,7 @@ done
 echo
 echo "sink: $sink_kind; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); herald $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
 echo
-echo "|         N | sender            |    msg/s | CPU µs/msg | RSS MB |   ratio | check |"
-echo "|----------:|-------------------|---------:|-----------:|-------:|--------:|-------|"
+echo "|         N | sender            |    msg/s | CPU µs/msg | RSS MB |  ratio | check |"
+echo "|----------:|-------------------|---------:|-----------:|-------:|-------:|-------|"
 printf '%s\n' "${results[@]}"
 exit $fail
