@@ -10,8 +10,7 @@ use chrono::{NaiveDate, TimeZone};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use herald::digest_file::parse_digest_file;
 use herald::render::{
-    DigestIssue, DigestItem, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, Theme,
-    render_issue,
+    DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, Theme, render_issue,
 };
 
 const SAMPLE: &str = include_str!("../emails/samples/week-2024-18.md");
@@ -49,7 +48,7 @@ fn full(nl: &NewsletterInfo, theme: &Theme, h: &MessageHeaders) -> MessageTempla
         preheader: p.preheader.unwrap_or_default(),
         intro_markdown: p.intro_markdown.unwrap_or_default(),
         date: NaiveDate::from_ymd_opt(2024, 5, 3).unwrap(),
-        items: p.items.into_iter().map(DigestItem::from).collect(),
+        items: p.items,
         web_url: "https://news.example.com/issues/18".into(),
     };
     let rendered = render_issue(nl, &issue, theme).unwrap();

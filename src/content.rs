@@ -227,7 +227,7 @@ impl App {
             preheader: preheader.clone(),
             intro_markdown: intro.clone(),
             date,
-            items: items.iter().map(|i| i.to_input().into()).collect(),
+            items: items.iter().map(|i| i.to_input()).collect(),
             web_url: self.links.archive_issue(&slug),
         };
         let rendered = render_issue(&self.newsletter_info(newsletter), &digest, &self.theme()?)?;

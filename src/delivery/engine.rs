@@ -175,7 +175,10 @@ impl Engine {
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * 2);
         let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
         let (results_tx, results_rx) =
-            mpsc::channel::<DeliveryResult>((self.opts.batch_size as usize).max(16) * 2);
+            // Small on purpose: while the flusher writes a batch, workers wait
+            // rather than send on, so a crash loses the record of at most one
+            // batch plus a message or two per connection (each sent again).
+            mpsc::channel::<DeliveryResult>(concurrency);
         let stop_workers = shutdown.child_token();
 
         let flusher = tokio::spawn(self.clone().flush_results(results_rx));

@@ -182,9 +182,23 @@ impl Db {
                     .await?
             }
             Db::Sqlite(p) => {
+                // One index range scan per state (deliveries_due gives the
+                // order), each stopping at the limit, so a claim costs the
+                // same however long the queue. With the OR form above SQLite
+                // reads and sorts every due delivery on every claim.
+                let arm = |cond: &str| {
+                    format!(
+                        "SELECT * FROM (SELECT d.id, d.next_attempt_at FROM deliveries d JOIN issues i ON i.id = d.issue_id
+                         WHERE {cond} AND i.status = 'sending' ORDER BY d.next_attempt_at, d.id LIMIT $4)"
+                    )
+                };
                 let sql = format!(
-                    "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
-                     WHERE id IN ({DUE}) RETURNING id"
+                    "WITH due AS ({} UNION ALL {} UNION ALL {})
+                     UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
+                     WHERE id IN (SELECT id FROM due ORDER BY next_attempt_at, id LIMIT $4) RETURNING id",
+                    arm("d.state = 'queued' AND d.next_attempt_at <= $3"),
+                    arm("d.state = 'retry_wait' AND d.next_attempt_at <= $3"),
+                    arm("d.state = 'sending' AND d.lease_until < $3"),
                 );
                 sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
                     .bind(lease_until)
@@ -232,37 +246,36 @@ impl Db {
             return Ok(());
         }
         with_tx!(self, |tx| {
-            for r in results {
-                let (code, enhanced, reply, at) = match &r.attempt {
-                    Some(a) => (
-                        a.code,
-                        a.enhanced.clone(),
-                        Some(a.reply.clone()),
-                        Some(a.at),
-                    ),
-                    None => (None, None, None, None),
-                };
-                let sent_at = (r.state == DeliveryState::Sent).then_some(now);
-                sqlx::query(
-                    "UPDATE deliveries SET state = $2, attempts = attempts + $3, next_attempt_at = COALESCE($4, next_attempt_at),
-                       lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(first_attempt_at, $5),
-                       last_code = COALESCE($6, last_code), last_enhanced = COALESCE($7, last_enhanced), last_reply = COALESCE($8, last_reply),
-                       failure_reason = $9, sent_at = COALESCE($10, sent_at), updated_at = $11
-                     WHERE id = $1 AND state <> 'sent'",
-                )
-                .bind(r.delivery_id)
-                .bind(r.state.as_str())
-                .bind(i64::from(r.attempt.is_some()))
-                .bind(r.next_attempt_at)
-                .bind(at)
-                .bind(code)
-                .bind(enhanced)
-                .bind(reply)
-                .bind(&r.failure_reason)
-                .bind(sent_at)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            // Set-wise: one UPDATE … FROM (VALUES …) per chunk rather than
+            // one statement per delivery.
+            for chunk in results.chunks(500) {
+                let mut q = QueryBuilder::new(
+                    "WITH v (id, state, tried, next_attempt_at, at, code, enhanced, reply, failure_reason, sent_at) AS (",
+                );
+                q.push_values(chunk, |mut b, r| {
+                    let a = r.attempt.as_ref();
+                    b.push_bind(r.delivery_id)
+                        .push_bind(r.state.as_str())
+                        .push_bind(i64::from(a.is_some()))
+                        .push_bind(r.next_attempt_at)
+                        .push_bind(a.map(|a| a.at))
+                        .push_bind(a.and_then(|a| a.code))
+                        .push_bind(a.and_then(|a| a.enhanced.clone()))
+                        .push_bind(a.map(|a| a.reply.clone()))
+                        .push_bind(r.failure_reason.clone())
+                        .push_bind((r.state == DeliveryState::Sent).then_some(now));
+                });
+                q.push(
+                    ") UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,
+                       next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at),
+                       lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.at),
+                       last_code = COALESCE(v.code, deliveries.last_code), last_enhanced = COALESCE(v.enhanced, deliveries.last_enhanced),
+                       last_reply = COALESCE(v.reply, deliveries.last_reply), failure_reason = v.failure_reason,
+                       sent_at = COALESCE(v.sent_at, deliveries.sent_at), updated_at = ",
+                );
+                q.push_bind(now);
+                q.push(" FROM v WHERE deliveries.id = v.id AND deliveries.state <> 'sent'");
+                q.build().execute(&mut *tx).await?;
             }
             let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results
                 .iter()
@@ -284,16 +297,25 @@ impl Db {
                 });
                 q.build().execute(&mut *tx).await?;
             }
+            let delivered: Vec<&DeliveryResult> = results
+                .iter()
+                .filter(|r| r.effect == RecipientEffect::Delivered)
+                .collect();
+            for chunk in delivered.chunks(500) {
+                let mut q = QueryBuilder::new("WITH v (subscriber_id, newsletter_id) AS (");
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.subscriber_id).push_bind(r.newsletter_id);
+                });
+                q.push(
+                    ") UPDATE subscriptions SET soft_bounces = 0 FROM v
+                     WHERE subscriptions.subscriber_id = v.subscriber_id AND subscriptions.newsletter_id = v.newsletter_id
+                       AND subscriptions.soft_bounces > 0",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
             for r in results {
                 match r.effect {
-                    RecipientEffect::None => {}
-                    RecipientEffect::Delivered => {
-                        sqlx::query("UPDATE subscriptions SET soft_bounces = 0 WHERE subscriber_id = $1 AND newsletter_id = $2 AND soft_bounces > 0")
-                            .bind(r.subscriber_id)
-                            .bind(r.newsletter_id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    RecipientEffect::None | RecipientEffect::Delivered => {}
                     RecipientEffect::HardBounce | RecipientEffect::SoftBounce => {
                         let soft_bounces: i64 = if r.effect == RecipientEffect::SoftBounce {
                             sqlx::query_scalar(
