@@ -28,7 +28,7 @@ fn sample_issue() -> DigestIssue {
         preheader: p.preheader.unwrap(),
         intro_markdown: p.intro_markdown.unwrap(),
         date: NaiveDate::from_ymd_opt(2024, 5, 3).unwrap(),
-        items: p.items.into_iter().map(DigestItem::from).collect(),
+        items: p.items,
         web_url: "https://news.example.com/issues/18".into(),
     }
 }
