@@ -36,6 +36,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    hourly_cap_holds_across_engine_runs,
     scripted_outcomes,
     pause_stops_and_resume_finishes,
     retry_failed_after_fix_and_expiry
@@ -469,4 +470,37 @@ async fn retry_failed_after_fix_and_expiry(backend: Backend) {
         "the retry does not resend to those already sent"
     );
     assert_eq!(fx.issue(fx.issue.id).await.status, "sent");
+}
+
+/// `smtp.rate_per_hour` is counted in the database, so it holds across
+/// restarts (and processes): a second engine run sends nothing more.
+async fn hourly_cap_holds_across_engine_runs(backend: Backend) {
+    let server = TestSmtpServer::start(Script::new()).await;
+    let db = TestDb::new(backend).await;
+    let mut config = test_config(&db.url, &server.url());
+    config.smtp.rate_per_hour = 3;
+    let fx = Fixture::new(db, config).await;
+    let emails: Vec<String> = (0..5).map(|i| format!("capped{i}@example.org")).collect();
+    fx.add_confirmed(&emails).await;
+    fx.send(&fx.issue).await;
+    for _ in 0..2 {
+        let engine = herald::delivery::engine::Engine::new(
+            fx.app.clone(),
+            herald::delivery::engine::EngineOptions::from_app(&fx.app).unwrap(),
+        );
+        let stop = CancellationToken::new();
+        let run =
+            tokio::spawn(engine.run(herald::delivery::engine::RunUntil::Shutdown, stop.clone()));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        stop.cancel();
+        run.await.unwrap().unwrap();
+    }
+    assert_eq!(server.messages().len(), 3, "the hourly cap allows three");
+    let counts = fx.app.db.delivery_counts(fx.issue.id).await.unwrap();
+    assert_eq!(counts.get(herald::domain::DeliveryState::Sent), 3);
+    assert_eq!(
+        counts.get(herald::domain::DeliveryState::Queued),
+        2,
+        "the rest wait, unclaimed: {counts:?}"
+    );
 }

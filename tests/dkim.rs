@@ -1,5 +1,7 @@
 //! DKIM signatures checked with an independent verifier (`mail-auth`), DNS injected via a cache.
 
+mod support;
+
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -238,4 +240,41 @@ fn generated_key_is_rsa_2048_pkcs1_and_record_is_well_formed() {
         "{record}"
     );
     assert!(record.split('"').skip(1).step_by(2).all(|s| s.len() <= 255));
+}
+
+/// The whole path: `[dkim]` config → the delivery engine signs each
+/// personalised message → what the SMTP server received verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_sent_by_the_engine_are_signed() {
+    use support::engine::{Backend, Fixture, TestDb, test_config};
+    use support::smtp_server::{Script, TestSmtpServer};
+
+    let (pem, public) = key();
+    let server = TestSmtpServer::start(Script::new()).await;
+    let db = TestDb::new(Backend::Sqlite).await;
+    let key_file = db.path().join("dkim.pem");
+    std::fs::write(&key_file, pem).unwrap();
+    let mut config = test_config(&db.url, &server.url());
+    config.dkim.domain = "herald.test".into();
+    config.dkim.selector = "news".into();
+    config.dkim.private_key_file = key_file.display().to_string();
+    let fx = Fixture::new(db, config).await;
+    fx.add_confirmed(&["signed@example.org".to_string()]).await;
+    fx.send(&fx.issue).await;
+    fx.run_until_complete(fx.issue.id, std::time::Duration::from_secs(30))
+        .await;
+
+    let received = server.messages_to("signed@example.org");
+    assert_eq!(received.len(), 1);
+    let dns = dns_with("news", "herald.test", public);
+    let (results, h) = verify(&dns, &received[0].data).await;
+    assert_eq!(results, vec![DkimResult::Pass]);
+    for must in [
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "list-id",
+        "feedback-id",
+    ] {
+        assert!(h.iter().any(|x| x == must), "h= lacks {must}");
+    }
 }

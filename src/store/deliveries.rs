@@ -639,13 +639,17 @@ where
 }
 
 impl Db {
-    /// Messages sent by every process since `since`: the hourly/daily caps.
+    /// Messages sent by every process since `since`, plus those claimed and
+    /// about to go: what the hourly/daily caps count.
     pub async fn sent_in_window(&self, since: Millis) -> Result<i64> {
         Ok(with_pool!(self, |p| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE sent_at >= $1")
-                .bind(since)
-                .fetch_one(p)
-                .await?
+            sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM deliveries WHERE sent_at >= $1)
+                      + (SELECT COUNT(*) FROM deliveries WHERE state = 'sending')",
+            )
+            .bind(since)
+            .fetch_one(p)
+            .await?
         }))
     }
 }
