@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use herald::domain::{DeliveryState, UnsubscribeToken};
 use herald::store::subscribers::ConsentContext;
 use rand::RngExt;
-use support::engine::{Backend, Fixture, TestDb, postgres_admin_url, test_config};
+use support::engine::{Backend, Fixture, TestDb, test_config};
 use support::smtp_server::{Script, TestSmtpServer};
 use tokio::process::{Child, Command};
 
@@ -133,34 +133,14 @@ async fn wait_exit(
     }
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::Backend;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if super::postgres_admin_url().is_none() {
-                    eprintln!("skipped: set HERALD_TEST_POSTGRES_URL to run on PostgreSQL");
-                    return;
-                }
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+crate::on_each_backend!(
     sigkill_and_restart,
     three_processes_one_issue,
     sigterm_hands_claims_back
 );
 
 async fn sigkill_and_restart(backend: Backend) {
-    let s = setup(backend).await;
+    let s = setup(backend.clone()).await;
     let started = Instant::now();
     let mut rng = rand::rng();
     let kills = rng.random_range(3..=4usize);
@@ -297,7 +277,7 @@ async fn sigkill_and_restart(backend: Backend) {
 }
 
 async fn three_processes_one_issue(backend: Backend) {
-    let s = setup(backend).await;
+    let s = setup(backend.clone()).await;
     let started = Instant::now();
     let mut children: Vec<(String, Child)> = (0..3)
         .map(|n| (format!("proc{n}"), spawn_send(&s, &format!("proc{n}"))))
@@ -334,7 +314,7 @@ async fn three_processes_one_issue(backend: Backend) {
 /// flushes results and exits; nothing stays claimed, and the restart sends nobody twice.
 async fn sigterm_hands_claims_back(backend: Backend) {
     let n = 1_500;
-    let s = setup_n(backend, n).await;
+    let s = setup_n(backend.clone(), n).await;
     let mut child = spawn_send(&s, "term");
     let target = rand::rng().random_range(200..800);
     s.server

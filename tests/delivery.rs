@@ -10,32 +10,11 @@ use std::time::Duration;
 use herald::domain::UnsubscribeToken;
 use herald::store::deliveries::AttemptListing;
 use herald::store::subscribers::ConsentContext;
-use support::engine::{Backend, Fixture, TestDb, postgres_admin_url, test_config};
+use support::engine::{Backend, Fixture, TestDb, test_config};
 use support::smtp_server::{Reply, Script, TestSmtpServer};
 use tokio_util::sync::CancellationToken;
 
-/// Generates `NAME::sqlite` and `NAME::postgres` entry points for `async fn NAME(Backend)`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::Backend;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if super::postgres_admin_url().is_none() {
-                    eprintln!("skipped: set HERALD_TEST_POSTGRES_URL to run on PostgreSQL");
-                    return;
-                }
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+crate::on_each_backend!(
     hourly_cap_holds_across_engine_runs,
     scripted_outcomes,
     pause_stops_and_resume_finishes,

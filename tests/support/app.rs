@@ -102,26 +102,7 @@ impl TestApp {
                 None,
             ),
             Backend::Postgres(admin) => {
-                let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
-                let pool = sqlx::PgPool::connect(admin)
-                    .await
-                    .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={admin}: {e}"));
-                // Concurrent CREATE DATABASEs can collide on template1; retry briefly.
-                for attempt in 1.. {
-                    let created =
-                        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                            .execute(&pool)
-                            .await;
-                    match created {
-                        Ok(_) => break,
-                        Err(e) if attempt < 10 => {
-                            eprintln!("CREATE DATABASE {name} (attempt {attempt}): {e}");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => panic!("CREATE DATABASE {name}: {e}"),
-                    }
-                }
-                pool.close().await;
+                let name = create_postgres_database(admin, "herald_test").await;
                 (with_database(admin, &name), Some((admin.clone(), name)))
             }
         };
@@ -417,7 +398,31 @@ impl Drop for TestApp {
 }
 
 /// `postgres://u@h:p/db?x` with the database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
+/// `CREATE DATABASE {prefix}_<random>` on the server at `admin`; returns its name.
+pub async fn create_postgres_database(admin: &str, prefix: &str) -> String {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .unwrap_or_else(|e| panic!("{POSTGRES_ENV}={admin}: {e}"));
+    // Concurrent CREATE DATABASEs can collide on template1; retry briefly.
+    for attempt in 1.. {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await;
+        match created {
+            Ok(_) => break,
+            Err(e) if attempt < 10 => {
+                eprintln!("CREATE DATABASE {name} (attempt {attempt}): {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("CREATE DATABASE {name}: {e}"),
+        }
+    }
+    pool.close().await;
+    name
+}
+
+pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),

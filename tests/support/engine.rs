@@ -20,20 +20,7 @@ use herald::subscribers::import::ImportOptions;
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
-pub const PG_ENV: &str = "HERALD_TEST_POSTGRES_URL";
-
-/// Which database a test runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The PostgreSQL server URL for tests, when configured.
-pub fn postgres_admin_url() -> Option<String> {
-    std::env::var(PG_ENV).ok().filter(|u| !u.is_empty())
-}
-
+pub use super::app::Backend;
 /// A fresh, empty database. The temp dir (SQLite) lives as long as this value.
 pub struct TestDb {
     pub url: String,
@@ -45,9 +32,9 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = match backend {
             Backend::Sqlite => format!("sqlite://{}", dir.path().join("herald.db").display()),
-            Backend::Postgres => {
-                let admin = postgres_admin_url().unwrap_or_else(|| panic!("{PG_ENV} is not set"));
-                create_pg_database(&admin).await
+            Backend::Postgres(admin) => {
+                let name = super::app::create_postgres_database(&admin, "herald_eng").await;
+                super::app::with_database(&admin, &name)
             }
         };
         TestDb { url, dir }
@@ -56,31 +43,6 @@ impl TestDb {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
-}
-
-/// `CREATE DATABASE herald_eng_<random>` on the server; returns its URL.
-async fn create_pg_database(admin_url: &str) -> String {
-    let name = format!("herald_eng_{:016x}", rand::random::<u64>());
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {admin_url}: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&pool)
-        .await
-        .expect("create database");
-    pool.close().await;
-    let (base, _) = admin_url
-        .rsplit_once('/')
-        .expect("a postgres URL ends in /DATABASE");
-    let base = base.to_owned();
-    // Keep query parameters (e.g. ?sslmode=disable) of the admin URL.
-    let query = admin_url
-        .split_once('?')
-        .map(|(_, q)| format!("?{q}"))
-        .unwrap_or_default();
-    format!("{base}/{name}{query}")
 }
 
 /// A config for tests: fast retries, short timeouts, a fixed secret.
