@@ -207,7 +207,7 @@ impl Db {
                  ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
                    confirmed_at = COALESCE(excluded.confirmed_at, subscriptions.confirmed_at),
                    unsubscribed_at = COALESCE(excluded.unsubscribed_at, subscriptions.unsubscribed_at),
-                   soft_bounces = 0",
+                   soft_bounces = 0, last_confirmation_at = NULL",
             )
             .bind(subscriber_id)
             .bind(newsletter_id)
