@@ -103,84 +103,23 @@ pub(crate) struct TextBlock {
 /// and referenced in the text as `[n]` (numbering continues from `links.len()`).
 pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
     let md = clean(md);
-    let mut blocks = Vec::new();
-    let mut cur = String::new();
-    let mut lists: Vec<Option<u64>> = Vec::new();
-    let mut quote_depth = 0usize;
-    let mut item_prefix: Option<String> = None;
+    let mut st = TextState::default();
     let mut link_stack: Vec<Option<String>> = Vec::new();
     let mut in_code = false;
-
-    let flush = |cur: &mut String,
-                 blocks: &mut Vec<TextBlock>,
-                 item_prefix: &mut Option<String>,
-                 lists: &Vec<Option<u64>>,
-                 quote_depth: usize,
-                 pre: bool| {
-        let text = if pre {
-            cur.trim_end().to_owned()
-        } else {
-            cur.split_whitespace().collect::<Vec<_>>().join(" ")
-        };
-        cur.clear();
-        if text.is_empty() {
-            return;
-        }
-        let indent = "   ".repeat(lists.len().saturating_sub(1));
-        let quote = "> ".repeat(quote_depth);
-        let (first, cont) = match item_prefix.take() {
-            Some(p) => {
-                let cont = format!("{quote}{indent}{}", " ".repeat(p.chars().count()));
-                (format!("{quote}{indent}{p}"), cont)
-            }
-            None if !lists.is_empty() => {
-                let cont = format!("{quote}{indent}   ");
-                (cont.clone(), cont)
-            }
-            None => (quote.clone(), quote),
-        };
-        blocks.push(TextBlock {
-            first_prefix: first,
-            prefix: cont,
-            text,
-            preformatted: pre,
-        });
-    };
 
     for ev in sanitise(Parser::new_ext(&md, options())) {
         match ev {
             Event::Start(Tag::List(start)) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                lists.push(start);
+                st.flush(false);
+                st.lists.push(start);
             }
             Event::End(TagEnd::List(_)) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                lists.pop();
+                st.flush(false);
+                st.lists.pop();
             }
             Event::Start(Tag::Item) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                item_prefix = Some(match lists.last_mut() {
+                st.flush(false);
+                st.item_prefix = Some(match st.lists.last_mut() {
                     Some(Some(n)) => {
                         let p = format!("{n}. ");
                         *n += 1;
@@ -190,60 +129,25 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
                 });
             }
             Event::Start(Tag::BlockQuote(_)) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                quote_depth += 1;
+                st.flush(false);
+                st.quote_depth += 1;
             }
             Event::End(TagEnd::BlockQuote(_)) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                quote_depth = quote_depth.saturating_sub(1);
+                st.flush(false);
+                st.quote_depth = st.quote_depth.saturating_sub(1);
             }
             Event::Start(Tag::CodeBlock(_)) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
+                st.flush(false);
                 in_code = true;
             }
             Event::End(TagEnd::CodeBlock) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    true,
-                );
+                st.flush(true);
                 in_code = false;
             }
             Event::End(TagEnd::Paragraph)
             | Event::End(TagEnd::Heading(_))
             | Event::End(TagEnd::Item) => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
+                st.flush(false);
             }
             Event::Start(Tag::Link { dest_url, .. }) => {
                 link_stack.push(Some(dest_url.to_string()));
@@ -257,49 +161,74 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
                             links.len()
                         }
                     };
-                    cur.push_str(&format!(" [{n}]"));
+                    st.cur.push_str(&format!(" [{n}]"));
                 }
             }
             Event::Text(t) | Event::Code(t) => {
                 if in_code {
-                    cur.push_str(&t);
+                    st.cur.push_str(&t);
                 } else {
-                    cur.push_str(&t.replace('\n', " "));
+                    st.cur.push_str(&t.replace('\n', " "));
                 }
             }
-            Event::SoftBreak => cur.push(' '),
-            Event::HardBreak => cur.push(' '),
+            Event::SoftBreak => st.cur.push(' '),
+            Event::HardBreak => st.cur.push(' '),
             Event::Rule => {
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
-                cur.push_str("----");
-                flush(
-                    &mut cur,
-                    &mut blocks,
-                    &mut item_prefix,
-                    &lists,
-                    quote_depth,
-                    false,
-                );
+                st.flush(false);
+                st.cur.push_str("----");
+                st.flush(false);
             }
             _ => {}
         }
     }
-    flush(
-        &mut cur,
-        &mut blocks,
-        &mut item_prefix,
-        &lists,
-        quote_depth,
-        false,
-    );
-    blocks
+    st.flush(false);
+    st.blocks
+}
+
+/// The plain-text conversion's working state: finished blocks, the block
+/// being gathered, and where we are in lists and quotes.
+#[derive(Default)]
+struct TextState {
+    blocks: Vec<TextBlock>,
+    cur: String,
+    lists: Vec<Option<u64>>,
+    quote_depth: usize,
+    item_prefix: Option<String>,
+}
+
+impl TextState {
+    /// Ends the block being gathered (if it has text) with the prefixes its
+    /// list and quote nesting call for.
+    fn flush(&mut self, pre: bool) {
+        let text = if pre {
+            self.cur.trim_end().to_owned()
+        } else {
+            self.cur.split_whitespace().collect::<Vec<_>>().join(" ")
+        };
+        self.cur.clear();
+        if text.is_empty() {
+            return;
+        }
+        let indent = "   ".repeat(self.lists.len().saturating_sub(1));
+        let quote = "> ".repeat(self.quote_depth);
+        let (first, cont) = match self.item_prefix.take() {
+            Some(p) => {
+                let cont = format!("{quote}{indent}{}", " ".repeat(p.chars().count()));
+                (format!("{quote}{indent}{p}"), cont)
+            }
+            None if !self.lists.is_empty() => {
+                let cont = format!("{quote}{indent}   ");
+                (cont.clone(), cont)
+            }
+            None => (quote.clone(), quote),
+        };
+        self.blocks.push(TextBlock {
+            first_prefix: first,
+            prefix: cont,
+            text,
+            preformatted: pre,
+        });
+    }
 }
 
 #[cfg(test)]
