@@ -347,14 +347,41 @@ async fn confirm(
     })
 }
 
-async fn unsubscribe_page(State(s): State<WebState>, Path(token): Path<String>) -> WebResult {
-    let Some(t) = s.app.check_unsubscribe_token(&token) else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            page(pages::invalid_unsubscribe_link()),
-        )
-            .into_response());
-    };
+/// A verified unsubscribe token from the path. A forged or mangled one is
+/// answered 404 with a friendly page before any handler runs.
+struct UnsubscribeLink {
+    token: crate::domain::UnsubscribeToken,
+    raw: String,
+}
+
+impl axum::extract::FromRequestParts<WebState> for UnsubscribeLink {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match state.app.check_unsubscribe_token(&raw) {
+            Some(token) => Ok(UnsubscribeLink { token, raw }),
+            None => Err((
+                StatusCode::NOT_FOUND,
+                page(pages::invalid_unsubscribe_link()),
+            )
+                .into_response()),
+        }
+    }
+}
+
+async fn unsubscribe_page(
+    State(s): State<WebState>,
+    UnsubscribeLink {
+        token: t,
+        raw: token,
+    }: UnsubscribeLink,
+) -> WebResult {
     let nl = s.app.db.newsletter_by_id(t.newsletter_id).await?;
     Ok(page(pages::unsubscribe_button(
         &nl.name,
@@ -367,17 +394,13 @@ async fn unsubscribe_page(State(s): State<WebState>, Path(token): Path<String>) 
 /// button posts here too; the token is the authority either way.
 async fn unsubscribe(
     State(s): State<WebState>,
-    Path(token): Path<String>,
+    UnsubscribeLink {
+        token: t,
+        raw: token,
+    }: UnsubscribeLink,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> WebResult {
-    let Some(t) = s.app.check_unsubscribe_token(&token) else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            page(pages::invalid_unsubscribe_link()),
-        )
-            .into_response());
-    };
     let headers = req.headers().clone();
     let one_click = body_says_one_click(req).await;
     let mut ctx = context(&addr, &headers, "unsubscribe-link", &s.app);
@@ -426,17 +449,10 @@ async fn body_says_one_click(req: Request) -> bool {
 /// The unsubscribe page's "Subscribe again": double opt-in once more.
 async fn resubscribe(
     State(s): State<WebState>,
-    Path(token): Path<String>,
+    UnsubscribeLink { token: t, .. }: UnsubscribeLink,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> WebResult {
-    let Some(t) = s.app.check_unsubscribe_token(&token) else {
-        return Ok((
-            StatusCode::NOT_FOUND,
-            page(pages::invalid_unsubscribe_link()),
-        )
-            .into_response());
-    };
     let Some(subscriber) = s.app.db.subscriber_by_id(t.subscriber_id).await? else {
         return Ok(page(pages::check_inbox()));
     };
