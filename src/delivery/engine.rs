@@ -134,7 +134,7 @@ struct PreparedIssue {
 }
 
 struct Job {
-    delivery: ClaimedDelivery,
+    delivery_id: i64,
 }
 
 pub struct Engine {
@@ -249,12 +249,12 @@ impl Engine {
                             tracing::info!(issue_id, "issue delivered: no delivery left open");
                         }
                     }
-                    if let RunUntil::IssueComplete(issue_id) = until {
-                        let issue = db.issue_by_id(issue_id).await?;
-                        let open = db.delivery_counts(issue_id).await?.open();
-                        if issue.status != "sending" || open == 0 {
-                            return Ok(());
-                        }
+                    // The completion check above has just marked the issue
+                    // `sent` if nothing is open; anything but `sending` ends the wait.
+                    if let RunUntil::IssueComplete(issue_id) = until
+                        && db.issue_status(issue_id).await? != IssueStatus::Sending
+                    {
+                        return Ok(());
                     }
                 }
                 tokio::select! {
@@ -263,13 +263,13 @@ impl Engine {
                 }
                 continue;
             }
-            for delivery in claimed {
-                if !self.hold(delivery.id) {
+            for delivery_id in claimed {
+                if !self.hold(delivery_id) {
                     continue;
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    sent = jobs.send(Job { delivery }) => if sent.is_err() { return Ok(()) },
+                    sent = jobs.send(Job { delivery_id }) => if sent.is_err() { return Ok(()) },
                 }
             }
         }
@@ -329,7 +329,7 @@ impl Engine {
                 _ = stop.cancelled() => break,
                 job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
             };
-            let delivery_id = job.delivery.id;
+            let delivery_id = job.delivery_id;
             let held = Held(&self.held, delivery_id);
             let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
                 // No longer ours to send: another worker holds the claim now.
@@ -391,7 +391,7 @@ impl Engine {
         let Some(d) = self
             .app
             .db
-            .delivery_details(&[job.delivery.id])
+            .delivery_details(&[job.delivery_id])
             .await?
             .pop()
         else {

@@ -345,6 +345,17 @@ impl Db {
         .await?))
     }
 
+    /// Just the status, for loops that poll it (the row carries the whole rendering).
+    pub async fn issue_status(&self, id: i64) -> Result<IssueStatus> {
+        let status: String = with_pool!(self, |p| {
+            sqlx::query_scalar("SELECT status FROM issues WHERE id = $1")
+                .bind(id)
+                .fetch_one(p)
+                .await?
+        });
+        parse_state(&status)
+    }
+
     pub async fn issues(&self, newsletter_id: i64) -> Result<Vec<IssueRow>> {
         let sql = format!(
             "SELECT {ISSUE_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC"

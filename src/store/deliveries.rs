@@ -152,7 +152,9 @@ impl Db {
     }
 
     /// Claims up to `limit` due deliveries of issues that are sending, with
-    /// a lease. A delivery whose lease ran out (its worker died) is due again.
+    /// a lease, and returns their ids (ascending). A delivery whose lease
+    /// ran out (its worker died) is due again. The recipient's details are
+    /// read by the worker right before sending (`delivery_details`), not here.
     /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several processes split the
     /// queue; SQLite: one writer, so the single UPDATE is already atomic.
     pub async fn claim_due_deliveries(
@@ -161,13 +163,13 @@ impl Db {
         now: Millis,
         lease_until: Millis,
         limit: i64,
-    ) -> Result<Vec<ClaimedDelivery>> {
+    ) -> Result<Vec<i64>> {
         const DUE: &str = "SELECT d.id FROM deliveries d JOIN issues i ON i.id = d.issue_id
              WHERE i.status = 'sending'
                AND ((d.state IN ('queued', 'retry_wait') AND d.next_attempt_at <= $3)
                     OR (d.state = 'sending' AND d.lease_until < $3))
              ORDER BY d.next_attempt_at, d.id LIMIT $4";
-        let ids: Vec<i64> = match self {
+        let mut ids: Vec<i64> = match self {
             Db::Postgres(p) => {
                 let sql = format!(
                     "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
@@ -209,16 +211,12 @@ impl Db {
                     .await?
             }
         };
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut rows = self.delivery_details(&ids).await?;
-        rows.sort_by_key(|r| r.id);
-        Ok(rows)
+        ids.sort_unstable();
+        Ok(ids)
     }
 
-    /// The recipient and their current standing for each delivery; called
-    /// at claim time and again right before sending.
+    /// The recipient and their current standing for each delivery, read
+    /// right before sending.
     pub async fn delivery_details(&self, ids: &[i64]) -> Result<Vec<ClaimedDelivery>> {
         with_pool!(self, |p| {
             let mut q = QueryBuilder::new(
