@@ -95,6 +95,23 @@ pub struct IssueDraft {
     pub intro: Option<String>,
 }
 
+/// Binds an item's editable fields in the order both the INSERT and the
+/// UPDATE list them (headline … section), so the two cannot drift apart.
+macro_rules! bind_item_fields {
+    ($query:expr, $item:expr) => {
+        $query
+            .bind(&$item.headline)
+            .bind(&$item.outlet)
+            .bind(&$item.url)
+            .bind($item.published.map(|d| d.to_string()))
+            .bind(&$item.author)
+            .bind(&$item.author_role)
+            .bind(&$item.summary_markdown)
+            .bind(&$item.quote)
+            .bind(&$item.section)
+    };
+}
+
 const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, issue_id, created_at";
 const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts";
 
@@ -109,24 +126,16 @@ impl Db {
         with_tx!(self, |tx| {
             let mut ids = Vec::with_capacity(items.len());
             for item in items {
-                let id: i64 = sqlx::query_scalar(
+                let query = sqlx::query_scalar(
                     "INSERT INTO items (newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
                 )
                 .bind(newsletter_id)
-                .bind(state.as_str())
-                .bind(&item.headline)
-                .bind(&item.outlet)
-                .bind(&item.url)
-                .bind(item.published.map(|d| d.to_string()))
-                .bind(&item.author)
-                .bind(&item.author_role)
-                .bind(&item.summary_markdown)
-                .bind(&item.quote)
-                .bind(&item.section)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
+                .bind(state.as_str());
+                let id: i64 = bind_item_fields!(query, item)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 ids.push(id);
             }
             Ok::<_, StoreError>(ids)
@@ -135,24 +144,16 @@ impl Db {
 
     pub async fn update_item(&self, id: i64, item: &ItemInput, now: Millis) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query(
+            let query = sqlx::query(
                 "UPDATE items SET headline = $2, outlet = $3, url = $4, published_on = $5, author = $6, author_role = $7,
                    summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> 'published'",
             )
-            .bind(id)
-            .bind(&item.headline)
-            .bind(&item.outlet)
-            .bind(&item.url)
-            .bind(item.published.map(|d| d.to_string()))
-            .bind(&item.author)
-            .bind(&item.author_role)
-            .bind(&item.summary_markdown)
-            .bind(&item.quote)
-            .bind(&item.section)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected()
+            .bind(id);
+            bind_item_fields!(query, item)
+                .bind(now)
+                .execute(p)
+                .await?
+                .rows_affected()
         });
         Ok(n == 1)
     }
