@@ -158,9 +158,6 @@ impl Links {
     pub fn unsubscribe(&self, token: &str) -> String {
         format!("{}/unsubscribe/{token}", self.base)
     }
-    pub fn archive(&self) -> String {
-        format!("{}/archive", self.base)
-    }
     pub fn archive_issue(&self, slug: &str) -> String {
         format!("{}/archive/{slug}", self.base)
     }

@@ -219,11 +219,6 @@ impl MessageTemplate {
             i += 1;
         }
     }
-
-    /// Size of the fixed part of the message in bytes.
-    pub fn template_len(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 fn invalid(field: &str, reason: &str) -> RenderError {
