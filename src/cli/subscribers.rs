@@ -76,8 +76,8 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             let name = clean_name(name.as_deref())?;
             let nl = app.newsletter(newsletter.as_deref()).await?;
             match app.add_subscriber(&email, name, &nl, confirmed).await? {
-                SubscribeOutcome::ConfirmationSent { to, mail } => {
-                    if app.send_confirmation(&to, &mail).await {
+                SubscribeOutcome::ConfirmationSent(mail) => {
+                    if app.send_confirmation(&mail).await {
                         println!(
                             "{email}: confirmation mail sent via {}; the address is pending until it confirms",
                             app.mailer.describe()

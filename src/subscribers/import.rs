@@ -415,9 +415,7 @@ impl App {
             context,
         };
         match self.request_subscription(req).await? {
-            SubscribeOutcome::ConfirmationSent { to, mail } => {
-                Ok(self.send_confirmation(&to, &mail).await)
-            }
+            SubscribeOutcome::ConfirmationSent(mail) => Ok(self.send_confirmation(&mail).await),
             _ => Ok(false),
         }
     }

@@ -40,9 +40,18 @@ pub enum SubscriberError {
 /// variant (no enumeration); the variants exist for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubscribeOutcome {
-    ConfirmationSent { to: EmailAddress, mail: Vec<u8> },
+    ConfirmationSent(ConfirmationMail),
     AlreadyConfirmed,
     RateLimited,
+}
+
+/// A built confirmation mail and the envelope it travels in (the
+/// newsletter it confirms decides the bounce address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfirmationMail {
+    pub to: EmailAddress,
+    pub envelope_from: String,
+    pub bytes: Vec<u8>,
 }
 
 pub struct SubscribeRequest<'a> {
@@ -131,11 +140,11 @@ impl App {
         self.db
             .insert_confirmation_token(&token.hash(), subscriber.id, nl.id, now, expires)
             .await?;
-        let mail = confirmation_mail::build(self, nl, req.email, &token, &req.context, now);
-        Ok(SubscribeOutcome::ConfirmationSent {
+        Ok(SubscribeOutcome::ConfirmationSent(ConfirmationMail {
             to: req.email.clone(),
-            mail,
-        })
+            envelope_from: self.envelope_from(nl),
+            bytes: confirmation_mail::build(self, nl, req.email, &token, &req.context, now),
+        }))
     }
 
     async fn subscription_state(
@@ -151,10 +160,14 @@ impl App {
 
     /// Sends a prepared confirmation mail, retrying a transport failure a few
     /// times (1 s, 5 s, 25 s) before giving up with a logged error.
-    pub async fn send_confirmation(&self, to: &EmailAddress, mail: &[u8]) -> bool {
-        let from = self.envelope_from(&self.newsletter);
+    pub async fn send_confirmation(&self, mail: &ConfirmationMail) -> bool {
+        let to = &mail.to;
         for (attempt, wait) in [1u64, 5, 25, 0].into_iter().enumerate() {
-            match self.mailer.send_one(&from, to.as_str(), mail).await {
+            match self
+                .mailer
+                .send_one(&mail.envelope_from, to.as_str(), &mail.bytes)
+                .await
+            {
                 Ok(_) => return true,
                 Err(e) if wait > 0 => {
                     tracing::warn!(%to, attempt, error = %e, "confirmation mail not sent; retrying in {wait}s");

@@ -263,9 +263,9 @@ async fn handle_subscribe(
         context: context(&addr, &headers, "web-form", &s.app),
     };
     match s.app.request_subscription(req).await? {
-        SubscribeOutcome::ConfirmationSent { to, mail } => {
+        SubscribeOutcome::ConfirmationSent(mail) => {
             let app = s.app.clone();
-            tokio::spawn(async move { app.send_confirmation(&to, &mail).await });
+            tokio::spawn(async move { app.send_confirmation(&mail).await });
         }
         other => tracing::info!(outcome = ?other, "no confirmation mail"),
     }
@@ -465,11 +465,9 @@ async fn resubscribe(
             newsletter: &nl,
             context: context(&addr, &headers, "unsubscribe-page", &s.app),
         };
-        if let SubscribeOutcome::ConfirmationSent { to, mail } =
-            s.app.request_subscription(req).await?
-        {
+        if let SubscribeOutcome::ConfirmationSent(mail) = s.app.request_subscription(req).await? {
             let app = s.app.clone();
-            tokio::spawn(async move { app.send_confirmation(&to, &mail).await });
+            tokio::spawn(async move { app.send_confirmation(&mail).await });
         }
     }
     Ok(page(pages::check_inbox()))
