@@ -7,6 +7,7 @@
 pub mod content;
 pub mod deliveries;
 pub mod subscribers;
+mod text_enum;
 
 use std::str::FromStr;
 use std::time::Duration;
