@@ -51,6 +51,9 @@ pub struct SubscribeQueue {
 /// The running workers; [`QueueWorkers::finish`] waits for the backlog.
 pub struct QueueWorkers {
     handles: Vec<JoinHandle<()>>,
+    /// Keeps the queue open (senders are refused only when it is full)
+    /// even if every worker has died.
+    _rx: Arc<Mutex<mpsc::Receiver<SubscribeJob>>>,
 }
 
 impl SubscribeQueue {
@@ -65,19 +68,24 @@ impl SubscribeQueue {
         let handles = (0..workers)
             .map(|_| tokio::spawn(work(app.clone(), rx.clone())))
             .collect();
-        (SubscribeQueue { tx }, QueueWorkers { handles })
+        (SubscribeQueue { tx }, QueueWorkers { handles, _rx: rx })
     }
 
     /// Queues the job without waiting; a full queue drops it (logged).
-    pub fn submit(&self, job: SubscribeJob) {
+    /// False when dropped.
+    pub fn submit(&self, job: SubscribeJob) -> bool {
         match self.tx.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => tracing::warn!(
-                capacity = CAPACITY,
-                "subscribe queue full: request dropped (no consent recorded, no mail sent)"
-            ),
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(
+                    capacity = self.tx.max_capacity(),
+                    "subscribe queue full: request dropped (no consent recorded, no mail sent)"
+                );
+                false
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                tracing::warn!("subscribe queue closed (shutting down): request dropped")
+                tracing::warn!("subscribe queue closed (shutting down): request dropped");
+                false
             }
         }
     }
@@ -102,7 +110,12 @@ async fn work(app: App, rx: Arc<Mutex<mpsc::Receiver<SubscribeJob>>>) {
         // The lock is held only while waiting for the next job.
         let job = rx.lock().await.recv().await;
         let Some(job) = job else { return };
-        process(&app, job).await;
+        // In a task of its own so that a panic loses one request, not a
+        // worker; awaited, so concurrency stays bounded by WORKERS.
+        let app = app.clone();
+        if let Err(e) = tokio::spawn(async move { process(&app, job).await }).await {
+            tracing::error!(error = %e, "subscribe request failed");
+        }
     }
 }
 
@@ -143,5 +156,52 @@ async fn process(app: &App, job: SubscribeJob) {
 fn record_ip(context: &ConsentContext) {
     if let Some(ip) = &context.ip {
         tracing::Span::current().record("ip", ip.as_str());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    async fn app(dir: &std::path::Path) -> App {
+        let mut config = Config::default();
+        config.database.url = format!("sqlite://{}", dir.join("q.db").display());
+        config.smtp.outbox_dir = dir.join("outbox");
+        App::open(config).await.unwrap()
+    }
+
+    fn job(app: &App, n: usize) -> SubscribeJob {
+        SubscribeJob::Subscribe {
+            email: EmailAddress::parse(&format!("q{n}@example.org")).unwrap(),
+            name: None,
+            newsletter: app.newsletter.clone(),
+            context: ConsentContext::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_instead_of_waiting_and_workers_drain_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = app(dir.path()).await;
+        // No workers yet: the queue fills and then refuses at once.
+        let (queue, idle) = SubscribeQueue::start_with(app.clone(), 2, 0);
+        let accepted: Vec<bool> = (0..4).map(|n| queue.submit(job(&app, n))).collect();
+        assert_eq!(accepted, [true, true, false, false]);
+        drop((queue, idle));
+
+        let (queue, workers) = SubscribeQueue::start_with(app.clone(), 8, 2);
+        for n in 0..5 {
+            assert!(queue.submit(job(&app, n)));
+        }
+        drop(queue);
+        workers.finish(Duration::from_secs(30)).await;
+        for n in 0..5 {
+            let email = EmailAddress::parse(&format!("q{n}@example.org")).unwrap();
+            assert!(
+                app.db.subscriber_by_email(&email).await.unwrap().is_some(),
+                "queued request {n} was processed before the workers stopped"
+            );
+        }
     }
 }
