@@ -85,7 +85,9 @@ impl IpLimiter {
                 std::mem::take(&mut shard.current)
             } else {
                 // Idle for two windows or more: nothing left to weigh.
-                shard.current.clear();
+                // Replaced, not cleared: dropping a map of plain values is
+                // one deallocation, clearing walks its buckets.
+                shard.current = HashMap::new();
                 HashMap::new()
             };
             let advance = self
