@@ -24,6 +24,7 @@ crate::on_each_backend!(
     a_bad_name_is_dropped_and_the_answer_says_so,
     answers_are_identical_for_every_address_state,
     subscribe_answers_without_waiting_for_the_database,
+    internal_errors_are_logged_not_shown,
 );
 
 const SAMPLE: &str = concat!(
@@ -563,4 +564,35 @@ async fn subscribe_answers_without_waiting_for_the_database(backend: Backend) {
     assert_eq!(t.subscription_state(new).await, Some(Pending));
     assert_eq!(t.subscription_state(confirmed).await, Some(Confirmed));
     assert_eq!(t.settled_mail_count(confirmed).await, 0);
+}
+
+/// A database failure is a 500 with a generic message and a reference to
+/// the log line, never the cause (SQL, table names) itself.
+async fn internal_errors_are_logged_not_shown(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    t.exec("ALTER TABLE issues RENAME TO issues_moved_away")
+        .await;
+    let page = Answer::of(t.client.get(t.url("/archive"))).await;
+    assert_eq!(page.status, 500, "{}", page.body);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(
+        page.body.contains("Something went wrong") && page.body.contains("(reference "),
+        "{}",
+        page.body
+    );
+    let json = Answer::of(
+        t.client
+            .get(t.url("/archive"))
+            .header("accept", "application/json"),
+    )
+    .await;
+    json.assert_json_error(500, "internal");
+    for body in [&page.body, &json.body] {
+        let lower = body.to_lowercase();
+        assert!(
+            !lower.contains("issues") && !lower.contains("select") && !lower.contains("sql"),
+            "the cause leaked: {body}"
+        );
+    }
+    assert_eq!(page.header("x-frame-options"), "DENY");
 }
