@@ -426,4 +426,21 @@ mod tests {
             .to_string();
         assert!(e.contains("10.0.0.0/40"), "{e}");
     }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
+    fn trusted_proxies_parse_and_bad_ones_are_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_HTTP_TRUSTED_PROXIES", "10.0.0.0/8, ::1");
+            let cfg = crate::config::Config::load(None).unwrap();
+            assert_eq!(cfg.http.trusted_proxies.networks().len(), 2);
+            jail.set_env("HERALD_HTTP_TRUSTED_PROXIES", "[\"10.0.0.0/33\"]");
+            let err = crate::config::Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.to_lowercase().contains("http.trusted_proxies") && err.contains("10.0.0.0/33"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
 }

@@ -301,6 +301,9 @@ fn framework_report(status: StatusCode) -> ErrorReport {
             "unsupported_media_type",
             "Send the body as application/x-www-form-urlencoded or application/json.",
         ),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            ("unprocessable", "A value in the request is not acceptable.")
+        }
         s if s.is_server_error() => (
             "internal",
             "Something went wrong on our side. Please try again in a few minutes; nothing was changed.",
