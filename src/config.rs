@@ -79,6 +79,9 @@ pub struct HttpConfig {
     pub bind: String,
     /// The public URL used in every link; never taken from a request's Host.
     pub base_url: String,
+    /// CIDRs of reverse proxies whose `X-Forwarded-For`/`Forwarded` name the
+    /// client; empty = trust nobody (the TCP peer is the client).
+    pub trusted_proxies: crate::web::TrustedProxies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +180,7 @@ impl Default for HttpConfig {
         HttpConfig {
             bind: "127.0.0.1:8080".into(),
             base_url: "http://127.0.0.1:8080".into(),
+            trusted_proxies: Default::default(),
         }
     }
 }
@@ -471,6 +475,9 @@ url = "sqlite://herald.db"
 bind = "127.0.0.1:8080"
 # The public URL put in every link (confirmation, unsubscribe, archive).
 base_url = "http://127.0.0.1:8080"
+# Reverse proxies (CIDRs) whose X-Forwarded-For / Forwarded header names the
+# client, e.g. ["127.0.0.1/32", "10.0.0.0/8"]. Empty: trust nobody.
+trusted_proxies = []
 
 [smtp]
 # Empty: every message is written as a .eml file into outbox_dir.

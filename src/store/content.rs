@@ -404,3 +404,32 @@ impl Db {
         .await?))
     }
 }
+
+/// An issue as a list shows it: no renderings (an index of many issues
+/// must not load each one's three HTML/text bodies).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct IssueSummary {
+    pub id: i64,
+    pub number: i64,
+    pub slug: String,
+    pub title: String,
+    pub subject: String,
+    pub status: IssueStatus,
+    pub created_at: Millis,
+    pub send_started_at: Option<Millis>,
+    pub completed_at: Option<Millis>,
+}
+
+impl Db {
+    /// The public archive's index: issues whose sending has begun, newest first.
+    pub async fn archived_issue_summaries(&self) -> Result<Vec<IssueSummary>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, number, slug, title, subject, status, created_at, send_started_at, completed_at
+             FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC"
+        )
+        .fetch_all(p)
+        .await?
+        }))
+    }
+}

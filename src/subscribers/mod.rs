@@ -4,6 +4,7 @@
 
 pub mod confirmation_mail;
 pub mod import;
+pub mod links;
 
 use std::time::Duration;
 

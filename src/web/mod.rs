@@ -1,37 +1,69 @@
 //! HTTP: the public subscriber pages (and, later, the editors' API).
 //! Handlers translate HTTP to service calls on `App`; rules live there.
+//! Every answer passes two layers: `error::error_bodies` (errors in the
+//! client's format, JSON or HTML) and `security_headers` (CSP and friends).
 
+mod client_ip;
+mod error;
 mod pages;
 mod rate_limit;
+mod security_headers;
+mod subscribe_queue;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequest, Multipart, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Form, Json, Router, middleware};
 use maud::Markup;
 use serde::Deserialize;
 
 use crate::app::App;
-use crate::store::Newsletter;
 use crate::store::subscribers::ConsentContext;
-use crate::subscribers::{
-    ConfirmOutcome, SubscribeOutcome, SubscribeRequest, UnsubscribeOutcome, clean_name, parse_email,
-};
+use crate::subscribers::links::ConfirmationView;
+use crate::subscribers::{ConfirmOutcome, UnsubscribeOutcome, clean_name, parse_email};
+pub use client_ip::{Cidr, CidrError, ClientIp, TrustedProxies};
+use error::{BODY_LIMIT, WebError};
 use rate_limit::IpLimiter;
+use subscribe_queue::{QueueWorkers, SubscribeJob, SubscribeQueue};
 
 #[derive(Clone)]
 pub struct WebState {
     pub app: App,
     limiter: Arc<IpLimiter>,
+    queue: SubscribeQueue,
 }
 
+impl WebState {
+    /// Starts the subscribe workers; must run inside a Tokio runtime.
+    fn start(app: App) -> (WebState, QueueWorkers) {
+        let limiter = Arc::new(IpLimiter::per_hour(app.config.subscribe.per_ip_per_hour));
+        let (queue, workers) = SubscribeQueue::start(app.clone());
+        (
+            WebState {
+                app,
+                limiter,
+                queue,
+            },
+            workers,
+        )
+    }
+}
+
+/// The public router. Its subscribe workers stop once it is dropped; use
+/// [`serve`] to also wait for their backlog at shutdown. Must be called
+/// inside a Tokio runtime.
 pub fn router(app: App) -> Router {
-    let limiter = Arc::new(IpLimiter::per_hour(app.config.subscribe.per_ip_per_hour));
-    let state = WebState { app, limiter };
+    let (state, _workers) = WebState::start(app);
+    routes(state)
+}
+
+fn routes(state: WebState) -> Router {
     Router::new()
         .route(
             "/",
@@ -54,34 +86,11 @@ pub fn router(app: App) -> Router {
         .route("/resubscribe/{token}", post(resubscribe))
         .route("/archive", get(archive))
         .route("/archive/{slug}", get(archive_issue))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Html(pages::not_found().into_string()),
-            )
-        })
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .fallback(|| async { WebError::NotFound })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(error::error_bodies))
+        .layer(middleware::from_fn(security_headers::security_headers))
         .with_state(state)
-}
-
-/// Every failure a handler can meet; logged in full, shown as a calm page.
-struct WebError(String);
-
-impl<E: std::fmt::Display> From<E> for WebError {
-    fn from(e: E) -> Self {
-        WebError(e.to_string())
-    }
-}
-
-impl IntoResponse for WebError {
-    fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "request failed");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Html(pages::error_page().into_string()),
-        )
-            .into_response()
-    }
 }
 
 type WebResult = Result<Response, WebError>;
@@ -90,9 +99,9 @@ fn page(markup: Markup) -> Response {
     Html(markup.into_string()).into_response()
 }
 
-fn context(addr: &SocketAddr, headers: &HeaderMap, source: &str, app: &App) -> ConsentContext {
+fn context(ip: ClientIp, headers: &HeaderMap, source: &str, app: &App) -> ConsentContext {
     ConsentContext {
-        ip: Some(addr.ip().to_string()),
+        ip: Some(ip.0.to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -100,21 +109,6 @@ fn context(addr: &SocketAddr, headers: &HeaderMap, source: &str, app: &App) -> C
         source: source.to_owned(),
         consent_text_version: Some(app.config.subscribe.consent_text_version.clone()),
         method: None,
-    }
-}
-
-async fn newsletter_or_404(
-    app: &App,
-    slug: Option<&str>,
-) -> Result<Result<Arc<Newsletter>, Response>, WebError> {
-    match app.newsletter(slug).await {
-        Ok(n) => Ok(Ok(n)),
-        Err(crate::app::LookupError::NoNewsletter(_)) => Ok(Err((
-            StatusCode::NOT_FOUND,
-            Html(pages::not_found().into_string()),
-        )
-            .into_response())),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -128,10 +122,7 @@ async fn subscribe_form_default(State(s): State<WebState>) -> WebResult {
 }
 
 async fn subscribe_form(State(s): State<WebState>, Path(slug): Path<String>) -> WebResult {
-    let nl = match newsletter_or_404(&s.app, Some(&slug)).await? {
-        Ok(nl) => nl,
-        Err(resp) => return Ok(resp),
-    };
+    let nl = s.app.newsletter(Some(&slug)).await?;
     Ok(page(pages::subscribe_form(
         &nl.name,
         &format!("/n/{}/subscribe", nl.slug),
@@ -158,80 +149,73 @@ struct SubscribeInput {
 }
 
 impl<S: Send + Sync> FromRequest<S> for SubscribeInput {
-    type Rejection = Response;
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("application/json"));
-        if is_json {
-            let Json(body) = Json::<SubscribeBody>::from_request(req, state)
-                .await
-                .map_err(IntoResponse::into_response)?;
-            Ok(SubscribeInput { body, json: true })
-        } else {
-            let Form(body) = Form::<SubscribeBody>::from_request(req, state)
-                .await
-                .map_err(IntoResponse::into_response)?;
-            Ok(SubscribeInput { body, json: false })
+    type Rejection = WebError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, WebError> {
+        if error::is_json_content_type(req.headers()) {
+            // Read the body ourselves: the `Json` extractor would insist on
+            // a lower-case `application/json`.
+            let bytes = Bytes::from_request(req, state).await?;
+            let Json(body) = Json::<SubscribeBody>::from_bytes(&bytes)?;
+            return Ok(SubscribeInput { body, json: true });
+        }
+        match error::content_type(req.headers()).as_deref() {
+            Some("application/x-www-form-urlencoded") => {
+                let Form(body) = Form::<SubscribeBody>::from_request(req, state).await?;
+                Ok(SubscribeInput { body, json: false })
+            }
+            other => Err(WebError::UnsupportedMediaType(
+                other.unwrap_or("no Content-Type").to_owned(),
+            )),
         }
     }
 }
 
 async fn subscribe_default(
     State(s): State<WebState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ip: ClientIp,
     headers: HeaderMap,
     input: SubscribeInput,
 ) -> WebResult {
-    handle_subscribe(s, None, addr, headers, input).await
+    handle_subscribe(s, None, ip, headers, input).await
 }
 
 async fn subscribe(
     State(s): State<WebState>,
     Path(slug): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ip: ClientIp,
     headers: HeaderMap,
     input: SubscribeInput,
 ) -> WebResult {
-    handle_subscribe(s, Some(slug), addr, headers, input).await
+    handle_subscribe(s, Some(slug), ip, headers, input).await
 }
 
-#[tracing::instrument(skip_all, fields(ip = %addr.ip(), newsletter = slug.as_deref().unwrap_or("default")))]
+/// Validates what was typed, answers, and leaves everything that depends
+/// on the address's state to the subscribe queue: the answer is the same in
+/// bytes and in time whether the address is new, pending, confirmed,
+/// unsubscribed or suppressed (and for the honeypot and the rate limit).
+#[tracing::instrument(skip_all, fields(ip = %ip.0, newsletter = slug.as_deref().unwrap_or("default")))]
 async fn handle_subscribe(
     s: WebState,
     slug: Option<String>,
-    addr: SocketAddr,
+    ip: ClientIp,
     headers: HeaderMap,
     input: SubscribeInput,
 ) -> WebResult {
-    let nl = match newsletter_or_404(&s.app, slug.as_deref()).await? {
-        Ok(nl) => nl,
-        Err(resp) => return Ok(resp),
-    };
+    let nl = s.app.newsletter(slug.as_deref()).await?;
     let SubscribeInput { body, json } = input;
-    let generic = || {
-        if json {
-            (StatusCode::ACCEPTED, Json(serde_json::json!({"status": "check_your_inbox", "message": "If the address can receive our newsletter, a confirmation link is on its way."}))).into_response()
-        } else {
-            page(pages::check_inbox())
-        }
-    };
-    if body
-        .website
-        .as_deref()
-        .is_some_and(|w| !w.trim().is_empty())
-    {
-        tracing::info!("honeypot filled; ignoring");
-        return Ok(generic());
-    }
     let email = match parse_email(&body.email) {
         Ok(e) => e,
         Err(e) => {
             let message = format!("Please enter a valid email address: {}", error_reason(&e));
             return Ok(if json {
-                (StatusCode::UNPROCESSABLE_ENTITY, Json(serde_json::json!({"status": "invalid", "field": "email", "message": message}))).into_response()
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    Json(serde_json::json!({
+                        "error": {"code": "invalid_email", "message": message, "field": "email"},
+                        "status": "invalid", "field": "email", "message": message,
+                    })),
+                )
+                    .into_response()
             } else {
                 let action = if slug.is_some() {
                     format!("/n/{}/subscribe", nl.slug)
@@ -251,25 +235,49 @@ async fn handle_subscribe(
             });
         }
     };
-    let name = clean_name(body.name.as_deref()).ok().flatten();
-    if !s.limiter.allow(addr.ip()) {
-        tracing::info!("per-IP limit reached; nothing sent");
-        return Ok(generic());
-    }
-    let req = SubscribeRequest {
-        email: &email,
-        name,
-        newsletter: &nl,
-        context: context(&addr, &headers, "web-form", &s.app),
+    // A bad name does not stop the subscription; the answer says it was
+    // dropped (it depends only on what was typed, so it reveals nothing).
+    let (name, name_not_kept) = match clean_name(body.name.as_deref()) {
+        Ok(name) => (name.map(str::to_owned), None),
+        Err(e) => (None, Some(e.to_string())),
     };
-    match s.app.request_subscription(req).await? {
-        SubscribeOutcome::ConfirmationSent(mail) => {
-            let app = s.app.clone();
-            tokio::spawn(async move { app.send_confirmation(&mail).await });
-        }
-        other => tracing::info!(outcome = ?other, "no confirmation mail"),
+    let answer = check_inbox_answer(json, name_not_kept.as_deref());
+    if body
+        .website
+        .as_deref()
+        .is_some_and(|w| !w.trim().is_empty())
+    {
+        tracing::info!("honeypot filled; ignoring");
+        return Ok(answer);
     }
-    Ok(generic())
+    if !s.limiter.allow(ip.0) {
+        tracing::info!("per-IP limit reached; nothing sent");
+        return Ok(answer);
+    }
+    s.queue.submit(SubscribeJob::Subscribe {
+        email,
+        name,
+        newsletter: nl,
+        context: context(ip, &headers, "web-form", &s.app),
+    });
+    Ok(answer)
+}
+
+fn check_inbox_answer(json: bool, name_not_kept: Option<&str>) -> Response {
+    if json {
+        let mut body = serde_json::json!({
+            "status": "check_your_inbox",
+            "message": "If the address can receive our newsletter, a confirmation link is on its way.",
+        });
+        if let Some(reason) = name_not_kept {
+            body["name_not_kept"] = serde_json::Value::String(format!(
+                "{reason}; the subscription request went ahead without the name"
+            ));
+        }
+        (StatusCode::ACCEPTED, Json(body)).into_response()
+    } else {
+        page(pages::check_inbox(name_not_kept))
+    }
 }
 
 fn error_reason(e: &crate::subscribers::SubscriberError) -> String {
@@ -281,57 +289,35 @@ fn error_reason(e: &crate::subscribers::SubscriberError) -> String {
 
 async fn confirm_page(State(s): State<WebState>, Path(token): Path<String>) -> WebResult {
     // Link scanners follow GETs: this page only offers the button.
-    let token_hash = match crate::domain::ConfirmationToken::from_url(&token) {
-        Some(t) => t.hash(),
-        None => {
-            return Ok((
-                StatusCode::NOT_FOUND,
-                page(pages::bad_confirmation_link(false, "/subscribe")),
-            )
-                .into_response());
-        }
-    };
-    use crate::store::subscribers::TokenLookup;
-    Ok(
-        match s
-            .app
-            .db
-            .lookup_confirmation_token(&token_hash, crate::domain::now_ms())
-            .await?
-        {
-            TokenLookup::Valid { newsletter_id, .. }
-            | TokenLookup::AlreadyUsed { newsletter_id, .. } => {
-                let nl = s.app.db.newsletter_by_id(newsletter_id).await?;
-                page(pages::confirm_button(
-                    &nl.name,
-                    &format!("/confirm/{token}"),
-                ))
-            }
-            TokenLookup::Expired => (
-                StatusCode::GONE,
-                page(pages::bad_confirmation_link(true, "/subscribe")),
-            )
-                .into_response(),
-            TokenLookup::Unknown => (
-                StatusCode::NOT_FOUND,
-                page(pages::bad_confirmation_link(false, "/subscribe")),
-            )
-                .into_response(),
-        },
-    )
+    Ok(match s.app.confirmation_view(&token).await? {
+        ConfirmationView::Ready { newsletter } => page(pages::confirm_button(
+            &newsletter.name,
+            &format!("/confirm/{token}"),
+        )),
+        ConfirmationView::Expired => (
+            StatusCode::GONE,
+            page(pages::bad_confirmation_link(true, "/subscribe")),
+        )
+            .into_response(),
+        ConfirmationView::Unknown => (
+            StatusCode::NOT_FOUND,
+            page(pages::bad_confirmation_link(false, "/subscribe")),
+        )
+            .into_response(),
+    })
 }
 
 async fn confirm(
     State(s): State<WebState>,
     Path(token): Path<String>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> WebResult {
-    let ctx = context(&addr, &headers, "confirmation-link", &s.app);
+    let ctx = context(ip, &headers, "confirmation-link", &s.app);
     Ok(match s.app.confirm_subscription(&token, ctx).await? {
         ConfirmOutcome::Confirmed { newsletter_id }
         | ConfirmOutcome::AlreadyConfirmed { newsletter_id } => {
-            let nl = s.app.db.newsletter_by_id(newsletter_id).await?;
+            let nl = s.app.newsletter_by_id(newsletter_id).await?;
             page(pages::confirmed(&nl.name))
         }
         ConfirmOutcome::Expired => (
@@ -382,7 +368,7 @@ async fn unsubscribe_page(
         raw: token,
     }: UnsubscribeLink,
 ) -> WebResult {
-    let nl = s.app.db.newsletter_by_id(t.newsletter_id).await?;
+    let nl = s.app.newsletter_by_id(t.newsletter_id).await?;
     Ok(page(pages::unsubscribe_button(
         &nl.name,
         &format!("/unsubscribe/{token}"),
@@ -398,14 +384,14 @@ async fn unsubscribe(
         token: t,
         raw: token,
     }: UnsubscribeLink,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ip: ClientIp,
     req: Request,
 ) -> WebResult {
     let headers = req.headers().clone();
     let one_click = body_says_one_click(req).await;
-    let mut ctx = context(&addr, &headers, "unsubscribe-link", &s.app);
+    let mut ctx = context(ip, &headers, "unsubscribe-link", &s.app);
     ctx.method = Some(if one_click { "one-click" } else { "web-page" }.into());
-    let nl = s.app.db.newsletter_by_id(t.newsletter_id).await?;
+    let nl = s.app.newsletter_by_id(t.newsletter_id).await?;
     Ok(match s.app.unsubscribe(t, ctx).await? {
         UnsubscribeOutcome::Unsubscribed { email, .. }
         | UnsubscribeOutcome::AlreadyUnsubscribed { email, .. } => page(pages::unsubscribed(
@@ -420,13 +406,8 @@ async fn unsubscribe(
 }
 
 async fn body_says_one_click(req: Request) -> bool {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    if content_type.starts_with("multipart/form-data") {
+    let content_type = error::content_type(req.headers()).unwrap_or_default();
+    if content_type == "multipart/form-data" {
         let Ok(mut multipart) = Multipart::from_request(req, &()).await else {
             return false;
         };
@@ -446,36 +427,26 @@ async fn body_says_one_click(req: Request) -> bool {
     }
 }
 
-/// The unsubscribe page's "Subscribe again": double opt-in once more.
+/// The unsubscribe page's "Subscribe again": double opt-in once more, done
+/// by the subscribe queue like a form request.
 async fn resubscribe(
     State(s): State<WebState>,
     UnsubscribeLink { token: t, .. }: UnsubscribeLink,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    ip: ClientIp,
     headers: HeaderMap,
 ) -> WebResult {
-    let Some(subscriber) = s.app.db.subscriber_by_id(t.subscriber_id).await? else {
-        return Ok(page(pages::check_inbox()));
-    };
-    let email = parse_email(&subscriber.email)?;
-    let nl = s.app.db.newsletter_by_id(t.newsletter_id).await?;
-    if s.limiter.allow(addr.ip()) {
-        let req = SubscribeRequest {
-            email: &email,
-            name: None,
-            newsletter: &nl,
-            context: context(&addr, &headers, "unsubscribe-page", &s.app),
-        };
-        if let SubscribeOutcome::ConfirmationSent(mail) = s.app.request_subscription(req).await? {
-            let app = s.app.clone();
-            tokio::spawn(async move { app.send_confirmation(&mail).await });
-        }
+    if s.limiter.allow(ip.0) {
+        s.queue.submit(SubscribeJob::Resubscribe {
+            token: t,
+            context: context(ip, &headers, "unsubscribe-page", &s.app),
+        });
     }
-    Ok(page(pages::check_inbox()))
+    Ok(page(pages::check_inbox(None)))
 }
 
 /// The public web versions of issues whose sending has begun.
 async fn archive(State(s): State<WebState>) -> WebResult {
-    let issues = s.app.db.archived_issues().await?;
+    let issues = s.app.archive_index().await?;
     Ok(page(pages::archive(
         &s.app.newsletter.name,
         &issues,
@@ -484,24 +455,39 @@ async fn archive(State(s): State<WebState>) -> WebResult {
 }
 
 /// The stored web rendering: the email's content without personal parts.
+/// Its own CSP: the email's inline styles and remote images must load.
 async fn archive_issue(State(s): State<WebState>, Path(slug): Path<String>) -> WebResult {
-    Ok(match s.app.db.archived_issue(&slug).await? {
-        Some(issue) => Html(issue.web_html).into_response(),
-        None => (StatusCode::NOT_FOUND, page(pages::not_found())).into_response(),
-    })
+    let html = s
+        .app
+        .archived_web_page(&slug)
+        .await?
+        .ok_or(WebError::NotFound)?;
+    let mut response = Html(html).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(security_headers::ARCHIVE_ISSUE_CSP),
+    );
+    Ok(response)
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish
+/// and the subscribe queue work off what it holds (bounded wait).
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(app);
-    axum::serve(
+    let (state, workers) = WebState::start(app);
+    let router = routes(state);
+    let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    workers.finish(QUEUE_DRAIN_LIMIT).await;
+    served
 }
+
+/// Long enough for a confirmation mail's retries (1 s + 5 s + 25 s).
+const QUEUE_DRAIN_LIMIT: Duration = Duration::from_secs(35);

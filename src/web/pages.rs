@@ -2,7 +2,9 @@
 
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-const STYLE: &str = "
+/// The only style of every page; the CSP allows it by hash
+/// (`security_headers`), so no page may add a `style=` attribute.
+pub(crate) const STYLE: &str = "
 *{box-sizing:border-box}body{margin:0;font:17px/1.55 -apple-system,'Segoe UI',Roboto,Arial,sans-serif;color:#1f2933;background:#f5f7fa}
 main{max-width:34rem;margin:0 auto;padding:2rem 1.25rem}h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem}
 .card{background:#fff;border:1px solid #d9e2ec;border-radius:8px;padding:1.5rem}
@@ -59,12 +61,17 @@ pub fn subscribe_form(
     )
 }
 
-pub fn check_inbox() -> Markup {
+/// The answer to every subscribe request, whatever the address's state.
+/// `name_not_kept` depends only on what was typed, never on the address.
+pub fn check_inbox(name_not_kept: Option<&str>) -> Markup {
     page(
         "Check your inbox",
         html! {
             h1 { "Check your inbox" }
             p { "If the address can receive our newsletter, a message with a confirmation link is on its way. Open it and press Confirm to finish." }
+            @if let Some(reason) = name_not_kept {
+                p class="error" role="status" { "We did not keep the name you entered: " (reason) ". Your request went ahead without it." }
+            }
             p class="note" { "Nothing arrived after a few minutes? Look in your spam folder, or try again later." }
         },
     )
@@ -150,16 +157,23 @@ pub fn not_found() -> Markup {
     )
 }
 
-pub fn error_page() -> Markup {
+pub fn error_page(message: &str) -> Markup {
     page(
         "Something went wrong",
-        html! { h1 { "Something went wrong" } p { "Please try again in a few minutes. Nothing was changed." } },
+        html! { h1 { "Something went wrong" } p { (message) } },
+    )
+}
+
+pub fn bad_request(message: &str) -> Markup {
+    page(
+        "This request did not work",
+        html! { h1 { "This request did not work" } p { (message) } p { a href="/subscribe" { "Back to the subscription form" } } },
     )
 }
 
 pub fn archive(
     newsletter_name: &str,
-    issues: &[crate::store::content::IssueRow],
+    issues: &[crate::store::content::IssueSummary],
     links: &crate::app::Links,
 ) -> Markup {
     page(
