@@ -319,7 +319,7 @@ impl App {
             date,
             list_id: format!(
                 "{} <{}>",
-                crate::domain::mailbox::encode_display_name(&newsletter.name),
+                crate::domain::mailbox::encode_display_name(list_id_description(&newsletter.name)),
                 newsletter.list_id
             ),
             feedback_id: format!(
@@ -328,20 +328,6 @@ impl App {
             ),
             extra,
         }
-    }
-
-    pub fn message_id(
-        &self,
-        newsletter: &Newsletter,
-        issue: &IssueRow,
-        subscriber_id: i64,
-    ) -> String {
-        format!(
-            "<issue-{}.{}@{}>",
-            issue.number,
-            self.secret.subscriber_tag(subscriber_id),
-            newsletter.from().address.domain()
-        )
     }
 
     /// A test copy or preview: "[TEST]" subject, a Message-ID of its own,
@@ -373,6 +359,19 @@ impl App {
             unsubscribe_url: &unsubscribe_url,
             unsubscribe_mailto: Some(&mailto),
         }))
+    }
+}
+
+/// The List-Id description is a label for filters, not the newsletter's
+/// full name: a name of any length is cut (on a character boundary) so the
+/// header stays a line or two.
+const MAX_LIST_ID_DESCRIPTION: usize = 100;
+
+fn list_id_description(name: &str) -> &str {
+    let name = name.trim();
+    match name.char_indices().nth(MAX_LIST_ID_DESCRIPTION) {
+        Some((cut, _)) => name[..cut].trim_end(),
+        None => name,
     }
 }
 
@@ -417,5 +416,13 @@ mod tests {
         assert_eq!(slugify("Weekly Digest"), "weekly-digest");
         assert_eq!(slugify("  Ünïcode — news!! "), "n-code-news");
         assert_eq!(slugify("—"), "issue");
+    }
+
+    #[test]
+    fn list_id_description_is_bounded_on_a_char_boundary() {
+        assert_eq!(list_id_description(" Weekly Digest "), "Weekly Digest");
+        let long = "é".repeat(1200);
+        let cut = list_id_description(&long);
+        assert_eq!(cut.chars().count(), MAX_LIST_ID_DESCRIPTION);
     }
 }
