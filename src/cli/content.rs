@@ -208,13 +208,16 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
                 rows.retain(|r| r.state != ItemState::Published.as_str());
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
                 for r in &rows {
-                    println!(
+                    outln!(
                         "{:>5}  {:<9}  {}  — {}",
-                        r.id, r.state, r.headline, r.outlet
-                    );
+                        r.id,
+                        r.state,
+                        r.headline,
+                        r.outlet
+                    )?;
                 }
                 eprintln!("{} items", rows.len());
             }
@@ -321,7 +324,12 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
                 open.then(|| std::env::temp_dir().join(format!("herald-{}.html", issue.slug)))
             });
             if html_path.is_none() && text.is_none() && eml.is_none() {
-                print!("{}", rendered.personal_text(None, &unsubscribe));
+                use std::io::Write as _;
+                write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    rendered.personal_text(None, &unsubscribe)
+                )?;
             }
             if let Some(p) = &html_path {
                 std::fs::write(p, rendered.personal_html(None, &unsubscribe))
@@ -346,13 +354,16 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issues = app.db.issues(nl.id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&issues)?);
+                outln!("{}", serde_json::to_string_pretty(&issues)?)?;
             } else {
                 for i in &issues {
-                    println!(
+                    outln!(
                         "#{:<4} {:<32} {:<10} {}",
-                        i.number, i.slug, i.status, i.subject
-                    );
+                        i.number,
+                        i.slug,
+                        i.status,
+                        i.subject
+                    )?;
                 }
             }
         }
