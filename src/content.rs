@@ -6,11 +6,11 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::app::App;
-use crate::digest_file::{ItemInput, parse_digest_file};
+use crate::digest_file::{ItemInput, MAX_FILE_BYTES, MAX_ITEMS, check_intro, parse_digest_file};
 use crate::domain::{ItemState, Millis, ms_to_datetime, now_ms};
 use crate::render::{
-    DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, RenderedIssue, Theme,
-    render_issue,
+    ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
+    RenderedIssue, Theme, clip_warning, render_issue,
 };
 use crate::store::content::{IssueDraft, IssueRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
@@ -36,6 +36,24 @@ pub enum ContentError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{path} is larger than {limit_kb} KB, the limit for an items, summary or intro file; split it into smaller files (or check that it is the file you meant)"
+    )]
+    FileTooLarge { path: String, limit_kb: u64 },
+    #[error("{path} is not UTF-8 text; save it as UTF-8")]
+    NotText { path: String },
+    #[error("invalid intro: {0}")]
+    InvalidIntro(String),
+    #[error(
+        "{ready} items of {newsletter} are ready, but an issue holds at most {max}; move some back with `herald items unready ID…`"
+    )]
+    TooManyItems {
+        newsletter: String,
+        ready: usize,
+        max: usize,
+    },
+    #[error("issue not composed: {0}. Or set render.clip_limit = \"warn\" to compose it anyway")]
+    Clipped(String),
     #[error(transparent)]
     DigestFile(#[from] crate::digest_file::DigestFileError),
     #[error("render.css_file: cannot read {path}: {source}")]
@@ -87,7 +105,8 @@ impl App {
         ready: bool,
     ) -> Result<Vec<i64>, ContentError> {
         for item in items {
-            item.validate().map_err(ContentError::InvalidItem)?;
+            item.validate()
+                .map_err(|m| ContentError::InvalidItem(format!("{:?}: {m}", item.headline)))?;
         }
         let state = if ready {
             ItemState::Ready
@@ -109,10 +128,7 @@ impl App {
         ready: bool,
     ) -> Result<ItemsImported, ContentError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ContentError::Read {
-            path: display.clone(),
-            source,
-        })?;
+        let text = read_text_file(path).await?;
         let parsed = parse_digest_file(&display, &text)?;
         let ids = self.add_items(newsletter, &parsed.items, ready).await?;
         let draft = IssueDraft {
@@ -144,7 +160,9 @@ impl App {
         }
         let mut input = row.to_input();
         edit(&mut input);
-        input.validate().map_err(ContentError::InvalidItem)?;
+        input
+            .validate()
+            .map_err(|m| ContentError::InvalidItem(format!("item {id}: {m}")))?;
         if !self.db.update_item(id, &input, now_ms()).await? {
             return Err(ContentError::ItemPublished(id));
         }
@@ -191,6 +209,13 @@ impl App {
         if items.is_empty() {
             return Err(ContentError::NoReadyItems(newsletter.slug.clone()));
         }
+        if items.len() > MAX_ITEMS {
+            return Err(ContentError::TooManyItems {
+                newsletter: newsletter.slug.clone(),
+                ready: items.len(),
+                max: MAX_ITEMS,
+            });
+        }
         let draft = self.db.issue_draft(newsletter.id).await?;
         let now = now_ms();
         let date = ms_to_datetime(now).date_naive();
@@ -220,6 +245,7 @@ impl App {
                     .join(" · ")
             });
         let intro = options.intro.or(draft.intro).unwrap_or_default();
+        check_intro(&intro).map_err(ContentError::InvalidIntro)?;
         let digest = DigestIssue {
             number,
             title: title.clone(),
@@ -231,6 +257,14 @@ impl App {
             web_url: self.links.archive_issue(&slug),
         };
         let rendered = render_issue(&self.newsletter_info(newsletter), &digest, &self.theme()?)?;
+        if let Some(warning) = clip_warning(rendered.html.len()) {
+            match self.config.render.clip_limit {
+                ClipPolicy::Refuse => return Err(ContentError::Clipped(warning)),
+                ClipPolicy::Warn => {
+                    tracing::warn!(newsletter = %newsletter.slug, number, "{warning}")
+                }
+            }
+        }
         let item_ids: Vec<i64> = items.iter().map(|i| i.id).collect();
         let new = NewIssue {
             newsletter_id: newsletter.id,
@@ -373,6 +407,31 @@ fn list_id_description(name: &str) -> &str {
         Some((cut, _)) => name[..cut].trim_end(),
         None => name,
     }
+}
+
+/// Reads an items, summary or intro file of at most [`MAX_FILE_BYTES`]
+/// without blocking the runtime; a larger file (or a device such as
+/// `/dev/zero`) is refused after reading one byte past the limit.
+pub async fn read_text_file(path: &Path) -> Result<String, ContentError> {
+    use tokio::io::AsyncReadExt;
+    let display = || path.display().to_string();
+    let read_err = |source| ContentError::Read {
+        path: display(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ContentError::FileTooLarge {
+            path: display(),
+            limit_kb: MAX_FILE_BYTES / 1024,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ContentError::NotText { path: display() })
 }
 
 fn subject_from_template(newsletter: &Newsletter, first_headline: &str, n_more: usize) -> String {
