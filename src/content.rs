@@ -6,7 +6,9 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::app::App;
-use crate::digest_file::{ItemInput, MAX_FILE_BYTES, MAX_ITEMS, check_intro, parse_digest_file};
+use crate::digest_file::{
+    ItemInput, MAX_FILE_BYTES, MAX_HEADLINE, MAX_ITEMS, check_intro, parse_digest_file,
+};
 use crate::domain::{ItemState, Millis, ms_to_datetime, now_ms};
 use crate::render::{
     ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
@@ -31,6 +33,8 @@ pub enum ContentError {
     InvalidItem(String),
     #[error("{field} must be a single line without control characters")]
     NotOneLine { field: &'static str },
+    #[error("{field} is longer than {max} characters; shorten it")]
+    TooLong { field: &'static str, max: usize },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -203,6 +207,15 @@ impl App {
                 .is_some_and(|v| v.contains(['\r', '\n']) || v.chars().any(char::is_control))
             {
                 return Err(ContentError::NotOneLine { field });
+            }
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > MAX_HEADLINE)
+            {
+                return Err(ContentError::TooLong {
+                    field,
+                    max: MAX_HEADLINE,
+                });
             }
         }
         let items = self.db.items(newsletter.id, Some(ItemState::Ready)).await?;

@@ -234,6 +234,22 @@ async fn long_intros_are_refused(backend: Backend) {
             "{what}: {err}"
         );
     }
+    let err = t
+        .app
+        .compose_issue(
+            &nl,
+            ComposeOptions {
+                subject: Some("word ".repeat(1_000)),
+                ..ComposeOptions::default()
+            },
+        )
+        .await
+        .expect_err("a 5,000-character subject is refused");
+    assert!(
+        err.to_string()
+            .contains("subject is longer than 300 characters"),
+        "{err}"
+    );
     assert_eq!(t.count("SELECT COUNT(*) FROM issues").await, 0);
 
     // And in a digest file's header block, with its line.
@@ -547,17 +563,13 @@ async fn a_1200_character_newsletter_name_keeps_header_lines_short(backend: Back
         .add_items(&nl, &[item("H", "https://example.com/", "s")], true)
         .await
         .unwrap();
+    // The default subject holds the newsletter's name too.
     let issue = t
         .app
-        .compose_issue(
-            &nl,
-            ComposeOptions {
-                subject: Some("A short subject".into()),
-                ..ComposeOptions::default()
-            },
-        )
+        .compose_issue(&nl, ComposeOptions::default())
         .await
         .unwrap();
+    assert!(issue.subject.len() > 1_200);
     let message = t
         .app
         .sample_message(&nl, &issue, "reader@example.com", true)

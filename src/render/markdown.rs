@@ -180,6 +180,11 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
     let md = clean(md);
     let mut st = TextState::default();
     let mut link_stack: Vec<Option<String>> = Vec::new();
+    let mut numbers: std::collections::HashMap<String, usize> = links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i + 1))
+        .collect();
     let mut in_code = false;
 
     for ev in sanitise(flatten(Parser::new_ext(&md, options()))) {
@@ -229,13 +234,11 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
             }
             Event::End(TagEnd::Link) => {
                 if let Some(Some(url)) = link_stack.pop() {
-                    let n = match links.iter().position(|l| *l == url) {
-                        Some(i) => i + 1,
-                        None => {
-                            links.push(url);
-                            links.len()
-                        }
-                    };
+                    // A map, not a scan of `links`: thousands of links stay linear.
+                    let n = *numbers.entry(url).or_insert_with_key(|url| {
+                        links.push(url.clone());
+                        links.len()
+                    });
                     st.cur.push_str(&format!(" [{n}]"));
                 }
             }

@@ -479,7 +479,9 @@ fn unstructured_header(name: &str, value: &str) -> String {
     let mut out = Vec::with_capacity(name.len() + value.len() + 16);
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    if value.is_ascii() && !value.contains("=?") {
+    // A word that cannot fit on a line of its own is encoded, so it can fold.
+    let fits = |w: &str| w.len() + name.len() + 3 <= MAX_LINE;
+    if value.is_ascii() && !value.contains("=?") && value.split(' ').all(fits) {
         let mut col = name.len() + 2;
         let mut first = true;
         for word in value.split(' ') {
@@ -608,6 +610,17 @@ mod tests {
         assert!(h.starts_with("From: =?utf-8?B?"), "{h}");
         assert!(h.ends_with(" <a@example.com>\r\n"), "{h}");
         assert!(mailbox_header("From", "Дайджест").is_err());
+    }
+
+    #[test]
+    fn an_unfoldable_ascii_subject_is_encoded() {
+        let h = unstructured_header("Subject", &"x".repeat(1200));
+        assert!(h.starts_with("Subject: =?utf-8?B?"), "{h}");
+        for l in h.split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l}");
+        }
+        let h = unstructured_header("Subject", "Plain words stay plain");
+        assert_eq!(h, "Subject: Plain words stay plain\r\n");
     }
 
     #[test]
