@@ -640,6 +640,7 @@ async fn listings_end_quietly_on_a_closed_pipe(backend: Backend) {
         &["items", "list", "--state", "published"],
         &["issue", "list"],
         &["issue", "preview", "1"],
+        &["issue", "show", "1"],
         &["deliveries", "1"],
     ] {
         let mut child = herald_command(&t, args)

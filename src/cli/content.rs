@@ -399,19 +399,19 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
         IssueCommand::Show { issue, newsletter } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = app.find_issue(&nl, &issue).await?;
-            println!("issue:     #{} {}", issue.number, issue.slug);
-            println!("title:     {}", issue.title);
-            println!("subject:   {}", issue.subject);
-            println!("preheader: {}", issue.preheader);
-            println!("status:    {}", issue.status);
-            println!("web:       {}", app.links.archive_issue(&issue.slug));
-            println!(
+            outln!("issue:     #{} {}", issue.number, issue.slug)?;
+            outln!("title:     {}", issue.title)?;
+            outln!("subject:   {}", issue.subject)?;
+            outln!("preheader: {}", issue.preheader)?;
+            outln!("status:    {}", issue.status)?;
+            outln!("web:       {}", app.links.archive_issue(&issue.slug))?;
+            outln!(
                 "html:      {} bytes, text: {} bytes",
                 issue.html.len(),
                 issue.text_body.len()
-            );
+            )?;
             for item in app.db.items_of_issue(issue.id).await? {
-                println!("  - {} — {}", item.headline, item.outlet);
+                outln!("  - {} — {}", item.headline, item.outlet)?;
             }
         }
     }
