@@ -41,7 +41,7 @@ pub enum ContentError {
         source: std::io::Error,
     },
     #[error(
-        "{path} is larger than {limit_kb} KB, the limit for an items, summary or intro file; split it into smaller files (or check that it is the file you meant)"
+        "{path} is larger than {limit_kb} KB, the most Herald reads from an items, summary, intro or CSS file; split it into smaller files (or check that it is the file you meant)"
     )]
     FileTooLarge { path: String, limit_kb: u64 },
     #[error("{path} is not UTF-8 text; save it as UTF-8")]
@@ -89,17 +89,21 @@ pub struct ItemsImported {
 }
 
 impl App {
-    pub fn theme(&self) -> Result<Theme, ContentError> {
+    /// The configured stylesheet, read with the same bounds as content files
+    /// (a mistyped `render.css_file = "/dev/zero"` must not hang compose).
+    pub async fn theme(&self) -> Result<Theme, ContentError> {
         let path = &self.config.render.css_file;
         if path.is_empty() {
             return Ok(Theme::builtin());
         }
-        std::fs::read_to_string(path)
-            .map(Theme::from_css)
-            .map_err(|source| ContentError::Css {
+        match read_text_file(Path::new(path)).await {
+            Ok(css) => Ok(Theme::from_css(css)),
+            Err(ContentError::Read { source, .. }) => Err(ContentError::Css {
                 path: path.clone(),
                 source,
-            })
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn add_items(
@@ -269,7 +273,11 @@ impl App {
             items: items.iter().map(|i| i.to_input()).collect(),
             web_url: self.links.archive_issue(&slug),
         };
-        let rendered = render_issue(&self.newsletter_info(newsletter), &digest, &self.theme()?)?;
+        let rendered = render_issue(
+            &self.newsletter_info(newsletter),
+            &digest,
+            &self.theme().await?,
+        )?;
         if let Some(warning) = clip_warning(rendered.html.len()) {
             match self.config.render.clip_limit {
                 ClipPolicy::Refuse => return Err(ContentError::Clipped(warning)),
