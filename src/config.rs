@@ -164,6 +164,8 @@ pub struct DkimConfig {
 pub struct RenderConfig {
     /// A stylesheet that replaces the built-in `emails/digest.css`.
     pub css_file: String,
+    /// `"warn"` (default) or `"refuse"`: what compose does when the HTML passes Gmail's 102 KB clipping point.
+    pub clip_limit: crate::render::ClipPolicy,
 }
 
 impl Default for DatabaseConfig {

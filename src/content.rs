@@ -6,11 +6,13 @@ use std::path::Path;
 use chrono::{DateTime, FixedOffset, Utc};
 
 use crate::app::App;
-use crate::digest_file::{ItemInput, parse_digest_file};
+use crate::digest_file::{
+    ItemInput, MAX_FILE_BYTES, MAX_HEADLINE, MAX_ITEMS, check_intro, parse_digest_file,
+};
 use crate::domain::{ItemState, Millis, ms_to_datetime, now_ms};
 use crate::render::{
-    DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient, RenderedIssue, Theme,
-    render_issue,
+    ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
+    RenderedIssue, Theme, clip_warning, render_issue,
 };
 use crate::store::content::{IssueDraft, IssueRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
@@ -31,11 +33,31 @@ pub enum ContentError {
     InvalidItem(String),
     #[error("{field} must be a single line without control characters")]
     NotOneLine { field: &'static str },
+    #[error("{field} is longer than {max} characters; shorten it")]
+    TooLong { field: &'static str, max: usize },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{path} is larger than {limit_kb} KB, the most Herald reads from an items, summary, intro or CSS file; split it into smaller files (or check that it is the file you meant)"
+    )]
+    FileTooLarge { path: String, limit_kb: u64 },
+    #[error("{path} is not UTF-8 text; save it as UTF-8")]
+    NotText { path: String },
+    #[error("invalid intro: {0}")]
+    InvalidIntro(String),
+    #[error(
+        "{ready} items of {newsletter} are ready, but an issue holds at most {max}; move some back with `herald items unready ID…`"
+    )]
+    TooManyItems {
+        newsletter: String,
+        ready: usize,
+        max: usize,
+    },
+    #[error("issue not composed: {0}. Or set render.clip_limit = \"warn\" to compose it anyway")]
+    Clipped(String),
     #[error(transparent)]
     DigestFile(#[from] crate::digest_file::DigestFileError),
     #[error("render.css_file: cannot read {path}: {source}")]
@@ -67,17 +89,21 @@ pub struct ItemsImported {
 }
 
 impl App {
-    pub fn theme(&self) -> Result<Theme, ContentError> {
+    /// The configured stylesheet, read with the same bounds as content files
+    /// (a mistyped `render.css_file = "/dev/zero"` must not hang compose).
+    pub async fn theme(&self) -> Result<Theme, ContentError> {
         let path = &self.config.render.css_file;
         if path.is_empty() {
             return Ok(Theme::builtin());
         }
-        std::fs::read_to_string(path)
-            .map(Theme::from_css)
-            .map_err(|source| ContentError::Css {
+        match read_text_file(Path::new(path)).await {
+            Ok(css) => Ok(Theme::from_css(css)),
+            Err(ContentError::Read { source, .. }) => Err(ContentError::Css {
                 path: path.clone(),
                 source,
-            })
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn add_items(
@@ -87,7 +113,8 @@ impl App {
         ready: bool,
     ) -> Result<Vec<i64>, ContentError> {
         for item in items {
-            item.validate().map_err(ContentError::InvalidItem)?;
+            item.validate()
+                .map_err(|m| ContentError::InvalidItem(format!("{:?}: {m}", item.headline)))?;
         }
         let state = if ready {
             ItemState::Ready
@@ -109,10 +136,7 @@ impl App {
         ready: bool,
     ) -> Result<ItemsImported, ContentError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ContentError::Read {
-            path: display.clone(),
-            source,
-        })?;
+        let text = read_text_file(path).await?;
         let parsed = parse_digest_file(&display, &text)?;
         let ids = self.add_items(newsletter, &parsed.items, ready).await?;
         let draft = IssueDraft {
@@ -144,7 +168,9 @@ impl App {
         }
         let mut input = row.to_input();
         edit(&mut input);
-        input.validate().map_err(ContentError::InvalidItem)?;
+        input
+            .validate()
+            .map_err(|m| ContentError::InvalidItem(format!("item {id}: {m}")))?;
         if !self.db.update_item(id, &input, now_ms()).await? {
             return Err(ContentError::ItemPublished(id));
         }
@@ -186,10 +212,26 @@ impl App {
             {
                 return Err(ContentError::NotOneLine { field });
             }
+            if value
+                .as_deref()
+                .is_some_and(|v| v.chars().count() > MAX_HEADLINE)
+            {
+                return Err(ContentError::TooLong {
+                    field,
+                    max: MAX_HEADLINE,
+                });
+            }
         }
         let items = self.db.items(newsletter.id, Some(ItemState::Ready)).await?;
         if items.is_empty() {
             return Err(ContentError::NoReadyItems(newsletter.slug.clone()));
+        }
+        if items.len() > MAX_ITEMS {
+            return Err(ContentError::TooManyItems {
+                newsletter: newsletter.slug.clone(),
+                ready: items.len(),
+                max: MAX_ITEMS,
+            });
         }
         let draft = self.db.issue_draft(newsletter.id).await?;
         let now = now_ms();
@@ -220,6 +262,7 @@ impl App {
                     .join(" · ")
             });
         let intro = options.intro.or(draft.intro).unwrap_or_default();
+        check_intro(&intro).map_err(ContentError::InvalidIntro)?;
         let digest = DigestIssue {
             number,
             title: title.clone(),
@@ -230,7 +273,19 @@ impl App {
             items: items.iter().map(|i| i.to_input()).collect(),
             web_url: self.links.archive_issue(&slug),
         };
-        let rendered = render_issue(&self.newsletter_info(newsletter), &digest, &self.theme()?)?;
+        let rendered = render_issue(
+            &self.newsletter_info(newsletter),
+            &digest,
+            &self.theme().await?,
+        )?;
+        if let Some(warning) = clip_warning(rendered.html.len()) {
+            match self.config.render.clip_limit {
+                ClipPolicy::Refuse => return Err(ContentError::Clipped(warning)),
+                ClipPolicy::Warn => {
+                    tracing::warn!(newsletter = %newsletter.slug, number, "{warning}")
+                }
+            }
+        }
         let item_ids: Vec<i64> = items.iter().map(|i| i.id).collect();
         let new = NewIssue {
             newsletter_id: newsletter.id,
@@ -319,7 +374,7 @@ impl App {
             date,
             list_id: format!(
                 "{} <{}>",
-                crate::domain::mailbox::encode_display_name(&newsletter.name),
+                crate::domain::mailbox::encode_display_name(list_id_description(&newsletter.name)),
                 newsletter.list_id
             ),
             feedback_id: format!(
@@ -328,20 +383,6 @@ impl App {
             ),
             extra,
         }
-    }
-
-    pub fn message_id(
-        &self,
-        newsletter: &Newsletter,
-        issue: &IssueRow,
-        subscriber_id: i64,
-    ) -> String {
-        format!(
-            "<issue-{}.{}@{}>",
-            issue.number,
-            self.secret.subscriber_tag(subscriber_id),
-            newsletter.from().address.domain()
-        )
     }
 
     /// A test copy or preview: "[TEST]" subject, a Message-ID of its own,
@@ -374,6 +415,44 @@ impl App {
             unsubscribe_mailto: Some(&mailto),
         }))
     }
+}
+
+/// The List-Id description is a label for filters, not the newsletter's
+/// full name: a name of any length is cut (on a character boundary) so the
+/// header stays a line or two.
+const MAX_LIST_ID_DESCRIPTION: usize = 100;
+
+fn list_id_description(name: &str) -> &str {
+    let name = name.trim();
+    match name.char_indices().nth(MAX_LIST_ID_DESCRIPTION) {
+        Some((cut, _)) => name[..cut].trim_end(),
+        None => name,
+    }
+}
+
+/// Reads an items, summary or intro file of at most [`MAX_FILE_BYTES`]
+/// without blocking the runtime; a larger file (or a device such as
+/// `/dev/zero`) is refused after reading one byte past the limit.
+pub async fn read_text_file(path: &Path) -> Result<String, ContentError> {
+    use tokio::io::AsyncReadExt;
+    let display = || path.display().to_string();
+    let read_err = |source| ContentError::Read {
+        path: display(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ContentError::FileTooLarge {
+            path: display(),
+            limit_kb: MAX_FILE_BYTES / 1024,
+        });
+    }
+    String::from_utf8(bytes).map_err(|_| ContentError::NotText { path: display() })
 }
 
 fn subject_from_template(newsletter: &Newsletter, first_headline: &str, n_more: usize) -> String {
@@ -417,5 +496,13 @@ mod tests {
         assert_eq!(slugify("Weekly Digest"), "weekly-digest");
         assert_eq!(slugify("  Ünïcode — news!! "), "n-code-news");
         assert_eq!(slugify("—"), "issue");
+    }
+
+    #[test]
+    fn list_id_description_is_bounded_on_a_char_boundary() {
+        assert_eq!(list_id_description(" Weekly Digest "), "Weekly Digest");
+        let long = "é".repeat(1200);
+        let cut = list_id_description(&long);
+        assert_eq!(cut.chars().count(), MAX_LIST_ID_DESCRIPTION);
     }
 }

@@ -41,6 +41,14 @@ pub const MAX_LINE_FIELD: usize = 200;
 pub const MAX_URL: usize = 2048;
 pub const MAX_QUOTE: usize = 2000;
 pub const MAX_SUMMARY: usize = 20_000;
+/// The issue intro is a summary-sized text too.
+pub const MAX_INTRO: usize = MAX_SUMMARY;
+/// Items in one file, and in one issue: a digest is read in one sitting, and
+/// an email past Gmail's clipping point (about 102 KB of HTML) loses its end.
+pub const MAX_ITEMS: usize = 200;
+/// Bytes read from an import, summary or intro file. 200 long items fit; a
+/// larger file (or `/dev/zero`) is refused before it is parsed.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
@@ -89,6 +97,7 @@ impl ItemInput {
                 format!("summary is longer than {MAX_SUMMARY} characters; shorten it"),
             ));
         }
+        check_markdown("summary", &self.summary_markdown).map_err(|m| (Field::Summary, m))?;
         if self.author_role.is_some() && self.author.is_none() {
             return Err((
                 Field::AuthorRole,
@@ -97,6 +106,29 @@ impl ItemInput {
         }
         Ok(())
     }
+}
+
+/// The intro's limits: its length and how deeply its Markdown nests.
+pub fn check_intro(intro: &str) -> Result<(), String> {
+    if intro.chars().count() > MAX_INTRO {
+        return Err(format!(
+            "intro is longer than {MAX_INTRO} characters; shorten it"
+        ));
+    }
+    check_markdown("intro", intro)
+}
+
+/// Nesting beyond [`crate::render::MAX_NESTING`] would be flattened by the
+/// renderer; it is refused here so the editor sees what they wrote.
+fn check_markdown(name: &str, md: &str) -> Result<(), String> {
+    let depth = crate::render::markdown_nesting_depth(md);
+    if depth > crate::render::MAX_NESTING {
+        return Err(format!(
+            "{name} nests {depth} levels deep (block quotes, lists, emphasis, links); at most {} are allowed: remove some `>`, list indentation or emphasis",
+            crate::render::MAX_NESTING
+        ));
+    }
+    Ok(())
 }
 
 fn single_line(name: &str, v: &str, max: usize, required: bool) -> Result<(), String> {
@@ -117,28 +149,32 @@ fn single_line(name: &str, v: &str, max: usize, required: bool) -> Result<(), St
     Ok(())
 }
 
+/// The renderer's own rule ([`crate::render::url_problem`]), so an item that
+/// imports is an item whose headline and button are links.
 fn check_url(url: &str) -> Result<(), String> {
-    let ok = {
-        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-        let rest = if lower.starts_with("https://") {
-            &url[8..]
-        } else if lower.starts_with("http://") {
-            &url[7..]
-        } else {
-            ""
-        };
-        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-        !host.is_empty() && !url.chars().any(|c| c.is_whitespace() || c.is_control())
-    };
-    if !ok {
-        return Err(format!(
-            "url {url:?} must be an absolute http:// or https:// URL"
-        ));
-    }
+    use crate::render::UrlProblem;
     if url.len() > MAX_URL {
         return Err(format!("url is longer than {MAX_URL} characters"));
     }
-    Ok(())
+    match crate::render::url_problem(url) {
+        None => Ok(()),
+        Some(UrlProblem::NotAbsoluteHttp) => Err(format!(
+            "url {url:?} must be an absolute http:// or https:// URL"
+        )),
+        Some(UrlProblem::Character(c)) => Err(format!(
+            "url {url:?} contains {c:?} (U+{:04X}), which cannot be part of a link; percent-encode it (e.g. {})",
+            c as u32,
+            percent_encoded(c)
+        )),
+    }
+}
+
+fn percent_encoded(c: char) -> String {
+    let mut buf = [0u8; 4];
+    c.encode_utf8(&mut buf)
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -314,8 +350,17 @@ pub fn parse_digest_file(
                 .preheader
                 .map(|s| s.into_inner().trim().to_owned())
                 .filter(|s| !s.is_empty());
+            check_intro(&b.body).map_err(|m| err(b.body_line, m))?;
             out.intro_markdown = Some(b.body.clone()).filter(|s| !s.is_empty());
             continue;
+        }
+        if out.items.len() == MAX_ITEMS {
+            return Err(err(
+                b.open_line,
+                format!(
+                    "more than {MAX_ITEMS} items in one file (an issue holds at most {MAX_ITEMS}); split the file or leave some out"
+                ),
+            ));
         }
         let fm: ItemFm = toml::from_str(&b.front).map_err(|e| {
             let mut e2 = toml_err(e);

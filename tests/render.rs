@@ -687,3 +687,50 @@ fn sample_files_parse() {
     assert_eq!(ex.items.len(), 2);
     assert!(ex.intro_markdown.is_some());
 }
+
+/// One RFC 2047 encoder for every header: a long non-ASCII sender name (via
+/// `Mailbox`) and a long non-ASCII List-Id description become several
+/// encoded-words of at most 75 characters, on folded lines of at most 78.
+#[test]
+fn long_non_ascii_names_are_folded_into_short_encoded_words() {
+    use base64::Engine as _;
+    let name = "Қазақстан шетелдік баспасөзде — апталық шолу ".repeat(6);
+    let name = name.trim();
+    let from = herald::domain::Mailbox::parse(&format!("{name} <news@news.example.com>"))
+        .unwrap()
+        .header_value();
+    let mut h = headers();
+    h.from = from;
+    h.list_id = format!(
+        "{} <weekly.news.example.com>",
+        herald::domain::mailbox::encode_display_name(name)
+    );
+    let t = MessageTemplate::prepare(&render(&sample_issue()), &h).unwrap();
+    let msg = String::from_utf8(t.personalise(&recipient(None))).unwrap();
+    let (head, _) = msg.split_once("\r\n\r\n").unwrap();
+    for l in head.split("\r\n") {
+        assert!(l.len() <= 78, "header line of {} bytes: {l}", l.len());
+    }
+    let p = parse_message(msg.as_bytes());
+    for field in ["From", "List-Id"] {
+        let value = header(&p, field);
+        let words: Vec<&str> = value.split(' ').filter(|w| w.starts_with("=?")).collect();
+        assert!(words.len() > 1, "{field}: {value}");
+        let mut decoded = Vec::new();
+        for w in &words {
+            assert!(w.len() <= 75, "{field}: encoded-word of {}: {w}", w.len());
+            let b64 = w
+                .strip_prefix("=?utf-8?B?")
+                .unwrap()
+                .strip_suffix("?=")
+                .unwrap();
+            decoded.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap(),
+            );
+        }
+        assert_eq!(String::from_utf8(decoded).unwrap(), name, "{field}");
+    }
+    assert!(header(&p, "From").ends_with("<news@news.example.com>"));
+}

@@ -6,9 +6,10 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::app::App;
-use crate::content::ComposeOptions;
+use crate::content::{ComposeOptions, read_text_file};
 use crate::digest_file::ItemInput;
 use crate::domain::ItemState;
+use crate::render::clip_warning;
 
 #[derive(Subcommand, Debug)]
 pub enum ItemsCommand {
@@ -82,15 +83,20 @@ pub struct ItemFields {
 }
 
 impl ItemFields {
-    fn apply(self, item: &mut ItemInput) -> anyhow::Result<()> {
-        let summary = match (self.summary, self.summary_file) {
-            (Some(s), _) => Some(s),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read --summary-file {}", path.display()))?,
-            ),
-            (None, None) => None,
-        };
+    /// Reads `--summary-file` (bounded, off the runtime) into `--summary`.
+    async fn load(mut self) -> anyhow::Result<ItemFields> {
+        if let Some(path) = self.summary_file.take() {
+            self.summary = Some(
+                read_text_file(&path)
+                    .await
+                    .with_context(|| format!("--summary-file {}", path.display()))?,
+            );
+        }
+        Ok(self)
+    }
+
+    fn apply(self, item: &mut ItemInput) {
+        let summary = self.summary;
         let set = |target: &mut String, v: Option<String>| {
             if let Some(v) = v {
                 *target = v;
@@ -112,7 +118,6 @@ impl ItemFields {
         if let Some(d) = self.date {
             item.published = Some(d);
         }
-        Ok(())
     }
 }
 
@@ -189,7 +194,7 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
                 quote: None,
                 section: None,
             };
-            fields.apply(&mut item)?;
+            fields.load().await?.apply(&mut item);
             let ids = app.add_items(&nl, &[item], ready).await?;
             println!(
                 "added item {} ({})",
@@ -208,22 +213,23 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
                 rows.retain(|r| r.state != ItemState::Published.as_str());
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
                 for r in &rows {
-                    println!(
+                    outln!(
                         "{:>5}  {:<9}  {}  — {}",
-                        r.id, r.state, r.headline, r.outlet
-                    );
+                        r.id,
+                        r.state,
+                        r.headline,
+                        r.outlet
+                    )?;
                 }
                 eprintln!("{} items", rows.len());
             }
         }
         ItemsCommand::Edit { id, fields } => {
-            let mut result = Ok(());
-            app.edit_item(id, |item| result = fields.apply(item))
-                .await?;
-            result?;
+            let fields = fields.load().await?;
+            app.edit_item(id, |item| fields.apply(item)).await?;
             println!("item {id} updated");
         }
         ItemsCommand::Ready { ids } => {
@@ -279,8 +285,9 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let intro = match intro_file {
                 Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("cannot read --intro-file {}", p.display()))?,
+                    read_text_file(&p)
+                        .await
+                        .with_context(|| format!("--intro-file {}", p.display()))?,
                 ),
                 None => None,
             };
@@ -303,6 +310,9 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
                 "preview: herald issue preview {} --html preview.html",
                 issue.number
             );
+            if let Some(warning) = clip_warning(issue.html.len()) {
+                eprintln!("warning: {warning}");
+            }
         }
         IssueCommand::Preview {
             issue,
@@ -316,12 +326,20 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
             let issue = app.find_issue(&nl, &issue).await?;
             let eml_bytes = app.sample_message(&nl, &issue, "subscriber@example.com", false)?;
             let rendered = App::rendered(&issue);
+            if let Some(warning) = clip_warning(issue.html.len()) {
+                eprintln!("warning: {warning}");
+            }
             let unsubscribe = app.links.unsubscribe("preview");
             let html_path = html.or_else(|| {
                 open.then(|| std::env::temp_dir().join(format!("herald-{}.html", issue.slug)))
             });
             if html_path.is_none() && text.is_none() && eml.is_none() {
-                print!("{}", rendered.personal_text(None, &unsubscribe));
+                use std::io::Write as _;
+                write!(
+                    std::io::stdout().lock(),
+                    "{}",
+                    rendered.personal_text(None, &unsubscribe)
+                )?;
             }
             if let Some(p) = &html_path {
                 std::fs::write(p, rendered.personal_html(None, &unsubscribe))
@@ -346,13 +364,16 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issues = app.db.issues(nl.id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&issues)?);
+                outln!("{}", serde_json::to_string_pretty(&issues)?)?;
             } else {
                 for i in &issues {
-                    println!(
+                    outln!(
                         "#{:<4} {:<32} {:<10} {}",
-                        i.number, i.slug, i.status, i.subject
-                    );
+                        i.number,
+                        i.slug,
+                        i.status,
+                        i.subject
+                    )?;
                 }
             }
         }
@@ -378,19 +399,19 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
         IssueCommand::Show { issue, newsletter } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = app.find_issue(&nl, &issue).await?;
-            println!("issue:     #{} {}", issue.number, issue.slug);
-            println!("title:     {}", issue.title);
-            println!("subject:   {}", issue.subject);
-            println!("preheader: {}", issue.preheader);
-            println!("status:    {}", issue.status);
-            println!("web:       {}", app.links.archive_issue(&issue.slug));
-            println!(
+            outln!("issue:     #{} {}", issue.number, issue.slug)?;
+            outln!("title:     {}", issue.title)?;
+            outln!("subject:   {}", issue.subject)?;
+            outln!("preheader: {}", issue.preheader)?;
+            outln!("status:    {}", issue.status)?;
+            outln!("web:       {}", app.links.archive_issue(&issue.slug))?;
+            outln!(
                 "html:      {} bytes, text: {} bytes",
                 issue.html.len(),
                 issue.text_body.len()
-            );
+            )?;
             for item in app.db.items_of_issue(issue.id).await? {
-                println!("  - {} — {}", item.headline, item.outlet);
+                outln!("  - {} — {}", item.headline, item.outlet)?;
             }
         }
     }

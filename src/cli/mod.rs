@@ -1,6 +1,15 @@
 //! The `herald` command line. Names and flags here are a public contract:
 //! add to them, never rename.
 
+/// `println!` for listings: a closed pipe (`| head -1`) comes back as an
+/// `io::Error` that `main` turns into a quiet exit, instead of a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod content;
 mod delivery;
 mod demo;
@@ -199,10 +208,10 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                         serde_json::json!({ "delivery": r, "attempts": mine })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                outln!("{}", serde_json::to_string_pretty(&out)?)?;
             } else {
                 for r in &rows {
-                    println!(
+                    outln!(
                         "{:<40} {:<10} attempts {:<2} {}",
                         r.email,
                         r.state,
@@ -211,16 +220,16 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                             .as_deref()
                             .or(r.failure_reason.as_deref())
                             .unwrap_or("")
-                    );
+                    )?;
                     for a in attempts.iter().filter(|a| a.delivery_id == r.id) {
-                        println!(
+                        outln!(
                             "    {}  {:<14} {}ms  {}",
                             crate::domain::ms_to_datetime(a.at)
                                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                             a.outcome,
                             a.duration_ms,
                             a.reply.as_deref().unwrap_or("")
-                        );
+                        )?;
                     }
                 }
             }

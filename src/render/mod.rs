@@ -18,6 +18,7 @@ mod text;
 use thiserror::Error;
 
 pub use html::{MSO_CLOSE, MSO_OPEN};
+pub use markdown::{MAX_NESTING, nesting_depth as markdown_nesting_depth};
 pub use mime::{BOUNDARY, MessageHeaders, MessageTemplate, Recipient};
 
 /// Sentinel tokens used in [`RenderedIssue::html`] and [`RenderedIssue::text`].
@@ -181,21 +182,72 @@ pub(crate) fn clean_line(s: &str) -> String {
         .join(" ")
 }
 
-/// Whether a URL is an absolute http(s) URL suitable for a button or link.
-pub(crate) fn is_http_url(url: &str) -> bool {
+/// Why a URL cannot be a button or link in the rendered issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlProblem {
+    /// Not `http://` or `https://` followed by a host.
+    NotAbsoluteHttp,
+    /// A character that cannot stand in an `href` as is: whitespace, a
+    /// control character, `<`, `>`, `"`, `\`, or anything outside ASCII
+    /// (which must be percent-encoded; look-alikes such as `‹` hide there).
+    Character(char),
+}
+
+/// The renderer's rule for item, "View in browser" and footer links: `None`
+/// when `url` is linked, otherwise why it is shown without a link. Import
+/// applies the same rule, so an item never silently loses its link.
+pub fn url_problem(url: &str) -> Option<UrlProblem> {
     let u = url.trim();
     let rest = if starts_with_ci(u, "https://") {
         &u[8..]
     } else if starts_with_ci(u, "http://") {
         &u[7..]
     } else {
-        return false;
+        return Some(UrlProblem::NotAbsoluteHttp);
     };
-    !rest.is_empty()
-        && !rest.starts_with('/')
-        && !u
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | '\\'))
+    if rest.split(['/', '?', '#']).next().is_none_or(str::is_empty) {
+        return Some(UrlProblem::NotAbsoluteHttp);
+    }
+    u.chars()
+        .find(|&c| {
+            !c.is_ascii()
+                || c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | '"' | '\\')
+        })
+        .map(UrlProblem::Character)
+}
+
+/// Whether a URL is an absolute http(s) URL suitable for a button or link.
+pub(crate) fn is_http_url(url: &str) -> bool {
+    url_problem(url).is_none()
+}
+
+/// Gmail clips a message whose HTML passes about 102 KB ("[Message clipped]"),
+/// hiding the rest of the issue and the unsubscribe footer.
+pub const GMAIL_CLIP_BYTES: usize = 102 * 1024;
+
+/// What compose does when an issue's HTML passes [`GMAIL_CLIP_BYTES`]
+/// (`render.clip_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipPolicy {
+    /// Compose, and say so in `issue compose` / `issue preview`.
+    #[default]
+    Warn,
+    /// Refuse to compose.
+    Refuse,
+}
+
+/// The warning for an email HTML part of `html_bytes` bytes, if Gmail would clip it.
+pub fn clip_warning(html_bytes: usize) -> Option<String> {
+    (html_bytes > GMAIL_CLIP_BYTES).then(|| {
+        format!(
+            "the HTML is {} KB; Gmail clips messages above {} KB (\"[Message clipped]\" hides the rest and the unsubscribe link): use fewer or shorter items",
+            html_bytes.div_ceil(1024),
+            GMAIL_CLIP_BYTES / 1024
+        )
+    })
 }
 
 pub(crate) fn starts_with_ci(s: &str, prefix: &str) -> bool {
@@ -310,6 +362,20 @@ mod tests {
         assert!(!is_http_url("https:///x"));
         assert!(!is_http_url("https://exa mple.com"));
         assert!(!is_http_url("//example.com"));
+        assert_eq!(
+            url_problem("https://example.com/a\\b"),
+            Some(UrlProblem::Character('\\'))
+        );
+        assert_eq!(
+            url_problem("https://example.com/\"x"),
+            Some(UrlProblem::Character('"'))
+        );
+        assert_eq!(
+            url_problem("https://example.com/‹x›"),
+            Some(UrlProblem::Character('‹'))
+        );
+        assert_eq!(url_problem("ftp://x"), Some(UrlProblem::NotAbsoluteHttp));
+        assert_eq!(url_problem("https://?x"), Some(UrlProblem::NotAbsoluteHttp));
     }
 
     #[test]

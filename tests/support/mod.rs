@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cli;
 pub mod engine;
 pub mod smtp_server;
