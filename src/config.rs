@@ -356,7 +356,7 @@ impl Config {
             check_hello_name(&self.smtp.hello_name).map_err(|why| {
                 value_err(
                     "smtp.hello_name",
-                    &format!("{:?}", self.smtp.hello_name),
+                    &self.smtp.hello_name,
                     &format!(
                         "{why}; expected a hostname such as mail.example.com or an address literal such as [192.0.2.1], or empty for this machine's name"
                     ),
