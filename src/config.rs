@@ -113,7 +113,8 @@ pub struct Config {
     pub render: RenderConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the URL's password (see the impl below).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path` (the embedded default) or `postgres://…`.
@@ -121,6 +122,16 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for the database server to answer at start-up.
     pub connect_timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -946,6 +957,22 @@ mod tests {
             }
             Ok(())
         });
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let mut cfg = Config::default();
+        cfg.database.url = "postgres://bob:db-Pa55@db/herald".into();
+        cfg.smtp.url = "smtp://bob:smtp-Pa55@relay:587".parse().unwrap();
+        cfg.security.secret = "hmac-key-0123456789abcdef0123456789".into();
+        let shown = format!("{cfg:?}");
+        for secret in ["db-Pa55", "smtp-Pa55", "hmac-key"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("Secret(***)") && shown.contains("bob:***@db"),
+            "{shown}"
+        );
     }
 
     #[test]
