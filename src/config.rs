@@ -56,6 +56,31 @@ const fn secs(n: u64) -> HumanDuration {
     HumanDuration(Duration::from_secs(n))
 }
 
+/// `smtp.hello_name` as text. Through `HERALD_SMTP_HELLO_NAME`, figment
+/// reads an address literal such as `[192.0.2.1]` as a one-element list;
+/// that is turned back into the literal (`validate` checks the result).
+fn hello_name_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a hostname or an address literal such as [192.0.2.1]")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            match (seq.next_element::<String>()?, seq.next_element::<String>()?) {
+                (Some(inner), None) => Ok(format!("[{inner}]")),
+                _ => Err(serde::de::Error::custom(
+                    "expected a hostname or an address literal such as [192.0.2.1]",
+                )),
+            }
+        }
+    }
+    d.deserialize_any(Text)
+}
+
 /// `newsletter.from` and `newsletter.reply_to` are parsed once, here; the
 /// rest of Herald only sees a `Mailbox`.
 mod mailbox_text {
@@ -160,6 +185,7 @@ pub struct SmtpConfig {
     pub envelope_from: String,
     /// EHLO name; empty = this machine's hostname. A hostname or an address
     /// literal such as `[192.0.2.1]` (checked at load: it goes onto the wire).
+    #[serde(deserialize_with = "hello_name_text")]
     pub hello_name: String,
 }
 
@@ -943,7 +969,10 @@ mod tests {
                 let err = load_err(jail, "HERALD_SMTP_HELLO_NAME", bad);
                 assert!(err.contains("smtp.hello_name"), "{bad:?}: {err}");
             }
-            // (Through the environment figment reads `[…]` as a list, so literals are checked here.)
+            for literal in ["[192.0.2.1]", "[IPv6:2001:db8::1]"] {
+                jail.set_env("HERALD_SMTP_HELLO_NAME", literal);
+                assert_eq!(Config::load(None).unwrap().smtp.hello_name, literal);
+            }
             for good in [
                 "mail.example.com",
                 "localhost",
