@@ -782,6 +782,9 @@ pub fn sample_toml(secret: &str) -> String {
 # sqlite://FILE (embedded, zero setup) or postgres://USER:PASS@HOST/DB
 # (several Herald processes can then share one delivery queue).
 url = "sqlite://herald.db"
+# Pool size (1 to 1000) and how long start-up waits for PostgreSQL (1s to 5m).
+max_connections = 8
+connect_timeout = "5s"
 
 [http]
 bind = "127.0.0.1:8080"
@@ -801,6 +804,7 @@ envelope_from = ""
 
 [security]
 # Keys every unsubscribe link. Changing it breaks links in mail already sent.
+# At least 32 bytes (openssl rand -base64 48); empty = generated and kept in the database.
 secret = "{secret}"
 
 [newsletter]
@@ -821,6 +825,7 @@ consent_text_version = "subscribe-form-v1"
 
 [delivery]
 # Waits between attempts after a temporary failure; the last one repeats.
+# At most 100 waits, each from 1s to 30d.
 retry_schedule = "5m,15m,30m,1h,2h,4h"
 give_up_after = "72h"
 lease = "5m"
