@@ -70,10 +70,9 @@ impl App {
 
     /// The address bounces go to: `smtp.envelope_from`, else the From address.
     pub fn envelope_from(&self, newsletter: &Newsletter) -> String {
-        if self.config.smtp.envelope_from.is_empty() {
-            newsletter.from().address.to_string()
-        } else {
-            self.config.smtp.envelope_from.clone()
+        match &self.config.smtp.envelope_from {
+            Some(address) => address.to_string(),
+            None => newsletter.from().address.to_string(),
         }
     }
 

@@ -10,7 +10,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::delivery::retry::RetrySchedule;
-use crate::domain::{Mailbox, Secret};
+use crate::domain::{EmailAddress, Mailbox, Secret};
 use crate::mail::smtp_url::SmtpUrl;
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +79,25 @@ fn hello_name_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
         }
     }
     d.deserialize_any(Text)
+}
+
+/// `smtp.envelope_from`: empty means "the newsletter's From".
+mod optional_address {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmailAddress>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        EmailAddress::parse(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}; expected an address")))
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<EmailAddress>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.as_ref().map(EmailAddress::as_str).unwrap_or(""))
+    }
 }
 
 /// `newsletter.from` and `newsletter.reply_to` are parsed once, here; the
@@ -182,7 +201,8 @@ pub struct SmtpConfig {
     pub rate_per_day: u64,
     pub timeout: HumanDuration,
     /// The bounce address used as MAIL FROM; empty = the newsletter's From.
-    pub envelope_from: String,
+    #[serde(with = "optional_address")]
+    pub envelope_from: Option<EmailAddress>,
     /// EHLO name; empty = this machine's hostname. A hostname or an address
     /// literal such as `[192.0.2.1]` (checked at load: it goes onto the wire).
     #[serde(deserialize_with = "hello_name_text")]
@@ -284,7 +304,7 @@ impl Default for SmtpConfig {
             rate_per_hour: 0,
             rate_per_day: 0,
             timeout: secs(30),
-            envelope_from: String::new(),
+            envelope_from: None,
             hello_name: String::new(),
         }
     }
@@ -443,15 +463,6 @@ impl Config {
                 &self.newsletter.name,
                 "must not be empty",
             ));
-        }
-        if !self.smtp.envelope_from.is_empty() {
-            crate::domain::EmailAddress::parse(&self.smtp.envelope_from).map_err(|e| {
-                value_err(
-                    "smtp.envelope_from",
-                    &self.smtp.envelope_from,
-                    &e.to_string(),
-                )
-            })?;
         }
         if self.newsletter.postal_address.trim().is_empty() {
             return Err(value_err(
@@ -865,6 +876,16 @@ mod tests {
             assert_eq!(cfg.smtp.concurrency, 3);
             assert_eq!(cfg.newsletter.from.to_string(), "News <news@example.com>");
             assert_eq!(cfg.delivery.retry_schedule.to_string(), "1m,2m");
+            assert_eq!(cfg.smtp.envelope_from, None);
+            jail.set_env("HERALD_SMTP_ENVELOPE_FROM", "bounces@example.com");
+            let cfg = Config::load(None).unwrap();
+            assert_eq!(
+                cfg.smtp.envelope_from.map(|a| a.to_string()).as_deref(),
+                Some("bounces@example.com")
+            );
+            jail.set_env("HERALD_SMTP_ENVELOPE_FROM", "not an address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("smtp.envelope_from"), "{err}");
             Ok(())
         });
     }
