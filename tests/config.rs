@@ -19,6 +19,7 @@ use support::smtp_server::{Reply, Script, TestSmtpServer};
 crate::on_each_backend!(
     values_at_the_bounds_are_accepted,
     a_retry_wait_at_the_bound_lets_send_wait_finish,
+    a_stored_from_that_is_not_a_mailbox_is_an_error_not_a_panic,
 );
 
 /// Generous: a debug binary on a busy two-core machine.
@@ -592,4 +593,32 @@ async fn dkim_generate_writes_a_private_key_file() {
     )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
+/// `newsletter.from` is parsed at load; a row written by other means is
+/// parsed when read, so a bad one is an error where it is read.
+async fn a_stored_from_that_is_not_a_mailbox_is_an_error_not_a_panic(backend: Backend) {
+    let t = support::app::TestApp::spawn(backend).await;
+    t.exec(
+        "INSERT INTO newsletters (slug, name, from_mailbox, reply_to, postal_address, list_id, subject_template, preheader, lang, created_at)
+         VALUES ('broken', 'Broken', 'not a mailbox', NULL, 'Somewhere 1', 'broken.example', '{newsletter}', '', 'en', 0)",
+    )
+    .await;
+    let err = t
+        .app
+        .newsletter(Some("broken"))
+        .await
+        .expect_err("a row without a valid From must not load");
+    assert!(err.to_string().contains("from_mailbox"), "{err}");
+    // The default newsletter is unaffected.
+    assert_eq!(
+        t.app
+            .newsletter(None)
+            .await
+            .unwrap()
+            .from()
+            .address
+            .as_str(),
+        "digest@news.herald.test"
+    );
 }
