@@ -63,7 +63,7 @@ async fn run(rows: usize) -> (ImportReport, ImportReport, f64) {
     let mut config = Config::default();
     config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
     config.smtp.outbox_dir = dir.path().join("outbox");
-    config.security.secret = "bench".into();
+    config.security.secret = "bench-secret-0123456789abcdef-0123456789".into();
     let app = App::open(config).await.expect("App::open");
 
     let options = ImportOptions {

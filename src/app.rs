@@ -1,11 +1,9 @@
 //! `App`: everything a command or request needs, built once from config.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::domain::{Secret, UnsubscribeToken};
-use crate::mail::smtp_url::SmtpEndpoint;
 use crate::mail::transport::{Mailer, TransportConfig};
 use crate::store::{Db, Newsletter, StoreError};
 
@@ -15,8 +13,6 @@ pub enum AppError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("smtp.url: {0}")]
-    SmtpUrl(String),
 }
 
 #[derive(Clone)]
@@ -34,15 +30,20 @@ impl App {
     /// Opens the database, runs migrations, syncs the default newsletter.
     pub async fn open(config: Config) -> Result<App, AppError> {
         config.validate()?;
-        let db = Db::connect(&config.database.url, config.database.max_connections).await?;
+        let db = Db::connect(
+            &config.database.url,
+            config.database.max_connections,
+            config.database.connect_timeout.0,
+        )
+        .await?;
         db.migrate().await?;
         let newsletter = db.sync_default_newsletter(&config).await?;
         let secret = if config.security.secret.is_empty() {
             db.instance_secret().await?
         } else {
-            Secret::new(config.security.secret.clone().into_bytes())
+            config.security.secret.clone()
         };
-        let mailer = Mailer::new(transport_config(&config)?);
+        let mailer = Mailer::new(transport_config(&config));
         Ok(App {
             links: Links::new(config.base_url()),
             config: Arc::new(config),
@@ -69,10 +70,9 @@ impl App {
 
     /// The address bounces go to: `smtp.envelope_from`, else the From address.
     pub fn envelope_from(&self, newsletter: &Newsletter) -> String {
-        if self.config.smtp.envelope_from.is_empty() {
-            newsletter.from().address.to_string()
-        } else {
-            self.config.smtp.envelope_from.clone()
+        match &self.config.smtp.envelope_from {
+            Some(address) => address.to_string(),
+            None => newsletter.from().address.to_string(),
         }
     }
 
@@ -112,22 +112,19 @@ pub enum LookupError {
     Store(#[from] StoreError),
 }
 
-fn transport_config(config: &Config) -> Result<TransportConfig, AppError> {
+/// `smtp.url` was parsed and its neighbours bounded when the config was loaded.
+fn transport_config(config: &Config) -> TransportConfig {
     let smtp = &config.smtp;
-    if smtp.url.is_empty() {
-        return Ok(TransportConfig::FileOutbox {
+    match smtp.url.endpoint() {
+        None => TransportConfig::FileOutbox {
             dir: smtp.outbox_dir.clone(),
-        });
+        },
+        Some(endpoint) => TransportConfig::Smtp {
+            endpoint: endpoint.clone(),
+            hello_name: (!smtp.hello_name.is_empty()).then(|| smtp.hello_name.clone()),
+            timeout: smtp.timeout.0,
+        },
     }
-    let endpoint: SmtpEndpoint = smtp
-        .url
-        .parse()
-        .map_err(|e| AppError::SmtpUrl(format!("{e}")))?;
-    Ok(TransportConfig::Smtp {
-        endpoint,
-        hello_name: (!smtp.hello_name.is_empty()).then(|| smtp.hello_name.clone()),
-        timeout: smtp.timeout.0.max(Duration::from_millis(100)),
-    })
 }
 
 /// Every public URL Herald puts in a page or a mail, built from

@@ -9,6 +9,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::delivery::retry::RetrySchedule;
+use crate::domain::{EmailAddress, Mailbox, Secret};
+use crate::mail::smtp_url::SmtpUrl;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration file {path}: {message}")]
@@ -47,8 +51,96 @@ impl Serialize for HumanDuration {
     }
 }
 
-fn dur(s: &str) -> HumanDuration {
-    HumanDuration(humantime::parse_duration(s).expect("built-in default durations parse"))
+/// Built-in defaults are whole seconds or milliseconds, so no parsing can fail.
+const fn secs(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(n))
+}
+
+/// `smtp.hello_name` as text. Through `HERALD_SMTP_HELLO_NAME`, figment
+/// reads an address literal such as `[192.0.2.1]` as a one-element list;
+/// that is turned back into the literal (`validate` checks the result).
+fn hello_name_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Text;
+    impl<'de> serde::de::Visitor<'de> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a hostname or an address literal such as [192.0.2.1]")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            match (seq.next_element::<String>()?, seq.next_element::<String>()?) {
+                (Some(inner), None) => Ok(format!("[{inner}]")),
+                _ => Err(serde::de::Error::custom(
+                    "expected a hostname or an address literal such as [192.0.2.1]",
+                )),
+            }
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+/// `smtp.envelope_from`: empty means "the newsletter's From".
+mod optional_address {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EmailAddress>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        EmailAddress::parse(&s)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}; expected an address")))
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<EmailAddress>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(a.as_ref().map(EmailAddress::as_str).unwrap_or(""))
+    }
+}
+
+/// `newsletter.from` and `newsletter.reply_to` are parsed once, here; the
+/// rest of Herald only sees a `Mailbox`.
+mod mailbox_text {
+    use super::*;
+
+    pub fn parse<E: serde::de::Error>(s: &str) -> Result<Mailbox, E> {
+        Mailbox::parse(s).map_err(|e| {
+            E::custom(format!(
+                "{s:?} is not a mailbox ({e}): expected \"Name <address>\" or an address"
+            ))
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mailbox, D::Error> {
+        parse(&String::deserialize(d)?)
+    }
+
+    pub fn serialize<S: Serializer>(m: &Mailbox, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(m)
+    }
+
+    /// Empty means "none".
+    pub mod optional {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mailbox>, D::Error> {
+            let s = String::deserialize(d)?;
+            if s.trim().is_empty() {
+                Ok(None)
+            } else {
+                parse(&s).map(Some)
+            }
+        }
+
+        pub fn serialize<S: Serializer>(m: &Option<Mailbox>, s: S) -> Result<S::Ok, S::Error> {
+            match m {
+                Some(m) => s.collect_str(m),
+                None => s.serialize_str(""),
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -65,12 +157,25 @@ pub struct Config {
     pub render: RenderConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` hides the URL's password (see the impl below).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://path` (the embedded default) or `postgres://…`.
     pub url: String,
     pub max_connections: u32,
+    /// How long to wait for the database server to answer at start-up.
+    pub connect_timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,7 +193,7 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpConfig {
     /// Empty: write mail to `outbox_dir`. Otherwise `smtp://`, `smtps://`.
-    pub url: String,
+    pub url: SmtpUrl,
     pub outbox_dir: PathBuf,
     /// Simultaneous SMTP connections used for newsletter delivery.
     pub concurrency: usize,
@@ -99,8 +204,11 @@ pub struct SmtpConfig {
     pub rate_per_day: u64,
     pub timeout: HumanDuration,
     /// The bounce address used as MAIL FROM; empty = the newsletter's From.
-    pub envelope_from: String,
-    /// EHLO name; empty = this machine's hostname.
+    #[serde(with = "optional_address")]
+    pub envelope_from: Option<EmailAddress>,
+    /// EHLO name; empty = this machine's hostname. A hostname or an address
+    /// literal such as `[192.0.2.1]` (checked at load: it goes onto the wire).
+    #[serde(deserialize_with = "hello_name_text")]
     pub hello_name: String,
 }
 
@@ -109,7 +217,8 @@ pub struct SmtpConfig {
 pub struct SecurityConfig {
     /// Keys unsubscribe links. Empty: a secret generated once and kept in
     /// the database is used, so links stay valid without any setup.
-    pub secret: String,
+    /// Otherwise at least `Secret::MIN_LEN` bytes.
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,8 +226,11 @@ pub struct SecurityConfig {
 pub struct NewsletterConfig {
     pub slug: String,
     pub name: String,
-    pub from: String,
-    pub reply_to: String,
+    #[serde(with = "mailbox_text")]
+    pub from: Mailbox,
+    /// Empty in the file: replies go to `from`.
+    #[serde(with = "mailbox_text::optional")]
+    pub reply_to: Option<Mailbox>,
     pub postal_address: String,
     /// `List-Id` identifier; empty = `{slug}.{from-domain}`.
     pub list_id: String,
@@ -143,7 +255,7 @@ pub struct SubscribeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// Comma-separated waits between attempts; the last one repeats.
-    pub retry_schedule: String,
+    pub retry_schedule: RetrySchedule,
     pub give_up_after: HumanDuration,
     /// How long a worker's claim on a delivery lasts before another may take it.
     pub lease: HumanDuration,
@@ -173,6 +285,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: "sqlite://herald.db".into(),
             max_connections: 8,
+            connect_timeout: secs(5),
         }
     }
 }
@@ -190,14 +303,14 @@ impl Default for HttpConfig {
 impl Default for SmtpConfig {
     fn default() -> Self {
         SmtpConfig {
-            url: String::new(),
+            url: SmtpUrl::default(),
             outbox_dir: PathBuf::from("outbox"),
             concurrency: 8,
             rate: 0.0,
             rate_per_hour: 0,
             rate_per_day: 0,
-            timeout: dur("30s"),
-            envelope_from: String::new(),
+            timeout: secs(30),
+            envelope_from: None,
             hello_name: String::new(),
         }
     }
@@ -208,8 +321,12 @@ impl Default for NewsletterConfig {
         NewsletterConfig {
             slug: "weekly".into(),
             name: "Weekly Digest".into(),
-            from: "Weekly Digest <digest@localhost.localdomain>".into(),
-            reply_to: String::new(),
+            from: Mailbox {
+                name: Some("Weekly Digest".into()),
+                address: crate::domain::EmailAddress::parse("digest@localhost.localdomain")
+                    .unwrap_or_else(|e| unreachable!("the built-in default From parses: {e}")),
+            },
+            reply_to: None,
             postal_address: "Herald Newsroom, 1 Example Street, 010000 Astana, Kazakhstan".into(),
             list_id: String::new(),
             subject_template: "{newsletter}: {first_headline} and {n_more} more".into(),
@@ -222,8 +339,8 @@ impl Default for NewsletterConfig {
 impl Default for SubscribeConfig {
     fn default() -> Self {
         SubscribeConfig {
-            confirm_ttl: dur("7d"),
-            resend_interval: dur("10m"),
+            confirm_ttl: secs(7 * 86_400),
+            resend_interval: secs(600),
             per_ip_per_hour: 20,
             consent_text_version: "subscribe-form-v1".into(),
         }
@@ -233,11 +350,11 @@ impl Default for SubscribeConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            retry_schedule: "5m,15m,30m,1h,2h,4h".into(),
-            give_up_after: dur("72h"),
-            lease: dur("5m"),
+            retry_schedule: RetrySchedule::default(),
+            give_up_after: secs(72 * 3600),
+            lease: secs(300),
             batch_size: 200,
-            flush_interval: dur("200ms"),
+            flush_interval: HumanDuration(Duration::from_millis(200)),
         }
     }
 }
@@ -267,6 +384,7 @@ impl Config {
     }
 
     /// Checks what serde cannot: each error names the key, the value and what is expected.
+    /// `App::open` calls it again, so a `Config` built in code is held to the same bounds.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")
@@ -275,10 +393,11 @@ impl Config {
         {
             return Err(value_err(
                 "database.url",
-                url,
+                &redact_url(url),
                 "expected sqlite://FILE or postgres://USER@HOST/DB",
             ));
         }
+        self.validate_numbers()?;
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(value_err(
                 "http.bind",
@@ -296,26 +415,26 @@ impl Config {
                 "expected an absolute http:// or https:// URL",
             ));
         }
-        let smtp = &self.smtp.url;
-        if !(smtp.is_empty() || smtp.starts_with("smtp://") || smtp.starts_with("smtps://")) {
-            return Err(value_err(
-                "smtp.url",
-                &redact_url(smtp),
-                "expected smtp://, smtps:// or empty (file outbox)",
-            ));
+        if !self.smtp.hello_name.is_empty() {
+            check_hello_name(&self.smtp.hello_name).map_err(|why| {
+                value_err(
+                    "smtp.hello_name",
+                    &self.smtp.hello_name,
+                    &format!(
+                        "{why}; expected a hostname such as mail.example.com or an address literal such as [192.0.2.1], or empty for this machine's name"
+                    ),
+                )
+            })?;
         }
-        if self.smtp.concurrency == 0 || self.smtp.concurrency > 512 {
+        let secret = &self.security.secret;
+        if !secret.is_empty() && secret.len() < Secret::MIN_LEN {
             return Err(value_err(
-                "smtp.concurrency",
-                &self.smtp.concurrency.to_string(),
-                "expected 1 to 512",
-            ));
-        }
-        if !(self.smtp.rate >= 0.0 && self.smtp.rate.is_finite()) {
-            return Err(value_err(
-                "smtp.rate",
-                &self.smtp.rate.to_string(),
-                "expected messages per second ≥ 0 (0 = unlimited)",
+                "security.secret",
+                &format!("<{} bytes, not shown>", secret.len()),
+                &format!(
+                    "expected at least {} bytes of random text: generate one with `openssl rand -base64 48` (or `herald init`), or leave it empty to use the secret Herald generates and keeps in the database",
+                    Secret::MIN_LEN
+                ),
             ));
         }
         if self.newsletter.slug.is_empty()
@@ -333,8 +452,6 @@ impl Config {
         }
         for (key, v) in [
             ("newsletter.name", &self.newsletter.name),
-            ("newsletter.from", &self.newsletter.from),
-            ("newsletter.reply_to", &self.newsletter.reply_to),
             ("newsletter.postal_address", &self.newsletter.postal_address),
             (
                 "newsletter.subject_template",
@@ -353,47 +470,12 @@ impl Config {
                 "must not be empty",
             ));
         }
-        crate::domain::Mailbox::parse(&self.newsletter.from).map_err(|e| {
-            value_err(
-                "newsletter.from",
-                &self.newsletter.from,
-                &format!("expected \"Name <address>\" or an address: {e}"),
-            )
-        })?;
-        if !self.newsletter.reply_to.is_empty() {
-            crate::domain::Mailbox::parse(&self.newsletter.reply_to).map_err(|e| {
-                value_err(
-                    "newsletter.reply_to",
-                    &self.newsletter.reply_to,
-                    &e.to_string(),
-                )
-            })?;
-        }
-        if !self.smtp.envelope_from.is_empty() {
-            crate::domain::EmailAddress::parse(&self.smtp.envelope_from).map_err(|e| {
-                value_err(
-                    "smtp.envelope_from",
-                    &self.smtp.envelope_from,
-                    &e.to_string(),
-                )
-            })?;
-        }
         if self.newsletter.postal_address.trim().is_empty() {
             return Err(value_err(
                 "newsletter.postal_address",
                 "",
                 "a postal address is required in every newsletter footer (CAN-SPAM)",
             ));
-        }
-        if let Err(e) = crate::delivery::retry::parse_schedule(&self.delivery.retry_schedule) {
-            return Err(value_err(
-                "delivery.retry_schedule",
-                &self.delivery.retry_schedule,
-                &format!("expected comma-separated durations like \"5m,15m,1h\" ({e})"),
-            ));
-        }
-        if self.delivery.batch_size == 0 {
-            return Err(value_err("delivery.batch_size", "0", "expected at least 1"));
         }
         let dkim = &self.dkim;
         let dkim_set = [&dkim.domain, &dkim.selector, &dkim.private_key_file]
@@ -413,6 +495,54 @@ impl Config {
         Ok(())
     }
 
+    /// The bounds of `RANGES`, so that no value can overflow, divide by zero
+    /// or allocate without limit later.
+    fn validate_numbers(&self) -> Result<(), ConfigError> {
+        let (db, smtp, sub, del) = (&self.database, &self.smtp, &self.subscribe, &self.delivery);
+        check_int("database.max_connections", db.max_connections, 1, 1000)?;
+        check_duration(
+            "database.connect_timeout",
+            db.connect_timeout,
+            SEC,
+            300 * SEC,
+        )?;
+        check_int("smtp.concurrency", smtp.concurrency, 1, 512)?;
+        if !(smtp.rate == 0.0 || (0.001..=100_000.0).contains(&smtp.rate)) {
+            return Err(range_err("smtp.rate", &smtp.rate.to_string()));
+        }
+        check_int("smtp.rate_per_hour", smtp.rate_per_hour, 0, 100_000_000)?;
+        check_int("smtp.rate_per_day", smtp.rate_per_day, 0, 1_000_000_000)?;
+        check_duration("smtp.timeout", smtp.timeout, SEC, 600 * SEC)?;
+        check_duration(
+            "subscribe.confirm_ttl",
+            sub.confirm_ttl,
+            Duration::from_nanos(1),
+            365 * DAY,
+        )?;
+        check_duration(
+            "subscribe.resend_interval",
+            sub.resend_interval,
+            Duration::ZERO,
+            7 * DAY,
+        )?;
+        check_int(
+            "subscribe.per_ip_per_hour",
+            sub.per_ip_per_hour,
+            1,
+            1_000_000,
+        )?;
+        check_duration("delivery.give_up_after", del.give_up_after, SEC, 365 * DAY)?;
+        check_duration("delivery.lease", del.lease, SEC, DAY)?;
+        check_int("delivery.batch_size", del.batch_size, 1, 10_000)?;
+        check_duration(
+            "delivery.flush_interval",
+            del.flush_interval,
+            Duration::from_millis(1),
+            60 * SEC,
+        )?;
+        Ok(())
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database.url.starts_with("postgres")
     }
@@ -421,6 +551,143 @@ impl Config {
     pub fn base_url(&self) -> &str {
         self.http.base_url.trim_end_matches('/')
     }
+}
+
+const SEC: Duration = Duration::from_secs(1);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The accepted values of every numeric and duration key, as error messages
+/// and the README state them. One table, so that a value `validate` refuses
+/// and a value serde cannot even read (`-1`, `4000000000` for a `u32`,
+/// `"many"`) get the same explanation.
+const RANGES: &[(&str, &str)] = &[
+    (
+        "database.max_connections",
+        "expected a whole number from 1 to 1000",
+    ),
+    (
+        "database.connect_timeout",
+        "expected a duration from 1s to 5m, like \"5s\"",
+    ),
+    ("smtp.concurrency", "expected a whole number from 1 to 512"),
+    (
+        "smtp.rate",
+        "expected 0 (unlimited) or between 0.001 and 100000 messages per second",
+    ),
+    (
+        "smtp.rate_per_hour",
+        "expected 0 (unlimited) or a whole number up to 100000000",
+    ),
+    (
+        "smtp.rate_per_day",
+        "expected 0 (unlimited) or a whole number up to 1000000000",
+    ),
+    (
+        "smtp.timeout",
+        "expected a duration from 1s to 10m, like \"30s\"",
+    ),
+    (
+        "subscribe.confirm_ttl",
+        "expected a duration above 0 and at most 365d, like \"7d\"",
+    ),
+    (
+        "subscribe.resend_interval",
+        "expected a duration from 0s to 7d, like \"10m\"",
+    ),
+    (
+        "subscribe.per_ip_per_hour",
+        "expected a whole number from 1 to 1000000",
+    ),
+    ("delivery.retry_schedule", RetrySchedule::EXPECTED),
+    (
+        "delivery.give_up_after",
+        "expected a duration from 1s to 365d, like \"72h\"",
+    ),
+    (
+        "delivery.lease",
+        "expected a duration from 1s to 24h, like \"5m\"",
+    ),
+    (
+        "delivery.batch_size",
+        "expected a whole number from 1 to 10000",
+    ),
+    (
+        "delivery.flush_interval",
+        "expected a duration from 1ms to 1m, like \"200ms\"",
+    ),
+];
+
+fn expected_range(key: &str) -> Option<&'static str> {
+    RANGES.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
+}
+
+fn range_err(key: &'static str, value: &str) -> ConfigError {
+    value_err(key, value, expected_range(key).unwrap_or("out of range"))
+}
+
+fn check_int<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(range_err(key, &value.to_string()));
+    }
+    Ok(())
+}
+
+fn check_duration(
+    key: &'static str,
+    value: HumanDuration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value.0 < min || value.0 > max {
+        return Err(range_err(
+            key,
+            &humantime::format_duration(value.0).to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// The EHLO argument (RFC 5321 4.1.1.1): a domain of LDH labels or an
+/// address literal. Anything else, a CR/LF above all, would put a second
+/// command on the wire.
+fn check_hello_name(name: &str) -> Result<(), String> {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        let ok = match literal.strip_prefix("IPv6:") {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => literal.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        return if ok {
+            Ok(())
+        } else {
+            Err("not an address literal".into())
+        };
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "{} characters, at most 253 are allowed",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each dot-separated label must have 1 to 63 characters".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!("{c:?} is not allowed in a hostname"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label must not begin or end with '-'".into());
+        }
+    }
+    Ok(())
 }
 
 fn value_err(key: &'static str, value: &str, expected: &str) -> ConfigError {
@@ -443,23 +710,83 @@ fn env_provider() -> Env {
         .lowercase(true)
 }
 
+/// Says, for each error, which key, which value, what is accepted and where
+/// the value came from (the file or the `HERALD_*` variable).
 fn describe_figment_error(e: figment::Error) -> String {
+    use figment::error::{Actual, Kind};
     e.into_iter()
-        .map(|e| e.to_string())
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(" (from HERALD_{})", key.replace('.', "_").to_uppercase())
+                }
+                Some(m) => match &m.source {
+                    Some(source) => format!(" (in {source})"),
+                    None => String::new(),
+                },
+                None => String::new(),
+            };
+            let shown = |a: &Actual| match a {
+                Actual::Str(s) => format!("{s:?}"),
+                Actual::Signed(n) => n.to_string(),
+                Actual::Unsigned(n) => n.to_string(),
+                Actual::Float(n) => n.to_string(),
+                Actual::Bool(b) => b.to_string(),
+                other => other.to_string(),
+            };
+            let range = expected_range(&key);
+            let what = match (&e.kind, range) {
+                (Kind::InvalidType(a, _) | Kind::InvalidValue(a, _), Some(range)) => {
+                    format!("{key} = {}: {range}", shown(a))
+                }
+                (Kind::Message(m), Some(range)) if !m.contains(range) => {
+                    format!("{key}: {m}; {range}")
+                }
+                (kind, _) if key.is_empty() => kind.to_string(),
+                (kind, _) => format!("{key}: {kind}"),
+            };
+            format!("{what}{origin}")
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-/// Hides the password in an SMTP URL before it is printed anywhere.
+/// Hides the password in a database or SMTP URL before it is printed
+/// anywhere: `user:pass@` becomes `user:***@`, `password=…` becomes
+/// `password=***`. Works on malformed URLs too (no scheme, unknown scheme),
+/// since those are exactly the ones that end up in error messages.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let (before_query, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let mut out = scheme.to_owned();
+    match before_query.rfind('@') {
+        Some(at) if before_query[..at].contains(':') => {
+            let user = before_query[..at].split(':').next().unwrap_or("");
+            out.push_str(user);
+            out.push_str(":***");
+            out.push_str(&before_query[at..]);
         }
-        _ => url.to_owned(),
+        _ => out.push_str(before_query),
     }
+    if let Some(q) = query.strip_prefix('?') {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
 }
 
 /// The commented file `herald init` writes.
@@ -472,6 +799,9 @@ pub fn sample_toml(secret: &str) -> String {
 # sqlite://FILE (embedded, zero setup) or postgres://USER:PASS@HOST/DB
 # (several Herald processes can then share one delivery queue).
 url = "sqlite://herald.db"
+# Pool size (1 to 1000) and how long start-up waits for PostgreSQL (1s to 5m).
+max_connections = 8
+connect_timeout = "5s"
 
 [http]
 bind = "127.0.0.1:8080"
@@ -494,6 +824,7 @@ envelope_from = ""
 
 [security]
 # Keys every unsubscribe link. Changing it breaks links in mail already sent.
+# At least 32 bytes (openssl rand -base64 48); empty = generated and kept in the database.
 secret = "{secret}"
 
 [newsletter]
@@ -514,6 +845,7 @@ consent_text_version = "subscribe-form-v1"
 
 [delivery]
 # Waits between attempts after a temporary failure; the last one repeats.
+# At most 100 waits, each from 1s to 30d.
 retry_schedule = "5m,15m,30m,1h,2h,4h"
 give_up_after = "72h"
 lease = "5m"
@@ -534,11 +866,11 @@ mod tests {
     #[test]
     fn sample_file_parses_and_validates() {
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(&sample_toml("abc")))
+            .merge(Toml::string(&sample_toml(&Secret::generate().to_text())))
             .extract()
             .unwrap();
         cfg.validate().unwrap();
-        assert_eq!(cfg.security.secret, "abc");
+        assert_eq!(cfg.security.secret.len(), 43);
     }
 
     #[test]
@@ -551,8 +883,18 @@ mod tests {
             let cfg = Config::load(None).unwrap();
             assert_eq!(cfg.http.base_url, "https://news.example.com");
             assert_eq!(cfg.smtp.concurrency, 3);
-            assert_eq!(cfg.newsletter.from, "News <news@example.com>");
-            assert_eq!(cfg.delivery.retry_schedule, "1m,2m");
+            assert_eq!(cfg.newsletter.from.to_string(), "News <news@example.com>");
+            assert_eq!(cfg.delivery.retry_schedule.to_string(), "1m,2m");
+            assert_eq!(cfg.smtp.envelope_from, None);
+            jail.set_env("HERALD_SMTP_ENVELOPE_FROM", "bounces@example.com");
+            let cfg = Config::load(None).unwrap();
+            assert_eq!(
+                cfg.smtp.envelope_from.map(|a| a.to_string()).as_deref(),
+                Some("bounces@example.com")
+            );
+            jail.set_env("HERALD_SMTP_ENVELOPE_FROM", "not an address");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("smtp.envelope_from"), "{err}");
             Ok(())
         });
     }
@@ -575,5 +917,145 @@ mod tests {
             );
             Ok(())
         });
+    }
+
+    fn load_err(jail: &mut figment::Jail, var: &str, value: &str) -> String {
+        jail.clear_env();
+        jail.set_env(var, value);
+        Config::load(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unreadable_numbers_name_key_value_range_and_variable() {
+        figment::Jail::expect_with(|jail| {
+            let err = load_err(jail, "HERALD_SMTP_CONCURRENCY", "many");
+            assert_eq!(
+                err,
+                "invalid configuration: smtp.concurrency = \"many\": expected a whole number from 1 to 512 (from HERALD_SMTP_CONCURRENCY)"
+            );
+            let err = load_err(jail, "HERALD_DELIVERY_BATCH_SIZE", "-1");
+            assert!(
+                err.contains("delivery.batch_size = -1: expected a whole number from 1 to 10000"),
+                "{err}"
+            );
+            let err = load_err(
+                jail,
+                "HERALD_DELIVERY_BATCH_SIZE",
+                "99999999999999999999999",
+            );
+            assert!(err.contains("delivery.batch_size"), "{err}");
+            let err = load_err(jail, "HERALD_DELIVERY_BATCH_SIZE", "4000000000");
+            assert_eq!(
+                err,
+                "invalid configuration: delivery.batch_size = \"4000000000\": expected a whole number from 1 to 10000"
+            );
+            let err = load_err(jail, "HERALD_SMTP_RATE", "1e-20");
+            assert!(
+                err.contains("smtp.rate") && err.contains("between 0.001 and 100000"),
+                "{err}"
+            );
+            let err = load_err(jail, "HERALD_SMTP_RATE", "NaN");
+            assert!(err.contains("smtp.rate"), "{err}");
+            let err = load_err(jail, "HERALD_DELIVERY_RETRY_SCHEDULE", "1000000y");
+            assert!(
+                err.contains("delivery.retry_schedule") && err.contains("1s to 30d"),
+                "{err}"
+            );
+            let err = load_err(jail, "HERALD_DELIVERY_LEASE", "0s");
+            assert!(err.contains("delivery.lease = \"0s\""), "{err}");
+            jail.clear_env();
+            jail.create_file("herald.toml", "[database]\nmax_connections = 0\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains(
+                    "database.max_connections = \"0\": expected a whole number from 1 to 1000"
+                ),
+                "{err}"
+            );
+            jail.create_file("herald.toml", "[database]\nmax_connections = -3\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("database.max_connections = -3") && err.contains("herald.toml"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secret_and_hello_name_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            let err = load_err(jail, "HERALD_SECURITY_SECRET", "x");
+            assert!(
+                err.contains("security.secret")
+                    && err.contains("at least 32 bytes")
+                    && err.contains("openssl rand"),
+                "{err}"
+            );
+            jail.set_env("HERALD_SECURITY_SECRET", "");
+            assert!(Config::load(None).unwrap().security.secret.is_empty());
+            for bad in [
+                "mail.example.com\r\nRCPT TO:<x@y>",
+                "two words",
+                "-x.example",
+                "[1.2.3]",
+                "a..b",
+            ] {
+                let err = load_err(jail, "HERALD_SMTP_HELLO_NAME", bad);
+                assert!(err.contains("smtp.hello_name"), "{bad:?}: {err}");
+            }
+            for literal in ["[192.0.2.1]", "[IPv6:2001:db8::1]"] {
+                jail.set_env("HERALD_SMTP_HELLO_NAME", literal);
+                assert_eq!(Config::load(None).unwrap().smtp.hello_name, literal);
+            }
+            for good in [
+                "mail.example.com",
+                "localhost",
+                "[192.0.2.1]",
+                "[IPv6:2001:db8::1]",
+                "xn--bcher-kva.example",
+            ] {
+                let mut cfg = Config::default();
+                cfg.smtp.hello_name = good.into();
+                cfg.validate().unwrap();
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_of_a_config_shows_no_secret() {
+        let mut cfg = Config::default();
+        cfg.database.url = "postgres://bob:db-Pa55@db/herald".into();
+        cfg.smtp.url = "smtp://bob:smtp-Pa55@relay:587".parse().unwrap();
+        cfg.security.secret = "hmac-key-0123456789abcdef0123456789".into();
+        let shown = format!("{cfg:?}");
+        for secret in ["db-Pa55", "smtp-Pa55", "hmac-key"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("Secret(***)") && shown.contains("bob:***@db"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_in_any_shape() {
+        for (url, shown) in [
+            ("mysql://bob:hunter2@db/x", "mysql://bob:***@db/x"),
+            ("bob:hunter2@db/x", "bob:***@db/x"),
+            (
+                "postgres://bob:p@ss:w@db:5432/x",
+                "postgres://bob:***@db:5432/x",
+            ),
+            (
+                "postgres://db/x?user=bob&password=hunter2",
+                "postgres://db/x?user=bob&password=***",
+            ),
+            ("sqlite://herald.db", "sqlite://herald.db"),
+            ("smtp://relay:25", "smtp://relay:25"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
     }
 }

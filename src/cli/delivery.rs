@@ -187,12 +187,8 @@ pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
         );
     }
     let (private_pem, public_b64) = crate::mail::dkim::generate_key_pem();
-    std::fs::write(&out, private_pem).with_context(|| format!("cannot write {}", out.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o600));
-    }
+    super::write_private_file(&out, private_pem.as_bytes(), force)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {} (keep it secret)", out.display());
     println!("publish this DNS TXT record:\n");
     println!(

@@ -22,7 +22,7 @@ pub async fn run(mut config: Config, dir: &Path) -> anyhow::Result<()> {
     let outbox = dir.join("outbox");
     let _ = std::fs::remove_dir_all(&outbox);
     config.database.url = format!("sqlite://{}", dir.join("herald.db").display());
-    config.smtp.url = String::new();
+    config.smtp.url = Default::default();
     config.smtp.outbox_dir = outbox.clone();
     let app = App::open(config).await?;
     let nl = app.newsletter.clone();

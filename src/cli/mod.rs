@@ -280,7 +280,7 @@ async fn init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
         );
     }
     let secret = crate::domain::Secret::generate().to_text();
-    std::fs::write(path, crate::config::sample_toml(&secret))
+    write_private_file(path, crate::config::sample_toml(&secret).as_bytes(), force)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let config = Config::load(Some(path))?;
     let app = App::open(config).await?;
@@ -295,6 +295,41 @@ async fn init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
     );
     app.db.close().await;
     Ok(())
+}
+
+/// Writes a file only its owner can read (a secret or a private key): the
+/// mode is 0600 from the moment the file exists, so there is no window in
+/// which another user could open it. An existing file is replaced only when
+/// `overwrite` is set, and is made private before the new content goes in.
+pub(crate) fn write_private_file(
+    path: &std::path::Path,
+    contents: &[u8],
+    overwrite: bool,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if overwrite {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // `mode` applies to a new file only; a replaced one keeps its old mode.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
 }
 
 async fn serve(app: &App) -> anyhow::Result<()> {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Verdict, classify};
-use super::retry::{RetryPolicy, parse_schedule};
+use super::retry::RetryPolicy;
 use crate::app::App;
 use crate::content::millis_to_fixed;
 use crate::domain::{
@@ -63,8 +63,6 @@ pub struct EngineOptions {
 impl EngineOptions {
     pub fn from_app(app: &App) -> Result<EngineOptions, EngineError> {
         let c = &app.config;
-        let schedule =
-            parse_schedule(&c.delivery.retry_schedule).map_err(EngineError::RetrySchedule)?;
         let dkim = if c.dkim.private_key_file.is_empty() {
             None
         } else {
@@ -93,7 +91,7 @@ impl EngineOptions {
             rate_per_hour: c.smtp.rate_per_hour,
             rate_per_day: c.smtp.rate_per_day,
             retry: RetryPolicy {
-                schedule,
+                schedule: c.delivery.retry_schedule.steps().to_vec(),
                 give_up_after: c.delivery.give_up_after.0,
                 jitter: 0.1,
             },

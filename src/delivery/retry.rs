@@ -37,6 +37,85 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration `{s}`: {e} (expected e.g. 5m, 1h30m, 72h)"))
 }
 
+/// `delivery.retry_schedule`, parsed once when the configuration is loaded:
+/// between 1 and [`RetrySchedule::MAX_STEPS`] waits, each within
+/// [`RetrySchedule::MIN_STEP`]..=[`RetrySchedule::MAX_STEP`], so that no
+/// arithmetic on it can overflow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySchedule(Vec<Duration>);
+
+impl RetrySchedule {
+    pub const MIN_STEP: Duration = Duration::from_secs(1);
+    pub const MAX_STEP: Duration = Duration::from_secs(30 * 86_400);
+    pub const MAX_STEPS: usize = 100;
+    /// How the accepted form is described in error messages and the README.
+    pub const EXPECTED: &'static str =
+        "expected 1 to 100 comma-separated waits like \"5m,15m,1h\", each from 1s to 30d";
+
+    pub fn steps(&self) -> &[Duration] {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RetrySchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let steps = parse_schedule(s)?;
+        if steps.len() > Self::MAX_STEPS {
+            return Err(format!(
+                "{} waits, at most {} are allowed",
+                steps.len(),
+                Self::MAX_STEPS
+            ));
+        }
+        if let Some((i, d)) = steps
+            .iter()
+            .enumerate()
+            .find(|(_, d)| **d < Self::MIN_STEP || **d > Self::MAX_STEP)
+        {
+            return Err(format!(
+                "element {} ({}) is outside 1s to 30d",
+                i + 1,
+                humantime::format_duration(*d)
+            ));
+        }
+        Ok(RetrySchedule(steps))
+    }
+}
+
+impl Default for RetrySchedule {
+    fn default() -> Self {
+        RetrySchedule(RetryPolicy::default().schedule)
+    }
+}
+
+impl std::fmt::Display for RetrySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}", humantime::format_duration(*d))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RetrySchedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {} ({e})", Self::EXPECTED)))
+    }
+}
+
+impl serde::Serialize for RetrySchedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Parses a comma-separated schedule such as `"5m, 15m, 30m, 1h, 2h, 4h"`.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     if s.trim().is_empty() {
@@ -74,6 +153,8 @@ impl RetryPolicy {
 
     /// When to try again after `failed_attempts` failures, or `None` when that would fall after
     /// `first_attempt_at + give_up_after` (the caller then marks the delivery failed, "expired").
+    /// Arithmetic that would overflow (a wait beyond what a date can hold) also gives `None`:
+    /// such a retry could never happen, and a panic here would kill a delivery worker.
     pub fn next_attempt(
         &self,
         failed_attempts: u32,
@@ -87,9 +168,12 @@ impl RetryPolicy {
         } else {
             1.0
         };
-        let delay = self.base_delay(failed_attempts).mul_f64(factor);
-        let next = now + chrono::Duration::from_std(delay).ok()?;
-        let horizon = first_attempt_at + chrono::Duration::from_std(self.give_up_after).ok()?;
+        let delay =
+            Duration::try_from_secs_f64(self.base_delay(failed_attempts).as_secs_f64() * factor)
+                .ok()?;
+        let next = now.checked_add_signed(chrono::Duration::from_std(delay).ok()?)?;
+        let horizon = first_attempt_at
+            .checked_add_signed(chrono::Duration::from_std(self.give_up_after).ok()?)?;
         (next <= horizon).then_some(next)
     }
 }
@@ -166,6 +250,62 @@ mod tests {
         }
         assert_eq!(p.base_delay(0), Duration::ZERO);
         assert_eq!(p.base_delay(100), mins(240));
+    }
+
+    #[test]
+    fn schedule_bounds_are_checked_at_parse() {
+        let s: RetrySchedule = "1s, 30d".parse().unwrap();
+        assert_eq!(
+            s.steps(),
+            [Duration::from_secs(1), Duration::from_secs(30 * 86_400)]
+        );
+        assert_eq!(s.to_string(), "1s,30days");
+        assert_eq!(s.to_string().parse::<RetrySchedule>().unwrap(), s);
+        let e = "5m,1000000y".parse::<RetrySchedule>().unwrap_err();
+        assert!(e.contains("element 2") && e.contains("1s to 30d"), "{e}");
+        let e = "500ms".parse::<RetrySchedule>().unwrap_err();
+        assert!(e.contains("element 1"), "{e}");
+        let many = vec!["1m"; 101].join(",");
+        assert!(
+            many.parse::<RetrySchedule>()
+                .unwrap_err()
+                .contains("101 waits")
+        );
+        assert_eq!(
+            RetrySchedule::default()
+                .to_string()
+                .parse::<RetrySchedule>(),
+            Ok(RetrySchedule::default())
+        );
+    }
+
+    /// Values far beyond the config bounds (as a hand-built policy could hold) give up
+    /// instead of panicking on overflow.
+    #[test]
+    fn huge_waits_expire_instead_of_overflowing() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let year = Duration::from_secs(365 * 86_400);
+        for (step, give_up) in [
+            (year * 1_000_000, year * 1_000_000),
+            (Duration::MAX, Duration::MAX),
+            (Duration::from_secs(u64::MAX / 2), Duration::from_secs(60)),
+        ] {
+            let p = RetryPolicy {
+                schedule: vec![step],
+                give_up_after: give_up,
+                jitter: 0.1,
+            };
+            assert_eq!(p.next_attempt(1, t0(), t0(), &mut rng), None);
+            assert_eq!(p.next_attempt(u32::MAX, t0(), t0(), &mut rng), None);
+        }
+        // At the configured maximum everything still works.
+        let p = RetryPolicy {
+            schedule: vec![RetrySchedule::MAX_STEP],
+            give_up_after: Duration::from_secs(365 * 86_400),
+            jitter: 0.1,
+        };
+        let next = p.next_attempt(1, t0(), t0(), &mut rng).unwrap();
+        assert!(next - t0() >= chrono::Duration::days(27));
     }
 
     #[test]

@@ -8,13 +8,34 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
-/// The instance secret that keys every HMAC. Never printed.
-#[derive(Clone)]
+/// The instance secret that keys every HMAC. Never printed: `Debug` shows
+/// `Secret(***)`, and there is no `Display`.
+#[derive(Clone, Default)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
+    /// The shortest `security.secret` accepted: 256 bits, so the key cannot
+    /// be guessed even when an attacker holds many valid tokens.
+    pub const MIN_LEN: usize = 32;
+
     pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
         Secret(bytes.into())
+    }
+
+    /// Length in bytes; an empty secret in config means "use the generated one".
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The secret as configured, for the few places that must hand it on
+    /// (writing a config, a child process's environment). Lossy for
+    /// non-UTF-8 bytes, which only a generated secret could hold.
+    pub fn expose_text(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
     }
 
     pub fn generate() -> Self {
@@ -46,7 +67,35 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(..)")
+        f.write_str("Secret(***)")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(text: &str) -> Self {
+        Secret(text.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(text: String) -> Self {
+        Secret(text.into_bytes())
+    }
+}
+
+/// `security.secret` is text in `herald.toml`; its length is checked by
+/// `Config::validate` so that the error can name the key.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret::from)
+    }
+}
+
+/// Only figment's defaults layer serializes a config; a secret read from
+/// bytes that are not UTF-8 never comes from config.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expose_text())
     }
 }
 

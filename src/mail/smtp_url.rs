@@ -52,6 +52,93 @@ impl SmtpEndpoint {
     }
 }
 
+/// Percent-encodes what would end the user or password part of a URL.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl SmtpEndpoint {
+    /// The URL that parses back into this endpoint, password included: only for
+    /// handing the configuration on, never for printing (use `describe`).
+    pub fn to_url(&self) -> String {
+        let scheme = if self.tls == Tls::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        let userinfo = match &self.credentials {
+            Some((user, pass)) => format!("{}:{}@", percent_encode(user), percent_encode(pass)),
+            None => String::new(),
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let tls = match self.tls {
+            Tls::None if self.port == 587 => "?tls=none",
+            Tls::StartTls if self.port != 587 => "?tls=starttls",
+            _ => "",
+        };
+        format!("{scheme}://{userinfo}{host}:{}{tls}", self.port)
+    }
+}
+
+/// `smtp.url` as configured: empty (write mail to the file outbox) or a relay
+/// parsed once at load. `Debug` never shows the password.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SmtpUrl(pub Option<SmtpEndpoint>);
+
+impl SmtpUrl {
+    pub fn endpoint(&self) -> Option<&SmtpEndpoint> {
+        self.0.as_ref()
+    }
+}
+
+impl FromStr for SmtpUrl {
+    type Err = SmtpUrlError;
+
+    fn from_str(s: &str) -> Result<Self, SmtpUrlError> {
+        if s.trim().is_empty() {
+            Ok(SmtpUrl(None))
+        } else {
+            s.parse().map(|e| SmtpUrl(Some(e)))
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SmtpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{:?}: {e} (expected smtp://, smtps:// or empty for the file outbox)",
+                crate::config::redact_url(&s)
+            ))
+        })
+    }
+}
+
+impl serde::Serialize for SmtpUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(
+            &self
+                .0
+                .as_ref()
+                .map(SmtpEndpoint::to_url)
+                .unwrap_or_default(),
+        )
+    }
+}
+
 impl fmt::Debug for SmtpEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SmtpEndpoint")
@@ -330,6 +417,25 @@ mod tests {
             let err = url.parse::<SmtpEndpoint>().unwrap_err().to_string();
             assert!(err.contains(want), "{url}: got {err:?}, want {want:?}");
         }
+    }
+
+    #[test]
+    fn to_url_round_trips() {
+        for url in [
+            "smtp://host:25",
+            "smtp://host:587",
+            "smtp://host:587?tls=none",
+            "smtp://host:2525?tls=starttls",
+            "smtps://host:4650",
+            "smtp://me%40example.com:p%3Ass%2Fw%40rd@relay:587",
+            "smtp://[::1]:2525",
+        ] {
+            let e: SmtpEndpoint = url.parse().unwrap();
+            assert_eq!(e.to_url().parse::<SmtpEndpoint>(), Ok(e), "{url}");
+        }
+        assert_eq!("".parse::<SmtpUrl>(), Ok(SmtpUrl(None)));
+        assert!(" ".parse::<SmtpUrl>().unwrap().endpoint().is_none());
+        assert!("http://x".parse::<SmtpUrl>().is_err());
     }
 
     #[test]

@@ -23,6 +23,10 @@ use crate::domain::{Mailbox, Millis, Secret, now_ms};
 pub enum StoreError {
     #[error("cannot open the database {url}: {source}. Check database.url (HERALD_DATABASE_URL)")]
     Connect { url: String, source: sqlx::Error },
+    #[error(
+        "cannot connect to PostgreSQL at {target} ({reason}): is the server running and is database.url (HERALD_DATABASE_URL) right?"
+    )]
+    Unreachable { target: String, reason: String },
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -81,13 +85,42 @@ macro_rules! with_tx {
 pub use with_tx;
 
 impl Db {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+    /// `connect_timeout` bounds the first contact with a PostgreSQL server;
+    /// later waits for a pooled connection keep the pool's own 30 s.
+    pub async fn connect(url: &str, max_connections: u32, connect_timeout: Duration) -> Result<Db> {
         let connect_err = |source| StoreError::Connect {
             url: crate::config::redact_url(url),
             source,
         };
         if url.starts_with("postgres") {
             let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            // One direct connection first: the pool retries a refused
+            // connection until its acquire timeout and then reports only
+            // "pool timed out", hiding the cause.
+            let target = format!("{}:{}", opts.get_host(), opts.get_port());
+            let unreachable = |reason: String| StoreError::Unreachable {
+                target: target.clone(),
+                reason,
+            };
+            match tokio::time::timeout(connect_timeout, sqlx::ConnectOptions::connect(&opts)).await
+            {
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "no answer within {}; database.connect_timeout sets the wait",
+                        humantime::format_duration(connect_timeout)
+                    )));
+                }
+                Ok(Err(sqlx::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    return Err(unreachable("connection refused".into()));
+                }
+                Ok(Err(sqlx::Error::Io(e))) => return Err(unreachable(e.to_string())),
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Ok(Ok(conn)) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
@@ -153,7 +186,11 @@ pub struct Newsletter {
     pub id: i64,
     pub slug: String,
     pub name: String,
-    pub from_mailbox: String,
+    /// Parsed when the row is read: a row that does not hold a mailbox is
+    /// an error there, not a panic wherever the From is needed.
+    #[sqlx(try_from = "String")]
+    #[serde(serialize_with = "serialize_display")]
+    pub from_mailbox: Mailbox,
     pub reply_to: Option<String>,
     pub postal_address: String,
     pub list_id: String,
@@ -165,8 +202,23 @@ pub struct Newsletter {
 
 impl Newsletter {
     pub fn from(&self) -> Mailbox {
-        Mailbox::parse(&self.from_mailbox).expect("from_mailbox is validated before it is stored")
+        self.from_mailbox.clone()
     }
+}
+
+impl TryFrom<String> for Mailbox {
+    type Error = crate::domain::EmailError;
+
+    fn try_from(s: String) -> std::result::Result<Self, Self::Error> {
+        Mailbox::parse(&s)
+    }
+}
+
+fn serialize_display<S: serde::Serializer>(
+    v: &impl std::fmt::Display,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 const NEWSLETTER_COLUMNS: &str = "id, slug, name, from_mailbox, reply_to, postal_address, list_id, subject_template, preheader, lang, created_at";
@@ -175,14 +227,13 @@ impl Db {
     /// Creates or refreshes the config's default newsletter; returns it.
     pub async fn sync_default_newsletter(&self, config: &Config) -> Result<Newsletter> {
         let n = &config.newsletter;
-        let from = Mailbox::parse(&n.from)
-            .map_err(|e| StoreError::Corrupt(format!("newsletter.from: {e}")))?;
+        let from = &n.from;
         let list_id = if n.list_id.is_empty() {
             format!("{}.{}", n.slug, from.address.domain())
         } else {
             n.list_id.clone()
         };
-        let reply_to = (!n.reply_to.is_empty()).then(|| n.reply_to.clone());
+        let reply_to = n.reply_to.as_ref().map(Mailbox::to_string);
         with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO newsletters (slug, name, from_mailbox, reply_to, postal_address, list_id, subject_template, preheader, lang, created_at)

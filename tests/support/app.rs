@@ -118,11 +118,13 @@ impl TestApp {
         config.database.max_connections = 4;
         config.http.bind = addr.to_string();
         config.http.base_url = base_url.clone();
-        config.smtp.url = smtp.url();
+        config.smtp.url = smtp.url().parse().expect("test SMTP URL");
         config.smtp.hello_name = "tests.herald.test".into();
         config.smtp.outbox_dir = dir.path().join("outbox");
-        config.newsletter.from = "Weekly Digest <digest@news.herald.test>".into();
-        config.security.secret = "integration-test-secret".into();
+        config.newsletter.from =
+            herald::domain::Mailbox::parse("Weekly Digest <digest@news.herald.test>")
+                .expect("test From");
+        config.security.secret = "integration-test-secret-0123456789abcdef".into();
         configure(&mut config);
 
         let app = App::open(config).await.expect("App::open");

@@ -49,12 +49,13 @@ impl TestDb {
 pub fn test_config(database_url: &str, smtp_url: &str) -> Config {
     let mut c = Config::default();
     c.database.url = database_url.to_owned();
-    c.smtp.url = smtp_url.to_owned();
+    c.smtp.url = smtp_url.parse().expect("test SMTP URL");
     c.smtp.concurrency = 4;
     c.smtp.timeout = HumanDuration(Duration::from_secs(1));
     c.security.secret = "engine-test-secret-0123456789abcdef".into();
-    c.newsletter.from = "Weekly Digest <digest@herald.test>".into();
-    c.delivery.retry_schedule = "1s".into();
+    c.newsletter.from =
+        herald::domain::Mailbox::parse("Weekly Digest <digest@herald.test>").expect("test From");
+    c.delivery.retry_schedule = "1s".parse().expect("test retry schedule");
     c.delivery.give_up_after = HumanDuration(Duration::from_secs(3600));
     c.delivery.lease = HumanDuration(Duration::from_secs(30));
     c.delivery.flush_interval = HumanDuration(Duration::from_millis(50));
