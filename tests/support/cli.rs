@@ -13,8 +13,14 @@ pub fn herald_command(t: &TestApp, args: &[&str]) -> Command {
         .env_remove("HERALD_CONFIG")
         .env("HERALD_DATABASE_URL", &t.database_url)
         .env("HERALD_SMTP_URL", t.smtp.url())
-        .env("HERALD_SECURITY_SECRET", &t.app.config.security.secret)
-        .env("HERALD_NEWSLETTER_FROM", &t.app.config.newsletter.from)
+        .env(
+            "HERALD_SECURITY_SECRET",
+            t.app.config.security.secret.expose_text(),
+        )
+        .env(
+            "HERALD_NEWSLETTER_FROM",
+            t.app.config.newsletter.from.to_string(),
+        )
         .env("HERALD_LOG", "warn");
     cmd
 }
