@@ -300,33 +300,37 @@ impl Db {
             .bind(issue.now)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(id) = id else {
-                return Ok(None);
-            };
-            let mut published = 0;
-            for (position, item_id) in issue.item_ids.iter().enumerate() {
-                published += sqlx::query(
-                    "UPDATE items SET state = $5, issue_id = $2, position = $3, updated_at = $4 WHERE id = $1 AND state = $6",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(position as i64)
-                .bind(issue.now)
-                .bind(ItemState::Published)
-                .bind(ItemState::Ready)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            match id {
+                None => Ok(None),
+                Some(id) => {
+                    let mut published = 0;
+                    for (position, item_id) in issue.item_ids.iter().enumerate() {
+                        published += sqlx::query(
+                            "UPDATE items SET state = $5, issue_id = $2, position = $3, updated_at = $4 WHERE id = $1 AND state = $6",
+                        )
+                        .bind(item_id)
+                        .bind(id)
+                        .bind(position as i64)
+                        .bind(issue.now)
+                        .bind(ItemState::Published)
+                        .bind(ItemState::Ready)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    if published as usize == issue.item_ids.len() {
+                        sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
+                            .bind(issue.newsletter_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(Some(id))
+                    } else {
+                        // An Err rolls the issue back (a `return` here would
+                        // leave the function before the mapping below).
+                        Err(StoreError::Conflict("the ready items"))
+                    }
+                }
             }
-            if published as usize != issue.item_ids.len() {
-                // Rolls the issue back (an Err does not commit).
-                return Err(StoreError::Conflict("the ready items"));
-            }
-            sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
-                .bind(issue.newsletter_id)
-                .execute(&mut *tx)
-                .await?;
-            Ok::<_, StoreError>(Some(id))
         });
         match stored {
             Err(StoreError::Conflict(_)) => Ok(None),
