@@ -150,11 +150,12 @@ impl Db {
         let n = with_pool!(self, |p| {
             let query = sqlx::query(
                 "UPDATE items SET headline = $2, outlet = $3, url = $4, published_on = $5, author = $6, author_role = $7,
-                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> 'published'",
+                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> $12",
             )
             .bind(id);
             bind_item_fields!(query, item)
                 .bind(now)
+                .bind(ItemState::Published)
                 .execute(p)
                 .await?
                 .rows_affected()
@@ -194,21 +195,25 @@ impl Db {
     /// Moves unpublished items to `state`; returns how many moved.
     pub async fn set_item_state(&self, id: i64, state: ItemState, now: Millis) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query("UPDATE items SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'published'")
-                .bind(id)
-                .bind(state.as_str())
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE items SET state = $2, updated_at = $3 WHERE id = $1 AND state <> $4",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(now)
+            .bind(ItemState::Published)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
         Ok(n == 1)
     }
 
     pub async fn remove_item(&self, id: i64) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> 'published'")
+            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> $2")
                 .bind(id)
+                .bind(ItemState::Published)
                 .execute(p)
                 .await?
                 .rows_affected()

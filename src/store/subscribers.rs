@@ -215,11 +215,12 @@ impl Db {
         with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at)
-                 VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (subscriber_id, newsletter_id) DO NOTHING",
+                 VALUES ($1, $2, $4, $3, $3) ON CONFLICT (subscriber_id, newsletter_id) DO NOTHING",
             )
             .bind(subscriber_id)
             .bind(newsletter_id)
             .bind(now)
+            .bind(SubscriptionState::Pending)
             .execute(p)
             .await?
             .rows_affected()
