@@ -237,7 +237,8 @@ impl App {
                     .await?
                 {
                     Some(newsletter_id) => Ok(ConfirmOutcome::Confirmed { newsletter_id }),
-                    // Another request spent it between the lookup and now.
+                    // Another request (a double click) spent it between the
+                    // lookup and now; expiry cannot differ, `now` is the same.
                     None => Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id }),
                 }
             }
