@@ -342,6 +342,13 @@ async fn migration_merges_case_duplicates(backend: Backend) {
     .map(|_| ())
     });
     assert!(orphan.is_err(), "a delivery of a missing issue is refused");
+    // The merge record goes with the reader on erasure: no address outlives it.
+    exec(&db, "DELETE FROM subscribers WHERE id = 1").await;
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM merged_subscribers").await,
+        1,
+        "only bob's merge record is left"
+    );
     db.close().await;
     if let Backend::Postgres(admin) = &backend {
         let name = url.rsplit('/').next().unwrap_or_default().to_owned();
