@@ -23,6 +23,10 @@ pub enum ContentError {
         "nothing to compose: no items of {0} are ready. Mark items with `herald items ready ID…` or import them with --ready"
     )]
     NoReadyItems(String),
+    #[error(
+        "could not compose an issue of {0}: other processes kept composing at the same time. Run compose again"
+    )]
+    Contended(String),
     #[error("no issue {0:?}: give the issue's number or its slug (see `herald issue list`)")]
     NoIssue(String),
     #[error("no item {0} (see `herald items list`)")]
@@ -72,6 +76,9 @@ pub enum ContentError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// How often compose starts over after losing a race for a number or slug.
+const COMPOSE_ATTEMPTS: usize = 20;
 
 #[derive(Debug, Default, Clone)]
 pub struct ComposeOptions {
@@ -222,6 +229,24 @@ impl App {
                 });
             }
         }
+        // Optimistic: read, render, then store; the store refuses (and we
+        // start over from fresh reads) when another process composed in
+        // between, so two processes never share a number or a slug.
+        for _ in 0..COMPOSE_ATTEMPTS {
+            if let Some(issue) = self.try_compose(newsletter, &options).await? {
+                return Ok(issue);
+            }
+        }
+        Err(ContentError::Contended(newsletter.slug.clone()))
+    }
+
+    /// One attempt of `compose_issue`; `None` when a concurrent compose won.
+    async fn try_compose(
+        &self,
+        newsletter: &Newsletter,
+        options: &ComposeOptions,
+    ) -> Result<Option<IssueRow>, ContentError> {
+        let options = options.clone();
         let items = self.db.items(newsletter.id, Some(ItemState::Ready)).await?;
         if items.is_empty() {
             return Err(ContentError::NoReadyItems(newsletter.slug.clone()));
@@ -301,12 +326,10 @@ impl App {
             item_ids: &item_ids,
             now,
         };
-        let id = self
-            .db
-            .insert_issue(&new)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("issue not stored".into()))?;
-        Ok(self.db.issue_by_id(id).await?)
+        match self.db.insert_issue(&new).await? {
+            Some(id) => Ok(Some(self.db.issue_by_id(id).await?)),
+            None => Ok(None),
+        }
     }
 
     async fn free_issue_slug(&self, base: &str) -> Result<String, StoreError> {

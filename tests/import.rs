@@ -5,18 +5,19 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use herald::domain::SubscriptionState::{Confirmed, Pending, Unsubscribed};
 use herald::subscribers::SubscriberError;
 use herald::subscribers::import::{ImportError, ImportOptions, ImportReport};
 use support::app::{Backend, TestApp};
+use support::cli::{herald, text};
 
 crate::on_each_backend!(
     mixed_file_across_chunks_gives_exact_counts_and_rejects,
     files_that_are_not_subscriber_csv_are_refused_cleanly,
     erased_address_stays_suppressed,
     the_binary_imports_erases_and_refuses,
+    duplicate_columns_and_bad_names_are_reported,
 );
 
 async fn import(
@@ -302,30 +303,6 @@ async fn erased_address_stays_suppressed(backend: Backend) {
     );
 }
 
-fn herald(t: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .current_dir(t.dir.path())
-        .env_remove("HERALD_CONFIG")
-        .env("HERALD_DATABASE_URL", &t.database_url)
-        .env("HERALD_SMTP_URL", t.smtp.url())
-        .env(
-            "HERALD_SECURITY_SECRET",
-            t.app.config.security.secret.expose_text(),
-        )
-        .env(
-            "HERALD_NEWSLETTER_FROM",
-            t.app.config.newsletter.from.to_string(),
-        )
-        .env("HERALD_LOG", "warn")
-        .output()
-        .expect("run herald")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 async fn the_binary_imports_erases_and_refuses(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     let csv = t.dir.path().join("list.csv");
@@ -397,4 +374,62 @@ async fn the_binary_imports_erases_and_refuses(backend: Backend) {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("no `email` column"), "{stderr}");
     assert_eq!(t.count("SELECT COUNT(*) FROM subscribers").await, 2);
+}
+
+async fn duplicate_columns_and_bad_names_are_reported(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+
+    // `email,name,email`: an error naming the column, nothing imported.
+    let dup = t.dir.path().join("dup.csv");
+    std::fs::write(&dup, "email,name,Email\na@example.com,Ann,b@example.com\n").unwrap();
+    let (result, _) = import(&t, &dup, true).await;
+    let err = result.expect_err("duplicate column");
+    assert!(
+        matches!(&err, ImportError::DuplicateColumn { column, .. } if column == "email"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("`email`"), "{err}");
+    assert_eq!(t.count("SELECT COUNT(*) FROM subscribers").await, 0);
+
+    // Names with a line break, a NUL or over 200 characters are not dropped
+    // silently: the row is rejected with the reason.
+    let names = t.dir.path().join("names.csv");
+    let long = "x".repeat(201);
+    std::fs::write(
+        &names,
+        format!(
+            "email,name\nok@example.com,Fine\nnul@example.com,Bad\u{0}Name\n\"cr@example.com\",\"Two\r\nLines\"\nlong@example.com,{long}\n"
+        ),
+    )
+    .unwrap();
+    let (result, rejects) = import(&t, &names, true).await;
+    let report = result.unwrap();
+    assert_eq!((report.imported, report.invalid), (1, 3), "{report}");
+    for address in ["nul@example.com", "cr@example.com", "long@example.com"] {
+        let line = rejects
+            .lines()
+            .find(|l| l.contains(address))
+            .unwrap_or_else(|| panic!("{address} in rejects: {rejects}"));
+        assert!(line.contains("the name must be a single line"), "{line}");
+    }
+
+    // `subscribers add` with such a name fails and says why.
+    let out = herald(
+        &t,
+        &[
+            "subscribers",
+            "add",
+            "dan@example.com",
+            "--name",
+            &long,
+            "--confirmed",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at most 200 characters"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(t.subscriber_id("dan@example.com").await, None);
 }

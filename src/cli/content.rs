@@ -210,7 +210,7 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let mut rows = app.db.items(nl.id, state).await?;
             if state.is_none() {
-                rows.retain(|r| r.state != ItemState::Published.as_str());
+                rows.retain(|r| r.state != ItemState::Published);
             }
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rows)?)?;

@@ -172,7 +172,7 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
                     let row = [
                         s.email,
                         s.name.unwrap_or_default(),
-                        s.state,
+                        s.state.to_string(),
                         rfc3339(Some(s.created_at)),
                         rfc3339(s.confirmed_at),
                         rfc3339(s.unsubscribed_at),

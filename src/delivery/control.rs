@@ -47,14 +47,14 @@ impl App {
             IssueStatus::Cancelled => {
                 return Err(ControlError::WrongStatus {
                     number: issue.number,
-                    status: issue.status.clone(),
+                    status: issue.status.to_string(),
                     hint: "a cancelled issue is not sent again",
                 });
             }
             IssueStatus::Paused => {
                 return Err(ControlError::WrongStatus {
                     number: issue.number,
-                    status: issue.status.clone(),
+                    status: issue.status.to_string(),
                     hint: "run `herald resume` to continue it",
                 });
             }
@@ -74,7 +74,7 @@ impl App {
         {
             return Err(ControlError::WrongStatus {
                 number: issue.number,
-                status: issue.status.clone(),
+                status: issue.status.to_string(),
                 hint: "only a sending issue can be paused",
             });
         }
@@ -89,7 +89,7 @@ impl App {
         {
             return Err(ControlError::WrongStatus {
                 number: issue.number,
-                status: issue.status.clone(),
+                status: issue.status.to_string(),
                 hint: "only a paused issue can be resumed",
             });
         }
@@ -113,7 +113,7 @@ impl App {
         {
             return Err(ControlError::WrongStatus {
                 number: issue.number,
-                status: issue.status.clone(),
+                status: issue.status.to_string(),
                 hint: "it can no longer be cancelled",
             });
         }
@@ -126,7 +126,7 @@ impl App {
         if issue.status()? == IssueStatus::Cancelled {
             return Err(ControlError::WrongStatus {
                 number: issue.number,
-                status: issue.status.clone(),
+                status: issue.status.to_string(),
                 hint: "a cancelled issue is not retried",
             });
         }
@@ -152,7 +152,7 @@ impl App {
         Ok(IssueStatusReport {
             number: issue.number,
             slug: issue.slug.clone(),
-            status: issue.status.clone(),
+            status: issue.status.to_string(),
             rate_per_sec: recent as f64 * 1000.0 / window as f64,
             next_retry_at: self.db.next_retry_at(issue.id).await?,
             top_replies: self.db.top_failure_replies(issue.id, 5).await?,

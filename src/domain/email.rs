@@ -32,8 +32,9 @@ pub enum EmailError {
 /// A syntactically valid mailbox address (RFC 5321 practice: dot-atom local
 /// part, a fully qualified domain). The domain is stored lower-cased in its
 /// ASCII (punycode) form so that `A@Exämple.com` and `A@xn--exmple-cua.com`
-/// are the same subscriber; the local part keeps its case because RFC 5321
-/// leaves it to the receiving server.
+/// are the same subscriber. The local part keeps the spelling the reader
+/// typed (for display and sending), but identity ignores its case: see
+/// `canonical`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EmailAddress(String);
 
@@ -101,11 +102,32 @@ impl EmailAddress {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or_default()
     }
 
-    /// The key suppressions are stored under, so that an erased subscriber
-    /// stays suppressed without keeping the address itself.
+    /// The one identity of the address: lookup, uniqueness, suppression,
+    /// erasure and enqueue all compare this, never the spelling. RFC 5321
+    /// lets a server treat `Ann@` and `ann@` as different mailboxes, but no
+    /// major provider does, and treating them as two readers sends one
+    /// person an issue twice or mails someone who unsubscribed in another
+    /// case. The address is ASCII by construction (dot-atom local part,
+    /// punycode domain), so this equals SQL `lower(email)`, which the
+    /// database's unique index and queries use.
+    pub fn canonical(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+
+    /// The key suppressions are stored under (a hash of `canonical`), so that
+    /// an erased subscriber stays suppressed without keeping the address itself.
     pub fn suppression_hash(&self) -> String {
         use sha2::{Digest, Sha256};
-        hex::encode(Sha256::digest(self.0.to_lowercase().as_bytes()))
+        hex::encode(Sha256::digest(self.canonical().as_bytes()))
+    }
+
+    /// The address for logs at WARN and above: first character of the local
+    /// part and the domain (`a***@example.com`). The full address belongs
+    /// at debug level only.
+    pub fn redacted(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}***@{domain}")
     }
 }
 
@@ -191,6 +213,16 @@ mod tests {
         );
         let long_total = format!("a@{}.com", vec!["b".repeat(60); 5].join("."));
         assert!(EmailAddress::parse(&long_total).is_err());
+    }
+
+    #[test]
+    fn canonical_ignores_case_but_spelling_is_kept() {
+        let a = EmailAddress::parse("Ok1@Example.com").unwrap();
+        let b = EmailAddress::parse("OK1@example.COM").unwrap();
+        assert_eq!(a.canonical(), "ok1@example.com");
+        assert_eq!(a.canonical(), b.canonical());
+        assert_eq!(a.as_str(), "Ok1@example.com");
+        assert_eq!(a.redacted(), "O***@example.com");
     }
 
     #[test]

@@ -21,7 +21,7 @@ macro_rules! text_enum {
         }
 
         impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.pad(self.as_str()) }
         }
 
         impl FromStr for $name {
@@ -119,5 +119,10 @@ mod tests {
             "retry_wait".parse::<DeliveryState>().unwrap(),
             DeliveryState::RetryWait
         );
+    }
+
+    #[test]
+    fn display_honours_width_for_tables() {
+        assert_eq!(format!("{:<9}|", ItemState::Draft), "draft    |");
     }
 }

@@ -1,6 +1,6 @@
 //! Items (the week's articles) and issues (the frozen, rendered digest).
 
-use super::{Db, Result, StoreError, parse_state, with_pool, with_tx};
+use super::{Db, Result, StoreError, with_pool, with_tx};
 use crate::digest_file::ItemInput;
 use crate::domain::{IssueStatus, ItemState, Millis};
 
@@ -8,7 +8,7 @@ use crate::domain::{IssueStatus, ItemState, Millis};
 pub struct ItemRow {
     pub id: i64,
     pub newsletter_id: i64,
-    pub state: String,
+    pub state: ItemState,
     pub headline: String,
     pub outlet: String,
     pub url: String,
@@ -23,8 +23,10 @@ pub struct ItemRow {
 }
 
 impl ItemRow {
+    /// Kept as a fallible accessor for callers written when rows held
+    /// strings; the row is already typed, so it never fails.
     pub fn state(&self) -> Result<ItemState> {
-        parse_state(&self.state)
+        Ok(self.state)
     }
 
     pub fn to_input(&self) -> ItemInput {
@@ -58,7 +60,7 @@ pub struct IssueRow {
     pub text_body: String,
     #[serde(skip)]
     pub web_html: String,
-    pub status: String,
+    pub status: IssueStatus,
     pub created_at: Millis,
     pub send_started_at: Option<Millis>,
     pub completed_at: Option<Millis>,
@@ -66,8 +68,10 @@ pub struct IssueRow {
 }
 
 impl IssueRow {
+    /// Kept as a fallible accessor for callers written when rows held
+    /// strings; the row is already typed, so it never fails.
     pub fn status(&self) -> Result<IssueStatus> {
-        parse_state(&self.status)
+        Ok(self.status)
     }
 }
 
@@ -146,11 +150,12 @@ impl Db {
         let n = with_pool!(self, |p| {
             let query = sqlx::query(
                 "UPDATE items SET headline = $2, outlet = $3, url = $4, published_on = $5, author = $6, author_role = $7,
-                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> 'published'",
+                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> $12",
             )
             .bind(id);
             bind_item_fields!(query, item)
                 .bind(now)
+                .bind(ItemState::Published)
                 .execute(p)
                 .await?
                 .rows_affected()
@@ -190,21 +195,25 @@ impl Db {
     /// Moves unpublished items to `state`; returns how many moved.
     pub async fn set_item_state(&self, id: i64, state: ItemState, now: Millis) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query("UPDATE items SET state = $2, updated_at = $3 WHERE id = $1 AND state <> 'published'")
-                .bind(id)
-                .bind(state.as_str())
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE items SET state = $2, updated_at = $3 WHERE id = $1 AND state <> $4",
+            )
+            .bind(id)
+            .bind(state)
+            .bind(now)
+            .bind(ItemState::Published)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
         Ok(n == 1)
     }
 
     pub async fn remove_item(&self, id: i64) -> Result<bool> {
         let n = with_pool!(self, |p| {
-            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> 'published'")
+            sqlx::query("DELETE FROM items WHERE id = $1 AND state <> $2")
                 .bind(id)
+                .bind(ItemState::Published)
                 .execute(p)
                 .await?
                 .rows_affected()
@@ -269,13 +278,18 @@ impl Db {
     }
 
     /// Stores the issue and publishes its items in one transaction: a crash
-    /// leaves no issue or a whole one. Fails (and changes nothing) if any of
-    /// the items stopped being `ready` meanwhile, e.g. a concurrent compose.
+    /// leaves no issue or a whole one. `None` (and nothing changed) when a
+    /// concurrent compose won a race: it took the issue's number or slug
+    /// (both unique; the insert waits for the other transaction and then
+    /// yields), or one of the items stopped being `ready`. The caller reads
+    /// again and retries, so numbers and slugs are allocated atomically
+    /// whichever process composes.
     pub async fn insert_issue(&self, issue: &NewIssue<'_>) -> Result<Option<i64>> {
-        with_tx!(self, |tx| {
-            let id: i64 = sqlx::query_scalar(
+        let stored = with_tx!(self, |tx| {
+            let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO issues (newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'draft', $11) RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(issue.newsletter_id)
             .bind(issue.number)
@@ -287,33 +301,46 @@ impl Db {
             .bind(issue.html)
             .bind(issue.text)
             .bind(issue.web_html)
+            .bind(IssueStatus::Draft)
             .bind(issue.now)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            let mut published = 0;
-            for (position, item_id) in issue.item_ids.iter().enumerate() {
-                published += sqlx::query(
-                    "UPDATE items SET state = 'published', issue_id = $2, position = $3, updated_at = $4 WHERE id = $1 AND state = 'ready'",
-                )
-                .bind(item_id)
-                .bind(id)
-                .bind(position as i64)
-                .bind(issue.now)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            match id {
+                None => Ok(None),
+                Some(id) => {
+                    let mut published = 0;
+                    for (position, item_id) in issue.item_ids.iter().enumerate() {
+                        published += sqlx::query(
+                            "UPDATE items SET state = $5, issue_id = $2, position = $3, updated_at = $4 WHERE id = $1 AND state = $6",
+                        )
+                        .bind(item_id)
+                        .bind(id)
+                        .bind(position as i64)
+                        .bind(issue.now)
+                        .bind(ItemState::Published)
+                        .bind(ItemState::Ready)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
+                    if published as usize == issue.item_ids.len() {
+                        sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
+                            .bind(issue.newsletter_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(Some(id))
+                    } else {
+                        // An Err rolls the issue back (a `return` here would
+                        // leave the function before the mapping below).
+                        Err(StoreError::Conflict("the ready items"))
+                    }
+                }
             }
-            if published as usize != issue.item_ids.len() {
-                return Err(StoreError::Corrupt(
-                    "items changed while the issue was being composed; run compose again".into(),
-                ));
-            }
-            sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
-                .bind(issue.newsletter_id)
-                .execute(&mut *tx)
-                .await?;
-            Ok::<_, StoreError>(Some(id))
-        })
+        });
+        match stored {
+            Err(StoreError::Conflict(_)) => Ok(None),
+            other => other,
+        }
     }
 
     /// Finds an issue by its number or its slug.
@@ -348,13 +375,12 @@ impl Db {
 
     /// Just the status, for loops that poll it (the row carries the whole rendering).
     pub async fn issue_status(&self, id: i64) -> Result<IssueStatus> {
-        let status: String = with_pool!(self, |p| {
+        Ok(with_pool!(self, |p| {
             sqlx::query_scalar("SELECT status FROM issues WHERE id = $1")
                 .bind(id)
                 .fetch_one(p)
                 .await?
-        });
-        parse_state(&status)
+        }))
     }
 
     pub async fn issues(&self, newsletter_id: i64) -> Result<Vec<IssueRow>> {

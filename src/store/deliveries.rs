@@ -222,7 +222,7 @@ impl Db {
             let mut q = QueryBuilder::new(
                 "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
                    COALESCE(sub.state, 'unsubscribed') AS subscription_state,
-                   (SELECT COUNT(*) FROM suppressions sp WHERE sp.email = s.email) AS suppressed,
+                   (SELECT COUNT(*) FROM suppressions sp WHERE lower(sp.email) = lower(s.email)) AS suppressed,
                    d.state, d.worker_id, i.status AS issue_status
                  FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
                  LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id

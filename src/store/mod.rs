@@ -33,6 +33,10 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt value in the database: {0}")]
     Corrupt(String),
+    /// Another writer got there first; nothing was written. Callers retry
+    /// (compose) or say so.
+    #[error("{0} changed while this command ran; run it again")]
+    Conflict(&'static str),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -59,12 +63,18 @@ pub use with_pool;
 
 /// Like `with_pool!`, but inside one transaction that commits when the body
 /// returns `Ok` and rolls back otherwise.
+///
+/// On SQLite the transaction starts with `BEGIN IMMEDIATE`: a deferred
+/// transaction that reads and then writes cannot wait for the write lock in
+/// WAL mode (SQLite answers `database is locked` at once, busy timeout or
+/// not), so a second process on the same file (an import while `herald
+/// serve` sends) would fail. Taking the lock up front makes it wait.
 #[macro_export]
 macro_rules! with_tx {
     ($db:expr, |$tx:ident| $body:expr) => {
         match $db {
             $crate::store::Db::Sqlite(pool) => {
-                let mut $tx = pool.begin().await?;
+                let mut $tx = pool.begin_with($crate::store::SQLITE_BEGIN_WRITE).await?;
                 let out = $body;
                 if out.is_ok() {
                     $tx.commit().await?;
@@ -83,6 +93,9 @@ macro_rules! with_tx {
     };
 }
 pub use with_tx;
+
+/// How every SQLite write transaction begins (see `with_tx!`).
+pub const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 impl Db {
     /// `connect_timeout` bounds the first contact with a PostgreSQL server;
@@ -284,4 +297,14 @@ impl Db {
 /// Parses a state column; a value the code does not know is corruption, not a panic.
 pub(crate) fn parse_state<T: FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(StoreError::Corrupt)
+}
+
+/// Serialises a state enum in a row with its database spelling (serde's
+/// derive would write `admin_change` for `admin-change`), so JSON output
+/// shows what the database holds.
+pub(crate) fn serialize_as_str<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }

@@ -1,9 +1,12 @@
 //! Subscribers, subscriptions, confirmation tokens, consent events and
 //! suppressions.
 
-use futures::TryStreamExt;
+use std::collections::{HashMap, HashSet};
 
-use super::{Db, Result, parse_state, with_pool, with_tx};
+use futures::TryStreamExt;
+use sqlx::QueryBuilder;
+
+use super::{Db, Result, StoreError, with_pool, with_tx};
 use crate::domain::{ConsentKind, EmailAddress, Millis, SubscriptionState};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -19,7 +22,7 @@ pub struct Subscriber {
 pub struct SubscriptionRow {
     pub subscriber_id: i64,
     pub newsletter_id: i64,
-    pub state: String,
+    pub state: SubscriptionState,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub confirmed_at: Option<Millis>,
@@ -27,8 +30,10 @@ pub struct SubscriptionRow {
 }
 
 impl SubscriptionRow {
+    /// The row's state. Kept as a fallible accessor for callers written when
+    /// rows held strings; the row is already typed, so it never fails.
     pub fn state(&self) -> Result<SubscriptionState> {
-        parse_state(&self.state)
+        Ok(self.state)
     }
 }
 
@@ -39,7 +44,7 @@ pub struct ListedSubscriber {
     pub email: String,
     pub name: Option<String>,
     pub attributes: String,
-    pub state: String,
+    pub state: SubscriptionState,
     pub created_at: Millis,
     pub confirmed_at: Option<Millis>,
     pub unsubscribed_at: Option<Millis>,
@@ -57,7 +62,8 @@ pub struct ConsentContext {
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct ConsentEventRow {
-    pub kind: String,
+    #[serde(serialize_with = "super::serialize_as_str")]
+    pub kind: ConsentKind,
     pub at: Millis,
     pub newsletter_id: i64,
     pub ip: Option<String>,
@@ -81,17 +87,52 @@ pub enum TokenLookup {
     Unknown,
 }
 
+/// The writes of a state change inside a transaction `$tx`: the
+/// subscription row (created if needed) and, when confirming, the lifting of
+/// the address's suppression (its hash is `$hash`). A macro rather than a
+/// function so that it compiles once per backend inside `with_tx!`.
+macro_rules! write_subscription_state {
+    ($tx:ident, $subscriber_id:expr, $newsletter_id:expr, $state:expr, $hash:expr, $now:expr) => {{
+        let state: SubscriptionState = $state;
+        let now: Millis = $now;
+        let confirmed_at = (state == SubscriptionState::Confirmed).then_some(now);
+        let unsubscribed_at = (state == SubscriptionState::Unsubscribed).then_some(now);
+        sqlx::query(
+            "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at, unsubscribed_at)
+             VALUES ($1, $2, $3, $4, $4, $5, $6)
+             ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+               confirmed_at = COALESCE(excluded.confirmed_at, subscriptions.confirmed_at),
+               unsubscribed_at = COALESCE(excluded.unsubscribed_at, subscriptions.unsubscribed_at),
+               soft_bounces = 0, last_confirmation_at = NULL",
+        )
+        .bind($subscriber_id)
+        .bind($newsletter_id)
+        .bind(state)
+        .bind(now)
+        .bind(confirmed_at)
+        .bind(unsubscribed_at)
+        .execute(&mut *$tx)
+        .await?;
+        if state == SubscriptionState::Confirmed {
+            sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
+                .bind($hash)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
 const SUBSCRIBER_COLUMNS: &str = "id, email, name, attributes, created_at";
 const SUBSCRIPTION_COLUMNS: &str =
     "subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at, unsubscribed_at";
 
 impl Db {
     pub async fn subscriber_by_email(&self, email: &EmailAddress) -> Result<Option<Subscriber>> {
-        let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE email = $1");
+        let sql = format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE lower(email) = $1");
         Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
             sql
         ))
-        .bind(email.as_str())
+        .bind(email.canonical())
         .fetch_optional(p)
         .await?))
     }
@@ -106,9 +147,10 @@ impl Db {
         .await?))
     }
 
-    /// Returns the subscriber for `email`, creating it (with `name`) if new.
-    /// An existing subscriber's name is left alone: the public form must not
-    /// let anyone rename someone else.
+    /// Returns the subscriber for `email` (any spelling of it), creating it
+    /// (with `name`, spelled as typed) if new. An existing subscriber's name
+    /// and spelling are left alone: the public form must not let anyone
+    /// rename someone else.
     pub async fn ensure_subscriber(
         &self,
         email: &EmailAddress,
@@ -118,7 +160,7 @@ impl Db {
         let inserted: Option<i64> = with_pool!(self, |p| {
             sqlx::query_scalar(
                 "INSERT INTO subscribers (email, name, attributes, created_at) VALUES ($1, $2, '{}', $3)
-                 ON CONFLICT (email) DO NOTHING RETURNING id",
+                 ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(email.as_str())
             .bind(name)
@@ -173,11 +215,12 @@ impl Db {
         with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at)
-                 VALUES ($1, $2, 'pending', $3, $3) ON CONFLICT (subscriber_id, newsletter_id) DO NOTHING",
+                 VALUES ($1, $2, $4, $3, $3) ON CONFLICT (subscriber_id, newsletter_id) DO NOTHING",
             )
             .bind(subscriber_id)
             .bind(newsletter_id)
             .bind(now)
+            .bind(SubscriptionState::Pending)
             .execute(p)
             .await?
             .rows_affected()
@@ -198,33 +241,75 @@ impl Db {
         ctx: &ConsentContext,
     ) -> Result<()> {
         let now = crate::domain::now_ms();
-        let confirmed_at = (state == SubscriptionState::Confirmed).then_some(now);
-        let unsubscribed_at = (state == SubscriptionState::Unsubscribed).then_some(now);
+        let hash = email.suppression_hash();
         with_tx!(self, |tx| {
-            sqlx::query(
-                "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at, unsubscribed_at)
-                 VALUES ($1, $2, $3, $4, $4, $5, $6)
-                 ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                   confirmed_at = COALESCE(excluded.confirmed_at, subscriptions.confirmed_at),
-                   unsubscribed_at = COALESCE(excluded.unsubscribed_at, subscriptions.unsubscribed_at),
-                   soft_bounces = 0, last_confirmation_at = NULL",
-            )
-            .bind(subscriber_id)
-            .bind(newsletter_id)
-            .bind(state.as_str())
-            .bind(now)
-            .bind(confirmed_at)
-            .bind(unsubscribed_at)
-            .execute(&mut *tx)
-            .await?;
-            if state == SubscriptionState::Confirmed {
-                sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
-                    .bind(email.suppression_hash())
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            write_subscription_state!(tx, subscriber_id, newsletter_id, state, &hash, now);
             insert_consent(&mut *tx, subscriber_id, newsletter_id, kind, ctx, now).await?;
-            Ok::<(), super::StoreError>(())
+            Ok::<(), StoreError>(())
+        })
+    }
+
+    /// Double opt-in, step two, as one transaction: spends the token,
+    /// confirms the subscription, lifts a suppression and records the
+    /// consent event (its kind chosen by `kind_for` from the state before).
+    /// Either all of it happens or none: a failure half-way must not leave a
+    /// spent link and an unconfirmed reader (whom the resend interval would
+    /// then refuse a new link). `None`: the token was not spendable (used,
+    /// expired or unknown by the time the transaction ran).
+    pub async fn confirm_with_token(
+        &self,
+        token_hash: &str,
+        ctx: &ConsentContext,
+        now: Millis,
+        kind_for: impl Fn(Option<SubscriptionState>) -> ConsentKind,
+    ) -> Result<Option<i64>> {
+        with_tx!(self, |tx| {
+            let spent: Option<(i64, i64)> = sqlx::query_as(
+                "UPDATE confirmation_tokens SET used_at = $2
+                 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+                 RETURNING subscriber_id, newsletter_id",
+            )
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match spent {
+                None => Ok::<_, StoreError>(None),
+                Some((subscriber_id, newsletter_id)) => {
+                    let stored: Option<String> =
+                        sqlx::query_scalar("SELECT email FROM subscribers WHERE id = $1")
+                            .bind(subscriber_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let stored = stored.ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "confirmation token of subscriber {subscriber_id}, who no longer exists"
+                        ))
+                    })?;
+                    let email = EmailAddress::parse(&stored).map_err(|e| {
+                        StoreError::Corrupt(format!("stored address {stored:?}: {e}"))
+                    })?;
+                    let previous: Option<SubscriptionState> = sqlx::query_scalar(
+                        "SELECT state FROM subscriptions WHERE subscriber_id = $1 AND newsletter_id = $2",
+                    )
+                    .bind(subscriber_id)
+                    .bind(newsletter_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let hash = email.suppression_hash();
+                    write_subscription_state!(
+                        tx,
+                        subscriber_id,
+                        newsletter_id,
+                        SubscriptionState::Confirmed,
+                        &hash,
+                        now
+                    );
+                    let kind = kind_for(previous);
+                    insert_consent(&mut *tx, subscriber_id, newsletter_id, kind, ctx, now).await?;
+                    Ok(Some(newsletter_id))
+                }
+            }
         })
     }
 
@@ -334,19 +419,6 @@ impl Db {
         })
     }
 
-    /// Single use: true only for the caller that actually spent the token.
-    pub async fn spend_confirmation_token(&self, token_hash: &str, now: Millis) -> Result<bool> {
-        let n = with_pool!(self, |p| {
-            sqlx::query("UPDATE confirmation_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2")
-                .bind(token_hash)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
-        });
-        Ok(n == 1)
-    }
-
     pub async fn is_suppressed(&self, email: &EmailAddress) -> Result<bool> {
         let n: i64 = with_pool!(self, |p| {
             sqlx::query_scalar("SELECT COUNT(*) FROM suppressions WHERE address_hash = $1")
@@ -396,7 +468,6 @@ impl Db {
         state: Option<SubscriptionState>,
         mut f: impl FnMut(ListedSubscriber) -> Result<()>,
     ) -> Result<()> {
-        let state = state.map(|s| s.as_str());
         with_pool!(self, |p| {
             let mut rows = sqlx::query_as::<_, ListedSubscriber>(
                 "SELECT s.id, s.email, s.name, s.attributes, sub.state, s.created_at, sub.confirmed_at, sub.unsubscribed_at
@@ -504,4 +575,222 @@ where
     .execute(executor)
     .await?;
     Ok(())
+}
+
+/// One validated row of a subscriber import.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    pub email: EmailAddress,
+    pub name: Option<String>,
+    /// A JSON object of the extra columns.
+    pub attributes: String,
+}
+
+/// What the import does with an address that already exists, decided by
+/// `subscribers::import` from its current state (`None`: no subscription to
+/// this newsletter yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportAction {
+    /// Leave it alone (it refused mail; counted as suppressed).
+    Refuse,
+    /// Refresh name and attributes only.
+    Update,
+    /// Refresh, and move the subscription to the import's target state.
+    UpdateAndSubscribe,
+}
+
+/// The counts of one chunk, and the addresses that became pending.
+#[derive(Debug, Default)]
+pub struct ImportChunkOutcome {
+    pub imported: u64,
+    pub updated: u64,
+    pub suppressed: u64,
+    pub duplicate: u64,
+    pub pending: Vec<EmailAddress>,
+}
+
+/// The import's fixed parameters.
+pub struct ImportTarget<'a> {
+    pub newsletter_id: i64,
+    /// `Confirmed` (editor vouches) or `Pending` (confirmation mail follows).
+    pub state: SubscriptionState,
+    pub import_id: &'a str,
+    pub source: &'a str,
+    pub now: Millis,
+}
+
+impl Db {
+    /// Writes one chunk of an import in one transaction, set-wise. Rows are
+    /// matched to existing subscribers by canonical address; rows whose
+    /// address is suppressed are skipped; `decide` says what happens to an
+    /// existing subscriber. `rows` must hold each canonical address once.
+    pub async fn import_chunk(
+        &self,
+        rows: Vec<ImportRow>,
+        target: &ImportTarget<'_>,
+        decide: &(dyn Fn(Option<SubscriptionState>) -> ImportAction + Sync),
+    ) -> Result<ImportChunkOutcome> {
+        let mut out = ImportChunkOutcome::default();
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        let ImportTarget {
+            newsletter_id,
+            state: target_state,
+            import_id,
+            source,
+            now,
+        } = *target;
+        with_tx!(self, |tx| {
+            // Who exists already, and was any of them already touched by this import?
+            let mut q = QueryBuilder::new(
+                "SELECT id, lower(email), last_import_id FROM subscribers WHERE lower(email) IN (",
+            );
+            let mut sep = q.separated(", ");
+            for r in &rows {
+                sep.push_bind(r.email.canonical());
+            }
+            q.push(")");
+            let existing: Vec<(i64, String, Option<String>)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            let existing: HashMap<String, (i64, bool)> = existing
+                .into_iter()
+                .map(|(id, key, last)| (key, (id, last.as_deref() == Some(import_id))))
+                .collect();
+
+            let mut q =
+                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN (");
+            let mut sep = q.separated(", ");
+            for r in &rows {
+                sep.push_bind(r.email.suppression_hash());
+            }
+            q.push(")");
+            let suppressed: HashSet<String> = q
+                .build_query_scalar::<String>()
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+
+            let mut states: HashMap<i64, SubscriptionState> = HashMap::new();
+            if !existing.is_empty() {
+                let mut q = QueryBuilder::new(
+                    "SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ",
+                );
+                q.push_bind(newsletter_id);
+                q.push(" AND subscriber_id IN (");
+                let mut sep = q.separated(", ");
+                for (id, _) in existing.values() {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                states = q
+                    .build_query_as::<(i64, SubscriptionState)>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+            }
+
+            let mut new_rows = Vec::new();
+            let mut subscribe_ids: Vec<i64> = Vec::new();
+            for r in rows {
+                match existing.get(&r.email.canonical()) {
+                    Some((_, true)) => out.duplicate += 1,
+                    _ if suppressed.contains(&r.email.suppression_hash()) => out.suppressed += 1,
+                    Some((id, false)) => {
+                        let action = decide(states.get(id).copied());
+                        if action == ImportAction::Refuse {
+                            out.suppressed += 1;
+                            continue;
+                        }
+                        sqlx::query(
+                            "UPDATE subscribers SET name = COALESCE($1, name),
+                               attributes = CASE WHEN $2 = '{}' THEN attributes ELSE $2 END, last_import_id = $3 WHERE id = $4",
+                        )
+                        .bind(r.name.as_deref())
+                        .bind(&r.attributes)
+                        .bind(import_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                        out.updated += 1;
+                        if action == ImportAction::UpdateAndSubscribe {
+                            subscribe_ids.push(*id);
+                        }
+                    }
+                    None => new_rows.push(r),
+                }
+            }
+
+            if !new_rows.is_empty() {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO subscribers (email, name, attributes, created_at, last_import_id) ",
+                );
+                q.push_values(&new_rows, |mut b, r| {
+                    b.push_bind(r.email.as_str())
+                        .push_bind(r.name.as_deref())
+                        .push_bind(&r.attributes)
+                        .push_bind(now)
+                        .push_bind(import_id);
+                });
+                q.push(" RETURNING id");
+                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                out.imported += ids.len() as u64;
+                subscribe_ids.extend(ids);
+            }
+
+            if !subscribe_ids.is_empty() {
+                let confirmed_at = (target_state == SubscriptionState::Confirmed).then_some(now);
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at) ",
+                );
+                q.push_values(&subscribe_ids, |mut b, id| {
+                    b.push_bind(*id)
+                        .push_bind(newsletter_id)
+                        .push_bind(target_state)
+                        .push_bind(now)
+                        .push_bind(now)
+                        .push_bind(confirmed_at);
+                });
+                q.push(
+                    " ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                      confirmed_at = excluded.confirmed_at WHERE subscriptions.state = ",
+                );
+                q.push_bind(SubscriptionState::Pending);
+                q.build().execute(&mut *tx).await?;
+
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) ",
+                );
+                q.push_values(&subscribe_ids, |mut b, id| {
+                    b.push_bind(*id)
+                        .push_bind(newsletter_id)
+                        .push_bind(ConsentKind::Import)
+                        .push_bind(now)
+                        .push_bind(source)
+                        .push_bind("csv");
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+
+            if target_state == SubscriptionState::Pending && !subscribe_ids.is_empty() {
+                let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN (");
+                let mut sep = q.separated(", ");
+                for id in &subscribe_ids {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                out.pending = q
+                    .build_query_scalar::<String>()
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .filter_map(|e| EmailAddress::parse(&e).ok())
+                    .collect();
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(out)
+    }
 }

@@ -43,6 +43,14 @@ macro_rules! text_column {
                 Ok(text.parse::<$name>()?)
             }
         }
+
+        /// Compares with the database spelling: tests assert on what a row
+        /// holds as they did when rows carried strings.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
     )+};
 }
 

@@ -2,17 +2,15 @@
 //! validated row by row, deduplicated against the database rather than an
 //! in-memory set, and written set-wise, one transaction per chunk.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
-use sqlx::QueryBuilder;
-
 use super::{SubscribeOutcome, SubscribeRequest, SubscriberError};
 use crate::app::App;
-use crate::domain::{EmailAddress, now_ms};
-use crate::store::subscribers::ConsentContext;
-use crate::store::{Newsletter, StoreError, with_tx};
+use crate::domain::{EmailAddress, SubscriptionState, now_ms};
+use crate::store::subscribers::{ConsentContext, ImportAction, ImportRow, ImportTarget};
+use crate::store::{Newsletter, StoreError};
 
 const CHUNK: usize = 1000;
 
@@ -29,6 +27,14 @@ pub enum ImportError {
         "{path} has no `email` column (header: {header}). The first row must name the columns, e.g. `email,name`"
     )]
     NoEmailColumn { path: String, header: String },
+    #[error(
+        "{path}: the column `{column}` appears more than once in the header ({header}). Rename or remove the duplicate column and import again"
+    )]
+    DuplicateColumn {
+        path: String,
+        column: String,
+        header: String,
+    },
     #[error("{path}: reading failed at line {line}: {message}")]
     Read {
         path: String,
@@ -61,15 +67,9 @@ impl std::fmt::Display for ImportReport {
     }
 }
 
-struct Row {
-    email: EmailAddress,
-    name: Option<String>,
-    attributes: String,
-}
-
 enum Chunk {
     Rows {
-        rows: Vec<Row>,
+        rows: Vec<ImportRow>,
         rejects: Vec<(u64, String, String)>,
         bytes_read: u64,
     },
@@ -113,6 +113,14 @@ impl App {
             .iter()
             .map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase())
             .collect();
+        let mut seen_columns = HashSet::new();
+        if let Some(dup) = columns.iter().find(|c| !seen_columns.insert(c.as_str())) {
+            return Err(ImportError::DuplicateColumn {
+                path: display,
+                column: dup.clone(),
+                header: columns.join(","),
+            });
+        }
         let email_col = columns.iter().position(|c| c == "email").ok_or_else(|| {
             ImportError::NoEmailColumn {
                 path: display.clone(),
@@ -150,7 +158,7 @@ impl App {
                 if more && !record.is_empty() {
                     let line = record.position().map(|p| p.line()).unwrap_or(0);
                     match parse_row(&record, &columns, email_col, name_col) {
-                        Ok((email, name, attributes)) => rows.push(Row {
+                        Ok((email, name, attributes)) => rows.push(ImportRow {
                             email,
                             name,
                             attributes,
@@ -218,183 +226,52 @@ impl App {
     /// Writes one chunk; returns the addresses that became pending and need a confirmation mail.
     async fn import_chunk(
         &self,
-        rows: Vec<Row>,
+        rows: Vec<ImportRow>,
         options: &ImportOptions<'_>,
         import_id: &str,
         source: &str,
         report: &mut ImportReport,
     ) -> Result<Vec<EmailAddress>, StoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
-        let newsletter_id = options.newsletter.id;
         let target_state = if options.confirmed {
-            "confirmed"
+            SubscriptionState::Confirmed
         } else {
-            "pending"
+            SubscriptionState::Pending
         };
+        // One row per reader: `Ann@` and `ann@` in one file are one address.
         let mut seen = HashSet::with_capacity(rows.len());
-        let rows: Vec<Row> = rows
+        let rows: Vec<ImportRow> = rows
             .into_iter()
             .filter(|r| {
-                let fresh = seen.insert(r.email.clone());
+                let fresh = seen.insert(r.email.canonical());
                 report.duplicate += u64::from(!fresh);
                 fresh
             })
             .collect();
-
-        let outcome: Result<Vec<EmailAddress>, StoreError> = with_tx!(&self.db, |tx| {
-            // Who exists already, and was any of them already touched by this import?
-            let mut q = QueryBuilder::new(
-                "SELECT id, email, last_import_id FROM subscribers WHERE email IN (",
-            );
-            let mut sep = q.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.email.as_str());
-            }
-            q.push(")");
-            let existing: Vec<(i64, String, Option<String>)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
-            let existing: HashMap<String, (i64, bool)> = existing
-                .into_iter()
-                .map(|(id, email, last)| (email, (id, last.as_deref() == Some(import_id))))
-                .collect();
-
-            let mut q =
-                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN (");
-            let mut sep = q.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.email.suppression_hash());
-            }
-            q.push(")");
-            let suppressed: HashSet<String> = q
-                .build_query_scalar::<String>()
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-
-            let mut states: HashMap<i64, String> = HashMap::new();
-            if !existing.is_empty() {
-                let mut q = QueryBuilder::new(
-                    "SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ",
-                );
-                q.push_bind(newsletter_id);
-                q.push(" AND subscriber_id IN (");
-                let mut sep = q.separated(", ");
-                for (id, _) in existing.values() {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
-                states = q
-                    .build_query_as::<(i64, String)>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .collect();
-            }
-
-            let mut new_rows = Vec::new();
-            let mut subscribe_ids: Vec<i64> = Vec::new();
-            for r in rows {
-                match existing.get(r.email.as_str()) {
-                    Some((_, true)) => report.duplicate += 1,
-                    _ if suppressed.contains(&r.email.suppression_hash()) => report.suppressed += 1,
-                    Some((id, false)) => {
-                        let state = states.get(id).map(String::as_str);
-                        if matches!(state, Some("unsubscribed" | "bounced" | "complained")) {
-                            report.suppressed += 1;
-                            continue;
-                        }
-                        sqlx::query(
-                            "UPDATE subscribers SET name = COALESCE($1, name),
-                               attributes = CASE WHEN $2 = '{}' THEN attributes ELSE $2 END, last_import_id = $3 WHERE id = $4",
-                        )
-                        .bind(r.name.as_deref())
-                        .bind(&r.attributes)
-                        .bind(import_id)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        report.updated += 1;
-                        if state != Some(target_state) && state != Some("confirmed") {
-                            subscribe_ids.push(*id);
-                        }
-                    }
-                    None => new_rows.push(r),
-                }
-            }
-
-            if !new_rows.is_empty() {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO subscribers (email, name, attributes, created_at, last_import_id) ",
-                );
-                q.push_values(&new_rows, |mut b, r| {
-                    b.push_bind(r.email.as_str())
-                        .push_bind(r.name.as_deref())
-                        .push_bind(&r.attributes)
-                        .push_bind(now)
-                        .push_bind(import_id);
-                });
-                q.push(" RETURNING id");
-                let ids: Vec<i64> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                report.imported += ids.len() as u64;
-                subscribe_ids.extend(ids);
-            }
-
-            if !subscribe_ids.is_empty() {
-                let confirmed_at = options.confirmed.then_some(now);
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at) ",
-                );
-                q.push_values(&subscribe_ids, |mut b, id| {
-                    b.push_bind(*id)
-                        .push_bind(newsletter_id)
-                        .push_bind(target_state)
-                        .push_bind(now)
-                        .push_bind(now)
-                        .push_bind(confirmed_at);
-                });
-                q.push(
-                    " ON CONFLICT (subscriber_id, newsletter_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                      confirmed_at = excluded.confirmed_at WHERE subscriptions.state = 'pending'",
-                );
-                q.build().execute(&mut *tx).await?;
-
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) ",
-                );
-                q.push_values(&subscribe_ids, |mut b, id| {
-                    b.push_bind(*id)
-                        .push_bind(newsletter_id)
-                        .push_bind("import")
-                        .push_bind(now)
-                        .push_bind(source)
-                        .push_bind("csv");
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-
-            let pending = if options.confirmed || subscribe_ids.is_empty() {
-                Vec::new()
-            } else {
-                let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN (");
-                let mut sep = q.separated(", ");
-                for id in &subscribe_ids {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
-                q.build_query_scalar::<String>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .filter_map(|e| EmailAddress::parse(&e).ok())
-                    .collect()
-            };
-            Ok::<_, StoreError>(pending)
-        });
-        outcome
+        // Import never resubscribes: an address that unsubscribed, bounced or
+        // complained stays out until it confirms a fresh double opt-in.
+        let decide = |state: Option<SubscriptionState>| match state {
+            Some(
+                SubscriptionState::Unsubscribed
+                | SubscriptionState::Bounced
+                | SubscriptionState::Complained,
+            ) => ImportAction::Refuse,
+            Some(SubscriptionState::Confirmed) => ImportAction::Update,
+            Some(s) if s == target_state => ImportAction::Update,
+            _ => ImportAction::UpdateAndSubscribe,
+        };
+        let target = ImportTarget {
+            newsletter_id: options.newsletter.id,
+            state: target_state,
+            import_id,
+            source,
+            now: now_ms(),
+        };
+        let outcome = self.db.import_chunk(rows, &target, &decide).await?;
+        report.imported += outcome.imported;
+        report.updated += outcome.updated;
+        report.suppressed += outcome.suppressed;
+        report.duplicate += outcome.duplicate;
+        Ok(outcome.pending)
     }
 
     async fn import_confirmation(

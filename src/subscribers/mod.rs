@@ -29,7 +29,9 @@ pub enum SubscriberError {
         "{email} is {why}; Herald will not mail it again without a fresh confirmation. Run the command without --confirmed to send the subscriber a confirmation link"
     )]
     NeedsConfirmation { email: String, why: String },
-    #[error("the name must be a single line of at most 200 characters")]
+    #[error(
+        "the name must be a single line of at most 200 characters, without line breaks, NUL or other control characters; shorten it or leave the name out"
+    )]
     BadName,
     #[error(transparent)]
     Lookup(#[from] crate::app::LookupError),
@@ -102,9 +104,15 @@ pub fn clean_name(name: Option<&str>) -> Result<Option<&str>, SubscriberError> {
 }
 
 impl App {
-    /// Double opt-in, step one. Records the request, and (rate limits
-    /// permitting) prepares a confirmation mail. Sending it is the caller's
-    /// choice: the web spawns it, the CLI waits for it.
+    /// Double opt-in, step one: (rate limits permitting) prepares a
+    /// confirmation mail. Sending it is the caller's choice: the web spawns
+    /// it, the CLI waits for it.
+    ///
+    /// A `request` consent event is appended only when a confirmation mail
+    /// is issued, i.e. at most once per `subscribe.resend_interval`: the
+    /// history records the requests that had an effect, and repeated probes
+    /// of an address (already confirmed, or rate-limited) add nothing to
+    /// that person's history.
     pub async fn request_subscription(
         &self,
         req: SubscribeRequest<'_>,
@@ -114,15 +122,6 @@ impl App {
         let (subscriber, _created) = self.db.ensure_subscriber(req.email, req.name, now).await?;
         self.db
             .ensure_pending_subscription(subscriber.id, nl.id, now)
-            .await?;
-        self.db
-            .record_consent(
-                subscriber.id,
-                nl.id,
-                ConsentKind::Request,
-                &req.context,
-                now,
-            )
             .await?;
         let state = self.subscription_state(subscriber.id, nl.id).await?;
         if state == SubscriptionState::Confirmed && !self.db.is_suppressed(req.email).await? {
@@ -136,6 +135,15 @@ impl App {
         {
             return Ok(SubscribeOutcome::RateLimited);
         }
+        self.db
+            .record_consent(
+                subscriber.id,
+                nl.id,
+                ConsentKind::Request,
+                &req.context,
+                now,
+            )
+            .await?;
         let token = ConfirmationToken::generate();
         let expires = now + millis(self.config.subscribe.confirm_ttl.0);
         self.db
@@ -170,11 +178,17 @@ impl App {
                 .await
             {
                 Ok(_) => return true,
+                // WARN and ERROR lines end up in shared log systems: the
+                // address is redacted there, in full only at debug level.
                 Err(e) if wait > 0 => {
-                    tracing::warn!(%to, attempt, error = %e, "confirmation mail not sent; retrying in {wait}s");
+                    tracing::debug!(%to, attempt, "confirmation mail failed");
+                    tracing::warn!(to = %to.redacted(), attempt, error = %e, "confirmation mail not sent; retrying in {wait}s");
                     tokio::time::sleep(Duration::from_secs(wait)).await;
                 }
-                Err(e) => tracing::error!(%to, error = %e, "confirmation mail not sent; giving up"),
+                Err(e) => {
+                    tracing::debug!(%to, "confirmation mail failed for good");
+                    tracing::error!(to = %to.redacted(), error = %e, "confirmation mail not sent; giving up");
+                }
             }
         }
         false
@@ -209,39 +223,25 @@ impl App {
                     _ => Ok(ConfirmOutcome::Invalid),
                 }
             }
-            TokenLookup::Valid {
-                subscriber_id,
-                newsletter_id,
-            } => {
-                if !self.db.spend_confirmation_token(&hash, now).await? {
-                    return Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id });
-                }
-                let subscriber = self
-                    .db
-                    .subscriber_by_id(subscriber_id)
-                    .await?
-                    .ok_or(StoreError::Corrupt("token of an erased subscriber".into()))?;
-                let email = stored_email(&subscriber)?;
-                let previous = self
-                    .subscription_state(subscriber_id, newsletter_id)
-                    .await?;
-                let kind = match previous {
-                    SubscriptionState::Pending | SubscriptionState::Confirmed => {
+            TokenLookup::Valid { newsletter_id, .. } => {
+                // Confirming again after an unsubscribe or a bounce is a
+                // resubscription; the first confirmation is a confirmation.
+                let kind_for = |previous: Option<SubscriptionState>| match previous {
+                    None | Some(SubscriptionState::Pending | SubscriptionState::Confirmed) => {
                         ConsentKind::Confirm
                     }
-                    _ => ConsentKind::Resubscribe,
+                    Some(_) => ConsentKind::Resubscribe,
                 };
-                self.db
-                    .change_subscription(
-                        subscriber_id,
-                        &email,
-                        newsletter_id,
-                        SubscriptionState::Confirmed,
-                        kind,
-                        &context,
-                    )
-                    .await?;
-                Ok(ConfirmOutcome::Confirmed { newsletter_id })
+                match self
+                    .db
+                    .confirm_with_token(&hash, &context, now, kind_for)
+                    .await?
+                {
+                    Some(newsletter_id) => Ok(ConfirmOutcome::Confirmed { newsletter_id }),
+                    // Another request (a double click) spent it between the
+                    // lookup and now; expiry cannot differ, `now` is the same.
+                    None => Ok(ConfirmOutcome::AlreadyConfirmed { newsletter_id }),
+                }
             }
         }
     }

@@ -311,7 +311,7 @@ impl TestApp {
         self.consent_events(email)
             .await
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.kind.to_string())
             .collect()
     }
 

@@ -156,6 +156,7 @@ impl Fixture {
             .expect("subscription")
             .expect("subscription exists")
             .state
+            .to_string()
     }
 
     pub async fn is_suppressed(&self, email: &str) -> bool {
