@@ -439,6 +439,8 @@ async fn csv_export_neutralises_formulas(backend: Backend) {
         .post_subscribe_form("planted@example.com", Some(hyperlink))
         .await;
     assert!(page.status < 400, "{} {}", page.status, page.body);
+    // The form answers first; the subscriber exists once its mail is out.
+    t.confirmation_mail("planted@example.com").await;
     let names = [
         ("cmd@example.com", "+cmd|' /C calc'!A0"),
         ("sum@example.com", "@SUM(A1:A9)"),

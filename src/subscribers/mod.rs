@@ -149,10 +149,14 @@ impl App {
         self.db
             .insert_confirmation_token(&token.hash(), subscriber.id, nl.id, now, expires)
             .await?;
+        // The mail goes to the spelling stored first, whichever spelling this
+        // request used: one identity, one address on the wire.
+        let to = EmailAddress::parse(&subscriber.email)
+            .map_err(|e| StoreError::Corrupt(format!("subscriber {}: {e}", subscriber.id)))?;
         Ok(SubscribeOutcome::ConfirmationSent(ConfirmationMail {
-            to: req.email.clone(),
+            bytes: confirmation_mail::build(self, nl, &to, &token, &req.context, now),
+            to,
             envelope_from: self.envelope_from(nl),
-            bytes: confirmation_mail::build(self, nl, req.email, &token, &req.context, now),
         }))
     }
 
