@@ -146,6 +146,8 @@ pub struct DeliveryConfig {
     pub lease: HumanDuration,
     pub batch_size: u32,
     pub flush_interval: HumanDuration,
+    /// How long delivery retries through a database outage before the process exits non-zero.
+    pub max_outage: HumanDuration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -232,6 +234,7 @@ impl Default for DeliveryConfig {
             lease: dur("5m"),
             batch_size: 200,
             flush_interval: dur("200ms"),
+            max_outage: dur("10m"),
         }
     }
 }

@@ -305,7 +305,11 @@ async fn serve(app: &App) -> anyhow::Result<()> {
 }
 
 /// The public site and the delivery workers, until SIGTERM or Ctrl-C; then
-/// the workers finish or hand back what they hold before we exit.
+/// the workers finish or hand back what they hold before we exit. If
+/// delivery gives up (the database stayed unreachable for
+/// `delivery.max_outage`), the site stops too and the process exits
+/// non-zero, so that systemd or Kubernetes restarts it: a server that
+/// answers pages but delivers nothing would look healthy forever.
 pub(crate) async fn serve_with_delivery(
     app: &App,
     listener: tokio::net::TcpListener,
@@ -315,7 +319,7 @@ pub(crate) async fn serve_with_delivery(
         app.clone(),
         crate::delivery::engine::EngineOptions::from_app(app)?,
     );
-    let workers = tokio::spawn(engine.run(
+    let mut workers = tokio::spawn(engine.run(
         crate::delivery::engine::RunUntil::Shutdown,
         shutdown.clone(),
     ));
@@ -325,14 +329,30 @@ pub(crate) async fn serve_with_delivery(
         shutdown_signal().await;
         signal.cancel();
     });
-    crate::web::serve(
+    let web = crate::web::serve(
         app.clone(),
         listener,
         async move { web_stop.cancelled().await },
-    )
-    .await?;
-    shutdown.cancel();
-    workers.await.context("delivery workers panicked")??;
+    );
+    tokio::pin!(web);
+    tokio::select! {
+        served = &mut web => {
+            shutdown.cancel();
+            let delivered = workers.await.context("delivery workers panicked")?;
+            served?;
+            delivered?;
+        }
+        delivered = &mut workers => {
+            let requested = shutdown.is_cancelled();
+            shutdown.cancel();
+            let served = web.await;
+            delivered.context("delivery workers panicked")??;
+            served?;
+            if !requested {
+                anyhow::bail!("delivery stopped unexpectedly; exiting so that the service manager restarts Herald");
+            }
+        }
+    }
     Ok(())
 }
 

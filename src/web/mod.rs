@@ -1,6 +1,7 @@
 //! HTTP: the public subscriber pages (and, later, the editors' API).
 //! Handlers translate HTTP to service calls on `App`; rules live there.
 
+mod health;
 mod pages;
 mod rate_limit;
 
@@ -38,6 +39,7 @@ pub fn router(app: App) -> Router {
             get(|| async { axum::response::Redirect::to("/subscribe") }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
         .route(
             "/subscribe",
             get(subscribe_form_default).post(subscribe_default),
