@@ -205,7 +205,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                     println!(
                         "{:<40} {:<10} attempts {:<2} {}",
                         r.email,
-                        r.state,
+                        r.state.as_str(),
                         r.attempts,
                         r.last_reply
                             .as_deref()

@@ -646,7 +646,7 @@ impl Db {
         &self,
         issue_id: i64,
         limit: i64,
-    ) -> Result<Vec<(String, String, i64)>> {
+    ) -> Result<Vec<(DeliveryState, String, i64)>> {
         Ok(with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT state, COALESCE(last_reply, failure_reason, '') AS reply, COUNT(*) AS n FROM deliveries

@@ -2,5 +2,6 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod db_proxy;
 pub mod engine;
 pub mod smtp_server;
