@@ -340,28 +340,38 @@ async fn readyz(client: &reqwest::Client, base: &str) -> Option<(u16, String)> {
     Some((status, r.text().await.unwrap_or_default()))
 }
 
-/// PostgreSQL only: the outage is a lost network connection, which an
-/// embedded SQLite file does not have.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_outage_mid_send_under_serve() {
-    const RECIPIENTS: usize = 3_000;
+/// A PostgreSQL fixture with `recipients` queued for issue #1, a proxy in
+/// front of its server, and a herald.toml that reaches the database through
+/// the proxy (and serves HTTP on a free port). None without PostgreSQL.
+struct OutageSetup {
+    fx: Fixture,
+    server: TestSmtpServer,
+    proxy: DbProxy,
+    config_path: PathBuf,
+    base: String,
+}
+
+async fn outage_setup(
+    recipients: usize,
+    configure: impl FnOnce(&mut Config),
+) -> Option<OutageSetup> {
     let Some(backend) = Backend::postgres() else {
         eprintln!(
             "skipped: set {} to run this test",
             support::app::POSTGRES_ENV
         );
-        return;
+        return None;
     };
     let server = TestSmtpServer::start(Script::new()).await;
     let mut config = test_config("", &server.url());
     // Slow enough that the outage lands mid-send, fast enough to finish soon.
     config.smtp.rate = 250.0;
-    // The default lease (5 min, far beyond this test): nothing may rely on
+    // The default lease (5 min, far beyond these tests): nothing may rely on
     // a lease lapsing to get a delivery unstuck.
     config.delivery.lease = HumanDuration(Duration::from_secs(300));
+    configure(&mut config);
     let fx = Fixture::new(TestDb::new(backend).await, config).await;
-    fx.add_confirmed(&emails("out", 0..RECIPIENTS)).await;
-    fx.send(&fx.issue).await;
+    fx.add_confirmed(&emails("out", 0..recipients)).await;
 
     let (upstream, _) = split_pg_url(&fx.db.url, "");
     let proxy = DbProxy::start(upstream).await;
@@ -371,8 +381,42 @@ async fn postgres_outage_mid_send_under_serve() {
     config.http.bind = free_local_addr();
     let base = format!("http://{}", config.http.bind);
     config.http.base_url = base.clone();
-    let path = write_config(&fx, &config);
-    let mut child = spawn_herald(&fx, &path, &["serve"], "serve");
+    let config_path = write_config(&fx, &config);
+    Some(OutageSetup {
+        fx,
+        server,
+        proxy,
+        config_path,
+        base,
+    })
+}
+
+/// Every recipient received exactly one message and is recorded as sent.
+async fn assert_everyone_once(s: &OutageSetup, recipients: usize) {
+    let counts = received_counts(&s.server);
+    assert_eq!(counts.len(), recipients, "every recipient received it");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "received more than once: {twice:?}");
+    let c =
+        s.fx.app
+            .db
+            .delivery_counts(s.fx.issue.id)
+            .await
+            .expect("counts");
+    assert_eq!(c.get(DeliveryState::Sent) as usize, recipients, "{c:?}");
+}
+
+/// PostgreSQL only: the outage is a lost network connection, which an
+/// embedded SQLite file does not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_mid_send_under_serve() {
+    const RECIPIENTS: usize = 3_000;
+    let Some(s) = outage_setup(RECIPIENTS, |_| {}).await else {
+        return;
+    };
+    let (fx, server, proxy, base) = (&s.fx, &s.server, &s.proxy, s.base.clone());
+    fx.send(&fx.issue).await;
+    let mut child = spawn_herald(fx, &s.config_path, &["serve"], "serve");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -387,14 +431,14 @@ async fn postgres_outage_mid_send_under_serve() {
         assert!(
             Instant::now() < deadline,
             "/readyz never 200\n{}",
-            logs(&fx, "serve")
+            logs(fx, "serve")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        wait_for_count(&server, RECIPIENTS / 4, Duration::from_secs(60)).await,
+        wait_for_count(server, RECIPIENTS / 4, Duration::from_secs(60)).await,
         "no progress before the outage\n{}",
-        logs(&fx, "serve")
+        logs(fx, "serve")
     );
 
     // The database "restarts": every connection reset, none accepted for 5 s.
@@ -413,12 +457,8 @@ async fn postgres_outage_mid_send_under_serve() {
         "outage: {before} sent before, {} when restored",
         server.message_count()
     );
-    let body = unready.unwrap_or_else(|| {
-        panic!(
-            "/readyz never 503 during the outage\n{}",
-            logs(&fx, "serve")
-        )
-    });
+    let body = unready
+        .unwrap_or_else(|| panic!("/readyz never 503 during the outage\n{}", logs(fx, "serve")));
     assert!(body.contains("database"), "{body}");
     assert!(
         before < RECIPIENTS,
@@ -434,28 +474,18 @@ async fn postgres_outage_mid_send_under_serve() {
         if let Ok(Some(status)) = child.try_wait() {
             panic!(
                 "serve exited during the outage: {status}\n{}",
-                logs(&fx, "serve")
+                logs(fx, "serve")
             );
         }
         assert!(
             Instant::now() < deadline,
             "the issue did not complete after the outage: {:?}\n{}",
             fx.app.db.delivery_counts(fx.issue.id).await.ok(),
-            logs(&fx, "serve")
+            logs(fx, "serve")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let counts = received_counts(&server);
-    assert_eq!(counts.len(), RECIPIENTS, "every recipient received it");
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "received more than once: {twice:?}");
-    let c = fx
-        .app
-        .db
-        .delivery_counts(fx.issue.id)
-        .await
-        .expect("counts");
-    assert_eq!(c.get(DeliveryState::Sent) as usize, RECIPIENTS, "{c:?}");
+    assert_everyone_once(&s, RECIPIENTS).await;
 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -470,6 +500,82 @@ async fn postgres_outage_mid_send_under_serve() {
     }
     assert!(child.try_wait().expect("try_wait").is_none(), "no restart");
     sigterm(&child);
-    let status = wait_exit(&mut child, &fx, "serve", Duration::from_secs(15)).await;
-    assert!(status.success(), "{status}\n{}", logs(&fx, "serve"));
+    let status = wait_exit(&mut child, fx, "serve", Duration::from_secs(15)).await;
+    assert!(status.success(), "{status}\n{}", logs(fx, "serve"));
+}
+
+/// `herald send --wait` rides out the same outage and finishes the issue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_mid_send_wait() {
+    const RECIPIENTS: usize = 2_000;
+    let Some(s) = outage_setup(RECIPIENTS, |_| {}).await else {
+        return;
+    };
+    let mut child = spawn_herald(&s.fx, &s.config_path, &["send", "1", "--wait"], "send");
+    assert!(
+        wait_for_count(&s.server, RECIPIENTS / 4, Duration::from_secs(60)).await,
+        "no progress before the outage\n{}",
+        logs(&s.fx, "send")
+    );
+    s.proxy.outage(Duration::from_secs(5)).await;
+    assert!(
+        s.server.message_count() < RECIPIENTS,
+        "the outage landed after the send was over; lower smtp.rate"
+    );
+    let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(status) => status.expect("wait"),
+        Err(_) => panic!(
+            "send --wait did not finish after the outage: {:?}\n{}",
+            s.fx.app.db.delivery_counts(s.fx.issue.id).await.ok(),
+            logs(&s.fx, "send")
+        ),
+    };
+    assert!(status.success(), "{status}\n{}", logs(&s.fx, "send"));
+    assert_everyone_once(&s, RECIPIENTS).await;
+}
+
+/// When the database stays away longer than `delivery.max_outage`,
+/// `herald serve` exits non-zero and says why, so its supervisor restarts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gone_for_good_ends_serve() {
+    let Some(s) = outage_setup(500, |c| {
+        c.delivery.max_outage = HumanDuration(Duration::from_secs(2));
+    })
+    .await
+    else {
+        return;
+    };
+    s.fx.send(&s.fx.issue).await;
+    let mut child = spawn_herald(&s.fx, &s.config_path, &["serve"], "serve");
+    assert!(
+        wait_for_count(&s.server, 50, Duration::from_secs(60)).await,
+        "no progress before the outage\n{}",
+        logs(&s.fx, "serve")
+    );
+    s.proxy.cut();
+    let cut_at = Instant::now();
+    // Generous: a database call may wait out the pool's acquire timeout (30 s).
+    let status = match tokio::time::timeout(Duration::from_secs(90), child.wait()).await {
+        Ok(status) => status.expect("wait"),
+        Err(_) => panic!(
+            "serve still running with the database gone\n{}",
+            logs(&s.fx, "serve")
+        ),
+    };
+    eprintln!(
+        "serve exited {:.1?} after the database went away",
+        cut_at.elapsed()
+    );
+    assert!(!status.success(), "exits non-zero: {status}");
+    let out = logs(&s.fx, "serve");
+    eprintln!(
+        "{}",
+        out.lines()
+            .filter(|l| l.contains("gave up"))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(out.contains("delivery gave up"), "{out}");
+    assert!(out.contains("delivery.max_outage"), "{out}");
 }

@@ -158,6 +158,9 @@ struct Job {
     delivery_id: i64,
 }
 
+/// How long a stopping engine tries to hand its unsent claims back.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The name the engine reports under in `Readiness`.
 pub const READINESS_COMPONENT: &str = "delivery";
 
@@ -231,7 +234,19 @@ impl Engine {
             mpsc::channel::<DeliveryResult>(concurrency);
         let stop_workers = shutdown.child_token();
 
-        let flusher = tokio::spawn(self.clone().flush_results(results_rx));
+        // The claimer stops on shutdown, and when the flusher gives up:
+        // claiming more is pointless when no outcome can be written.
+        let stop_claiming = shutdown.child_token();
+        let flusher = {
+            let (engine, stop_claiming) = (self.clone(), stop_claiming.clone());
+            tokio::spawn(async move {
+                let flushed = engine.flush_results(results_rx).await;
+                if flushed.is_err() {
+                    stop_claiming.cancel();
+                }
+                flushed
+            })
+        };
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
         let mut workers = Vec::with_capacity(concurrency);
@@ -244,10 +259,7 @@ impl Engine {
             )));
         }
         drop(results_tx);
-        let claimed = self
-            .clone()
-            .claim_loop(until, jobs_tx, shutdown.clone())
-            .await;
+        let claimed = self.clone().claim_loop(until, jobs_tx, stop_claiming).await;
         if claimed.is_err() {
             // The claimer gave up: workers stop too rather than work through
             // their queue against a database that is not there.
@@ -259,11 +271,14 @@ impl Engine {
         let flushed = flusher.await.unwrap_or(Ok(()));
         stop_renewing.cancel();
         let _ = renewer.await;
-        let released = self
-            .app
-            .db
-            .release_claims(&self.opts.worker_id, now_ms())
-            .await;
+        // Bounded: with the database gone the leases lapse anyway, and a
+        // stopping process must not hang on it.
+        let released = tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            self.app.db.release_claims(&self.opts.worker_id, now_ms()),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Sql(sqlx::Error::PoolTimedOut)));
         match &released {
             Ok(n) if *n > 0 => {
                 tracing::info!(released = n, "handed back deliveries claimed but not sent")
@@ -297,10 +312,14 @@ impl Engine {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let pause = match self
-                .claim_round(until, &jobs, &shutdown, &mut last_completion_check)
-                .await
-            {
+            // A round waiting on an unresponsive database is abandoned on
+            // shutdown; whatever it claimed is handed back when the run ends.
+            let round = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                round = self.claim_round(until, &jobs, &shutdown, &mut last_completion_check) => round,
+            };
+            let pause = match round {
                 Ok(round) => {
                     if outage.recovered() {
                         tracing::info!("the database answers again; delivery continues");
