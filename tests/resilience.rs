@@ -1,4 +1,5 @@
 //! The delivery engine never gets stuck or silent (issue #7):
+//! - `/readyz` is 503 without a running engine, 200 while it runs;
 //! - a database outage mid-send under the real `herald serve` (PostgreSQL
 //!   behind a proxy the test cuts): `/readyz` is 503 during it and 200 after,
 //!   and every recipient gets the issue exactly once without a restart;
@@ -16,13 +17,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::config::{Config, HumanDuration};
+use herald::delivery::engine::{Engine, EngineOptions, RunUntil};
 use herald::domain::{DeliveryState, IssueStatus, now_ms};
 use support::db_proxy::DbProxy;
 use support::engine::{Backend, Fixture, TestDb, test_config};
 use support::smtp_server::{Script, TestSmtpServer};
 use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
 
 crate::on_each_backend!(
+    readyz_follows_the_engine,
     completion_and_enqueue_race,
     sigterm_interrupts_a_slow_pacer_in_send_wait,
     sigterm_interrupts_a_slow_pacer_in_serve
@@ -131,6 +135,44 @@ fn received_counts(server: &TestSmtpServer) -> HashMap<String, usize> {
         }
         counts
     })
+}
+
+// --- /readyz ----------------------------------------------------------------
+
+async fn readyz_follows_the_engine(backend: Backend) {
+    let t = support::app::TestApp::spawn(backend).await;
+    let health = t.get(&t.url("/healthz")).await;
+    assert_eq!(health.status, 200, "alive: {}", health.body);
+    // A web server with no delivery in the process delivers nothing.
+    let page = t.get(&t.url("/readyz")).await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(page.body.contains("no delivery engine"), "{}", page.body);
+
+    let engine = Engine::new(
+        t.app.clone(),
+        EngineOptions::from_app(&t.app).expect("engine options"),
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(RunUntil::Shutdown, stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let page = t.get(&t.url("/readyz")).await;
+        if page.status == 200 || Instant::now() >= deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    let body: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["components"]["delivery"], "running", "{body}");
+
+    stop.cancel();
+    run.await.expect("engine task").expect("engine run");
+    let page = t.get(&t.url("/readyz")).await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    let body: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+    assert_eq!(body["problems"][0], "delivery: stopped", "{body}");
 }
 
 // --- SIGTERM and the pacer -------------------------------------------------

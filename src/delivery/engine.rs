@@ -988,3 +988,35 @@ impl Drop for Held<'_> {
             .remove(&self.1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_error() -> EngineError {
+        EngineError::Store(StoreError::Sql(sqlx::Error::PoolTimedOut))
+    }
+
+    #[test]
+    fn outage_backs_off_exponentially_up_to_a_cap_and_resets() {
+        let mut o = Outage::new(Duration::from_secs(3600));
+        let waits: Vec<Duration> = (0..9).map(|_| o.failed(&db_error()).unwrap()).collect();
+        let ms: Vec<u128> = waits.iter().map(|w| w.as_millis()).collect();
+        assert_eq!(
+            ms,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert!(o.recovered(), "a success ends the outage");
+        assert!(!o.recovered(), "and only once");
+        assert_eq!(o.failed(&db_error()).unwrap(), Outage::FIRST_WAIT);
+    }
+
+    #[test]
+    fn outage_gives_up_after_max_with_a_message_naming_the_key() {
+        let mut o = Outage::new(Duration::ZERO);
+        let e = o.failed(&db_error()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("delivery.max_outage"), "{text}");
+        assert!(text.contains("pool timed out"), "{text}");
+    }
+}
