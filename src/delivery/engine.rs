@@ -234,15 +234,17 @@ impl Engine {
             mpsc::channel::<DeliveryResult>(concurrency);
         let stop_workers = shutdown.child_token();
 
-        // The claimer stops on shutdown, and when the flusher gives up:
-        // claiming more is pointless when no outcome can be written.
+        // The claimer and the workers stop on shutdown, and when the flusher
+        // gives up: a message sent now could not be recorded, and would be
+        // sent again by whoever claims it next.
         let stop_claiming = shutdown.child_token();
         let flusher = {
-            let (engine, stop_claiming) = (self.clone(), stop_claiming.clone());
+            let engine = self.clone();
+            let stop = [stop_claiming.clone(), stop_workers.clone()];
             tokio::spawn(async move {
                 let flushed = engine.flush_results(results_rx).await;
                 if flushed.is_err() {
-                    stop_claiming.cancel();
+                    stop.iter().for_each(CancellationToken::cancel);
                 }
                 flushed
             })

@@ -392,7 +392,7 @@ impl Db {
 
     /// On shutdown: hands back what this worker claimed but did not send.
     pub async fn release_claims(&self, worker_id: &str, now: Millis) -> Result<u64> {
-        self.release_all_but(worker_id, &[], now, now).await
+        self.release(worker_id, None, now, now).await
     }
 
     /// Hands back one claim of this worker (it could not be attempted), due at `due_at`.
@@ -403,26 +403,15 @@ impl Db {
         due_at: Millis,
         now: Millis,
     ) -> Result<u64> {
-        Ok(with_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
-                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $3
-                 WHERE worker_id = $1 AND state = 'sending' AND id = $4",
-            )
-            .bind(worker_id)
-            .bind(due_at)
-            .bind(now)
-            .bind(delivery_id)
-            .execute(p)
-            .await?
-            .rows_affected()
-        }))
+        self.release(worker_id, Some(&[delivery_id]), due_at, now)
+            .await
     }
 
     /// Hands back every claim of this worker except `keep` (the ones it
     /// still holds), due at `due_at`: after a database outage, claims whose
     /// hand-back failed, or whose claim reply never arrived, go back to the
-    /// queue without waiting for their lease to lapse.
+    /// queue without waiting for their lease to lapse. The caller must not
+    /// claim concurrently (a fresh claim is not in `keep` yet).
     pub async fn release_all_but(
         &self,
         worker_id: &str,
@@ -430,6 +419,39 @@ impl Db {
         due_at: Millis,
         now: Millis,
     ) -> Result<u64> {
+        // Read, then release by id: `keep` can be larger than a statement's
+        // bind limit, the set of lost claims is small.
+        let claimed: Vec<i64> = with_pool!(self, |p| {
+            sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE worker_id = $1 AND state = 'sending'",
+            )
+            .bind(worker_id)
+            .fetch_all(p)
+            .await?
+        });
+        let keep: std::collections::HashSet<i64> = keep.iter().copied().collect();
+        let lost: Vec<i64> = claimed
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
+        let mut released = 0;
+        for chunk in lost.chunks(1000) {
+            released += self.release(worker_id, Some(chunk), due_at, now).await?;
+        }
+        Ok(released)
+    }
+
+    /// Hands claims of this worker back to the queue (`ids`, or all of them).
+    async fn release(
+        &self,
+        worker_id: &str,
+        ids: Option<&[i64]>,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(0);
+        }
         Ok(with_pool!(self, |p| {
             let mut q = QueryBuilder::new(
                 "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
@@ -440,10 +462,10 @@ impl Db {
             q.push_bind(now);
             q.push(" WHERE state = 'sending' AND worker_id = ");
             q.push_bind(worker_id);
-            if !keep.is_empty() {
-                q.push(" AND id NOT IN (");
+            if let Some(ids) = ids {
+                q.push(" AND id IN (");
                 let mut sep = q.separated(", ");
-                for id in keep {
+                for id in ids {
                     sep.push_bind(*id);
                 }
                 q.push(")");
