@@ -621,3 +621,35 @@ async fn postgres_gone_for_good_ends_serve() {
     assert!(out.contains("delivery gave up"), "{out}");
     assert!(out.contains("delivery.max_outage"), "{out}");
 }
+
+/// SIGTERM while the database is away: the process still stops within a
+/// service manager's usual stop timeout instead of waiting for the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sigterm_during_outage_still_stops() {
+    let Some(s) = outage_setup(500, |_| {}).await else {
+        return;
+    };
+    s.fx.send(&s.fx.issue).await;
+    let mut child = spawn_herald(&s.fx, &s.config_path, &["serve"], "serve");
+    assert!(
+        wait_for_count(&s.server, 50, Duration::from_secs(60)).await,
+        "no progress before the outage\n{}",
+        logs(&s.fx, "serve")
+    );
+    s.proxy.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sigterm(&child);
+    let term_at = Instant::now();
+    // systemd's default stop timeout is 90 s; the engine's own bounds add up
+    // to about 30 s (outcomes 20 s, hand-back 10 s).
+    let status = wait_exit(&mut child, &s.fx, "serve", Duration::from_secs(60)).await;
+    eprintln!(
+        "serve exited {:.1?} after SIGTERM with the database away: {status}",
+        term_at.elapsed()
+    );
+    assert!(
+        !status.success(),
+        "claims it could not hand back make the stop a failure\n{}",
+        logs(&s.fx, "serve")
+    );
+}

@@ -60,6 +60,12 @@ pub enum EngineError {
         max: String,
         last: String,
     },
+    #[error(
+        "stopping: {results} delivery outcomes could not be written within {}s ({last}); \
+         those deliveries stay claimed until their lease (delivery.lease) lapses, then are sent again",
+        SHUTDOWN_FLUSH_GRACE.as_secs()
+    )]
+    UnflushedAtShutdown { results: usize, last: String },
 }
 
 #[derive(Clone)]
@@ -161,6 +167,9 @@ struct Job {
 /// How long a stopping engine tries to hand its unsent claims back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a stopping engine retries writing outcomes through an outage.
+const SHUTDOWN_FLUSH_GRACE: Duration = Duration::from_secs(20);
+
 /// The name the engine reports under in `Readiness`.
 pub const READINESS_COMPONENT: &str = "delivery";
 
@@ -241,8 +250,9 @@ impl Engine {
         let flusher = {
             let engine = self.clone();
             let stop = [stop_claiming.clone(), stop_workers.clone()];
+            let shutdown_seen = shutdown.clone();
             tokio::spawn(async move {
-                let flushed = engine.flush_results(results_rx).await;
+                let flushed = engine.flush_results(results_rx, shutdown_seen).await;
                 if flushed.is_err() {
                     stop.iter().for_each(CancellationToken::cancel);
                 }
@@ -568,7 +578,7 @@ impl Engine {
 
     /// Attempts one delivery; returns the outcome to record and the verdict
     /// (None for a skip or a hand-back), or None when the claim is no longer
-    /// ours or `stop` fired while waiting for the pacer.
+    /// ours or `stop` fired before anything went to SMTP.
     async fn deliver(
         &self,
         job: Job,
@@ -587,13 +597,14 @@ impl Engine {
         // Read the delivery again right before sending: an unsubscribe or a
         // pause must stop every message not yet handed to SMTP, and a claim
         // whose lease ran out may belong to another worker by now.
-        let Some(d) = self
-            .app
-            .db
-            .delivery_details(&[job.delivery_id])
-            .await?
-            .pop()
-        else {
+        // Nothing has gone to SMTP yet, so a read stuck on an unresponsive
+        // database is abandoned on shutdown (the claim is handed back).
+        let details = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            details = self.app.db.delivery_details(std::slice::from_ref(&job.delivery_id)) => details?,
+        };
+        let Some(d) = details.into_iter().next() else {
             return Ok(None);
         };
         if d.state != DeliveryState::Sending
@@ -792,6 +803,7 @@ impl Engine {
     async fn flush_results(
         self: Arc<Self>,
         mut results: mpsc::Receiver<DeliveryResult>,
+        shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
         let mut batch = Vec::with_capacity(self.opts.batch_size as usize);
         loop {
@@ -810,7 +822,7 @@ impl Engine {
                 }
             };
             if !batch.is_empty() {
-                self.write_batch(&batch).await?;
+                self.write_batch(&batch, &shutdown).await?;
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
                 for r in &batch {
                     held.remove(&r.delivery_id);
@@ -824,8 +836,17 @@ impl Engine {
         }
     }
 
-    async fn write_batch(&self, batch: &[DeliveryResult]) -> Result<(), EngineError> {
+    /// Writes one batch, retrying through a database outage. Once shutdown
+    /// is requested the outage budget shrinks to `SHUTDOWN_FLUSH_GRACE`: a
+    /// service manager kills a process that takes longer to stop, and then
+    /// nothing at all would be handed back.
+    async fn write_batch(
+        &self,
+        batch: &[DeliveryResult],
+        shutdown: &CancellationToken,
+    ) -> Result<(), EngineError> {
         let mut outage = Outage::new(self.opts.max_outage);
+        let mut stopping_since: Option<Instant> = None;
         loop {
             match self.app.db.record_results(batch, now_ms()).await {
                 Ok(()) => {
@@ -839,7 +860,17 @@ impl Engine {
                 }
                 Err(e) => {
                     let e = EngineError::from(e);
-                    let wait = outage.failed(&e)?;
+                    let mut wait = outage.failed(&e)?;
+                    if shutdown.is_cancelled() {
+                        let stopping = stopping_since.get_or_insert_with(Instant::now);
+                        if stopping.elapsed() >= SHUTDOWN_FLUSH_GRACE {
+                            return Err(EngineError::UnflushedAtShutdown {
+                                results: batch.len(),
+                                last: e.to_string(),
+                            });
+                        }
+                        wait = wait.min(Duration::from_secs(1));
+                    }
                     tracing::warn!(error = %e, results = batch.len(), retry_in = ?wait, "writing delivery results failed; retrying");
                     self.report(ComponentState::Degraded(format!(
                         "cannot write delivery results, retrying: {e}"
