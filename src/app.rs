@@ -24,6 +24,8 @@ pub struct App {
     /// The newsletter `[newsletter]` configures; commands default to it.
     pub newsletter: Arc<Newsletter>,
     pub links: Links,
+    /// What `GET /readyz` reports; the delivery engine (and later the scheduler) report into it.
+    pub readiness: crate::readiness::Readiness,
 }
 
 impl App {
@@ -51,6 +53,7 @@ impl App {
             secret,
             mailer,
             newsletter: Arc::new(newsletter),
+            readiness: Default::default(),
         })
     }
 

@@ -261,6 +261,8 @@ pub struct DeliveryConfig {
     pub lease: HumanDuration,
     pub batch_size: u32,
     pub flush_interval: HumanDuration,
+    /// How long delivery retries through a database outage before the process exits non-zero.
+    pub max_outage: HumanDuration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -355,6 +357,7 @@ impl Default for DeliveryConfig {
             lease: secs(300),
             batch_size: 200,
             flush_interval: HumanDuration(Duration::from_millis(200)),
+            max_outage: secs(600),
         }
     }
 }
@@ -540,6 +543,7 @@ impl Config {
             Duration::from_millis(1),
             60 * SEC,
         )?;
+        check_duration("delivery.max_outage", del.max_outage, SEC, 7 * DAY)?;
         Ok(())
     }
 
@@ -614,6 +618,10 @@ const RANGES: &[(&str, &str)] = &[
     (
         "delivery.flush_interval",
         "expected a duration from 1ms to 1m, like \"200ms\"",
+    ),
+    (
+        "delivery.max_outage",
+        "expected a duration from 1s to 7d, like \"10m\"",
     ),
 ];
 
@@ -849,6 +857,9 @@ consent_text_version = "subscribe-form-v1"
 retry_schedule = "5m,15m,30m,1h,2h,4h"
 give_up_after = "72h"
 lease = "5m"
+# How long delivery rides out an unreachable database before `herald serve`
+# exits non-zero for its supervisor to restart it (1s to 7d).
+max_outage = "10m"
 
 # [dkim]
 # domain = "example.com"

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod digest_file;
 pub mod domain;
 pub mod mail;
+pub mod readiness;
 pub mod render;
 pub mod store;
 pub mod subscribers;

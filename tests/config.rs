@@ -109,6 +109,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("delivery.give_up_after", Kind::Duration { zero_ok: false }),
     ("delivery.lease", Kind::Duration { zero_ok: false }),
     ("delivery.flush_interval", Kind::Duration { zero_ok: false }),
+    ("delivery.max_outage", Kind::Duration { zero_ok: false }),
     ("delivery.retry_schedule", Kind::Schedule),
 ];
 

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use herald::domain::UnsubscribeToken;
+use herald::domain::{DeliveryState, UnsubscribeToken};
 use herald::store::deliveries::AttemptListing;
 use herald::store::subscribers::ConsentContext;
 use support::engine::{Backend, Fixture, TestDb, test_config};
@@ -109,7 +109,7 @@ async fn scripted_outcomes(backend: Backend) {
     for (addr, code, enhanced) in [(grey451, 451, "4.7.1"), (grey450, 450, "4.2.0")] {
         let (d, attempts) = &deliveries[addr];
         let a = without_421(attempts);
-        assert_eq!(d.state, "sent", "{addr}");
+        assert_eq!(d.state, DeliveryState::Sent, "{addr}");
         assert_eq!(a.len(), 2, "{addr}: {attempts:?}");
         assert_eq!(
             (a[0].code, a[0].enhanced.as_deref(), a[0].outcome.as_str()),
@@ -149,7 +149,7 @@ async fn scripted_outcomes(backend: Backend) {
     {
         let (d, attempts) = &deliveries[dropped];
         let a = without_421(attempts);
-        assert_eq!(d.state, "sent");
+        assert_eq!(d.state, DeliveryState::Sent);
         assert_eq!(a.len(), 2, "{attempts:?}");
         assert_eq!(
             (a[0].code, a[0].outcome.as_str()),
@@ -178,7 +178,7 @@ async fn scripted_outcomes(backend: Backend) {
     {
         let (d, attempts) = &deliveries[stalled];
         let a = without_421(attempts);
-        assert_eq!(d.state, "sent");
+        assert_eq!(d.state, DeliveryState::Sent);
         assert_eq!(a.len(), 2, "{attempts:?}");
         assert_eq!(
             (a[0].code, a[0].outcome.as_str()),
@@ -412,7 +412,7 @@ async fn retry_failed_after_fix_and_expiry(backend: Backend) {
                 .all(|a| a.code == Some(451) && a.outcome == "transient"),
         "{ea:?}"
     );
-    assert_eq!(d[ok].0.state, "sent");
+    assert_eq!(d[ok].0.state, DeliveryState::Sent);
     let issue = fx.issue(fx.issue.id).await;
     assert_eq!(issue.status, "sent");
     let counts: serde_json::Value =
@@ -442,7 +442,7 @@ async fn retry_failed_after_fix_and_expiry(backend: Backend) {
     assert_eq!((p.state.as_str(), pa.len()), ("sent", 2), "{pa:?}");
     assert_eq!(pa[1].code, Some(250));
     assert_eq!(server.messages_to(perm).len(), 1);
-    assert_eq!(d[expire].0.state, "failed");
+    assert_eq!(d[expire].0.state, DeliveryState::Failed);
     assert_eq!(
         server.messages_to(ok).len(),
         1,

@@ -152,7 +152,7 @@ pub fn print_status(r: &IssueStatusReport) {
     if !r.top_replies.is_empty() {
         println!("  most common replies:");
         for (state, reply, n) in &r.top_replies {
-            println!("    {n:>6}  {state:<10} {reply}");
+            println!("    {n:>6}  {:<10} {reply}", state.as_str());
         }
     }
 }

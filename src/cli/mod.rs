@@ -214,7 +214,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                     outln!(
                         "{:<40} {:<10} attempts {:<2} {}",
                         r.email,
-                        r.state,
+                        r.state.as_str(),
                         r.attempts,
                         r.last_reply
                             .as_deref()
@@ -349,7 +349,11 @@ async fn serve(app: &App) -> anyhow::Result<()> {
 }
 
 /// The public site and the delivery workers, until SIGTERM or Ctrl-C; then
-/// the workers finish or hand back what they hold before we exit.
+/// the workers finish or hand back what they hold before we exit. If
+/// delivery gives up (the database stayed unreachable for
+/// `delivery.max_outage`), the site stops too and the process exits
+/// non-zero, so that systemd or Kubernetes restarts it: a server that
+/// answers pages but delivers nothing would look healthy forever.
 pub(crate) async fn serve_with_delivery(
     app: &App,
     listener: tokio::net::TcpListener,
@@ -359,7 +363,7 @@ pub(crate) async fn serve_with_delivery(
         app.clone(),
         crate::delivery::engine::EngineOptions::from_app(app)?,
     );
-    let workers = tokio::spawn(engine.run(
+    let mut workers = tokio::spawn(engine.run(
         crate::delivery::engine::RunUntil::Shutdown,
         shutdown.clone(),
     ));
@@ -369,14 +373,30 @@ pub(crate) async fn serve_with_delivery(
         shutdown_signal().await;
         signal.cancel();
     });
-    crate::web::serve(
+    let web = crate::web::serve(
         app.clone(),
         listener,
         async move { web_stop.cancelled().await },
-    )
-    .await?;
-    shutdown.cancel();
-    workers.await.context("delivery workers panicked")??;
+    );
+    tokio::pin!(web);
+    tokio::select! {
+        served = &mut web => {
+            shutdown.cancel();
+            let delivered = workers.await.context("delivery workers panicked")?;
+            served?;
+            delivered?;
+        }
+        delivered = &mut workers => {
+            let requested = shutdown.is_cancelled();
+            shutdown.cancel();
+            let served = web.await;
+            delivered.context("delivery workers panicked")??;
+            served?;
+            if !requested {
+                anyhow::bail!("delivery stopped unexpectedly; exiting so that the service manager restarts Herald");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -40,6 +40,17 @@ impl Verdict {
         matches!(self, Verdict::HardBounce)
     }
 
+    /// True only for `SoftBounce`: when its retries expire, it counts
+    /// towards the recipient's soft-bounce limit.
+    pub fn counts_as_soft_bounce(&self) -> bool {
+        matches!(self, Verdict::SoftBounce)
+    }
+
+    /// True only for `Throttle`: the server asks this connection to slow down.
+    pub fn slows_connection(&self) -> bool {
+        matches!(self, Verdict::Throttle)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Verdict::Sent => "sent",
@@ -336,6 +347,8 @@ mod tests {
         ];
         assert_eq!(all.iter().filter(|v| v.suppresses_recipient()).count(), 1);
         assert!(HardBounce.suppresses_recipient());
+        assert_eq!(all.iter().filter(|v| v.counts_as_soft_bounce()).count(), 1);
+        assert_eq!(all.iter().filter(|v| v.slows_connection()).count(), 1);
         assert_eq!(SoftBounce.as_str(), "soft_bounce");
         assert_eq!(MessageDefect.to_string(), "message_defect");
     }

@@ -36,7 +36,7 @@ pub struct IssueStatusReport {
     pub rate_per_sec: f64,
     pub next_retry_at: Option<Millis>,
     /// (state, reply, count), most common first.
-    pub top_replies: Vec<(String, String, i64)>,
+    pub top_replies: Vec<(DeliveryState, String, i64)>,
     pub final_counts: Option<serde_json::Value>,
 }
 

@@ -7,10 +7,17 @@
 //!    └──── completion check ◀────┴───────────────────────────── batch write
 //! ```
 //! Shutdown: the claimer stops, each worker finishes the message it is
-//! sending, the flusher writes what it has, and claims not yet sent are
-//! handed back (`release_claims`), so a restart resumes exactly there.
+//! sending (a worker waiting on the pacer stops waiting), the flusher writes
+//! what it has, and claims not yet sent are handed back (`release_claims`),
+//! so a restart resumes exactly there.
+//!
+//! Supervision: a database error in the claimer or the flusher is logged and
+//! retried with capped exponential backoff (`Outage`), reported to
+//! `/readyz`, and only after `delivery.max_outage` ends the run with an
+//! error, so that the process exits non-zero and its supervisor restarts it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Verdict, classify};
+use super::policy::recipient_effect;
 use super::retry::RetryPolicy;
 use crate::app::App;
 use crate::content::millis_to_fixed;
@@ -27,6 +35,7 @@ use crate::domain::{
 };
 use crate::mail::dkim::DkimSigner;
 use crate::mail::{MailConnection, SendFailure, SmtpReply};
+use crate::readiness::{ComponentState, Readiness};
 use crate::render::{MessageTemplate, Recipient};
 use crate::store::deliveries::{AttemptRecord, ClaimedDelivery, DeliveryResult, RecipientEffect};
 use crate::store::{Newsletter, StoreError};
@@ -42,6 +51,21 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("cannot prepare issue {issue_id} for sending: {message}")]
     Prepare { issue_id: i64, message: String },
+    #[error(
+        "delivery gave up: the database has failed for {lasted} (delivery.max_outage = {max}); last error: {last}. \
+         Check that the database is reachable; Herald exits so that its supervisor (systemd, Kubernetes) restarts it"
+    )]
+    Outage {
+        lasted: String,
+        max: String,
+        last: String,
+    },
+    #[error(
+        "stopping: {results} delivery outcomes could not be written within {}s ({last}); \
+         those deliveries stay claimed until their lease (delivery.lease) lapses, then are sent again",
+        SHUTDOWN_FLUSH_GRACE.as_secs()
+    )]
+    UnflushedAtShutdown { results: usize, last: String },
 }
 
 #[derive(Clone)]
@@ -58,6 +82,8 @@ pub struct EngineOptions {
     pub rate_per_day: u64,
     pub retry: RetryPolicy,
     pub dkim: Option<Arc<DkimSigner>>,
+    /// How long database errors are retried before the run ends with an error.
+    pub max_outage: Duration,
 }
 
 impl EngineOptions {
@@ -96,6 +122,7 @@ impl EngineOptions {
                 jitter: 0.1,
             },
             dkim,
+            max_outage: c.delivery.max_outage.0,
         })
     }
 }
@@ -135,26 +162,55 @@ struct Job {
     delivery_id: i64,
 }
 
+/// How long a stopping engine tries to hand its unsent claims back.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a stopping engine retries writing outcomes through an outage.
+const SHUTDOWN_FLUSH_GRACE: Duration = Duration::from_secs(20);
+
+/// The name the engine reports under in `Readiness`.
+pub const READINESS_COMPONENT: &str = "delivery";
+
 pub struct Engine {
     app: App,
     opts: EngineOptions,
     prepared: Mutex<HashMap<i64, Arc<PreparedIssue>>>,
     /// Deliveries this process holds (queued for a worker or being sent).
     /// If renewal lags and a lease lapses, the claim query can return one of
-    /// them again; it must not be handed to a second worker.
+    /// them again; it must not be handed to a second worker. Only these
+    /// leases are renewed.
     held: Mutex<HashSet<i64>>,
+    /// Set when this process may have claims in the database it no longer
+    /// holds (a hand-back failed, or a claim's reply was lost in an outage):
+    /// the claimer then hands back every claim of this worker not in `held`,
+    /// retrying with its backoff until the database answers.
+    orphans: AtomicBool,
     pacer: Pacer,
+    readiness: Readiness,
+}
+
+/// What one round of the claimer did.
+enum Round {
+    /// Claimed some deliveries and queued them for the workers.
+    Claimed,
+    /// Nothing due: wait a poll interval.
+    Idle,
+    /// The run is over (shutdown, the awaited issue is complete, no workers).
+    Done,
 }
 
 impl Engine {
     pub fn new(app: App, opts: EngineOptions) -> Arc<Engine> {
         let pacer = Pacer::new(opts.rate);
+        let readiness = app.readiness.clone();
         Arc::new(Engine {
             app,
             opts,
             prepared: Mutex::new(HashMap::new()),
             held: Mutex::new(HashSet::new()),
+            orphans: AtomicBool::new(false),
             pacer,
+            readiness,
         })
     }
 
@@ -162,13 +218,19 @@ impl Engine {
         &self.opts.worker_id
     }
 
+    fn report(&self, state: ComponentState) {
+        self.readiness.report(READINESS_COMPONENT, state);
+    }
+
     /// Runs until `until` is met or `shutdown` fires; always leaves no
-    /// claim of this process behind.
+    /// claim of this process behind (unless the database is gone for good,
+    /// and then the leases lapse once this process has exited).
     pub async fn run(
         self: Arc<Self>,
         until: RunUntil,
         shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
+        self.report(ComponentState::Starting);
         let concurrency = self.opts.concurrency.max(1);
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * 2);
         let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
@@ -179,7 +241,22 @@ impl Engine {
             mpsc::channel::<DeliveryResult>(concurrency);
         let stop_workers = shutdown.child_token();
 
-        let flusher = tokio::spawn(self.clone().flush_results(results_rx));
+        // The claimer and the workers stop on shutdown, and when the flusher
+        // gives up: a message sent now could not be recorded, and would be
+        // sent again by whoever claims it next.
+        let stop_claiming = shutdown.child_token();
+        let flusher = {
+            let engine = self.clone();
+            let stop = [stop_claiming.clone(), stop_workers.clone()];
+            let shutdown_seen = shutdown.clone();
+            tokio::spawn(async move {
+                let flushed = engine.flush_results(results_rx, shutdown_seen).await;
+                if flushed.is_err() {
+                    stop.iter().for_each(CancellationToken::cancel);
+                }
+                flushed
+            })
+        };
         let stop_renewing = CancellationToken::new();
         let renewer = tokio::spawn(self.clone().renew_leases(stop_renewing.clone()));
         let mut workers = Vec::with_capacity(concurrency);
@@ -192,91 +269,187 @@ impl Engine {
             )));
         }
         drop(results_tx);
-        let claimed = self
-            .clone()
-            .claim_loop(until, jobs_tx, shutdown.clone())
-            .await;
+        let claimed = self.clone().claim_loop(until, jobs_tx, stop_claiming).await;
+        if claimed.is_err() {
+            // The claimer gave up: workers stop too rather than work through
+            // their queue against a database that is not there.
+            stop_workers.cancel();
+        }
         for w in workers {
             let _ = w.await;
         }
         let flushed = flusher.await.unwrap_or(Ok(()));
         stop_renewing.cancel();
         let _ = renewer.await;
-        let released = self
-            .app
-            .db
-            .release_claims(&self.opts.worker_id, now_ms())
-            .await?;
-        if released > 0 {
-            tracing::info!(released, "handed back deliveries claimed but not sent");
+        // Bounded: with the database gone the leases lapse anyway, and a
+        // stopping process must not hang on it.
+        let released = tokio::time::timeout(
+            RELEASE_TIMEOUT,
+            self.app.db.release_claims(&self.opts.worker_id, now_ms()),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Sql(sqlx::Error::PoolTimedOut)));
+        match &released {
+            Ok(n) if *n > 0 => {
+                tracing::info!(released = n, "handed back deliveries claimed but not sent")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not hand back unsent claims; their leases lapse and another process takes them")
+            }
         }
-        claimed?;
-        flushed
+        let outcome = claimed
+            .and(flushed)
+            .and(released.map(|_| ()).map_err(Into::into));
+        self.report(match &outcome {
+            Ok(()) => ComponentState::Stopped,
+            Err(e) => ComponentState::Failed(e.to_string()),
+        });
+        outcome
     }
 
+    /// Claims batches until the run is over. A database error does not end
+    /// it: the round is retried with backoff until `delivery.max_outage`.
     async fn claim_loop(
         self: Arc<Self>,
         until: RunUntil,
         jobs: mpsc::Sender<Job>,
         shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
-        let db = &self.app.db;
+        let mut outage = Outage::new(self.opts.max_outage);
         let mut last_completion_check = Instant::now() - Duration::from_secs(60);
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let limit = self.opts.batch_size.min(self.window_allowance().await?);
-            let now = now_ms();
-            let claimed = if limit > 0 {
-                db.claim_due_deliveries(
-                    &self.opts.worker_id,
-                    now,
-                    now + millis(self.opts.lease),
-                    limit,
-                )
-                .await?
-            } else {
-                Vec::new()
+            // A round waiting on an unresponsive database is abandoned on
+            // shutdown; whatever it claimed is handed back when the run ends.
+            let round = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Ok(()),
+                round = self.claim_round(until, &jobs, &shutdown, &mut last_completion_check) => round,
             };
-            if claimed.is_empty() {
-                if last_completion_check.elapsed() >= self.opts.poll_interval {
-                    last_completion_check = Instant::now();
-                    for issue_id in db.sending_issue_ids().await? {
-                        if db.complete_issue_if_done(issue_id, now_ms()).await? {
-                            tracing::info!(issue_id, "issue delivered: no delivery left open");
+            let pause = match round {
+                Ok(round) => {
+                    if outage.recovered() {
+                        tracing::info!("the database answers again; delivery continues");
+                    }
+                    self.report(ComponentState::Running);
+                    match round {
+                        Round::Claimed => continue,
+                        Round::Idle => self.opts.poll_interval,
+                        Round::Done => return Ok(()),
+                    }
+                }
+                Err(e) => {
+                    // Whatever this round claimed may be lost with its reply.
+                    self.orphans.store(true, Ordering::SeqCst);
+                    match outage.failed(&e) {
+                        Ok(wait) => {
+                            tracing::warn!(error = %e, retry_in = ?wait, "delivery: database error; retrying");
+                            self.report(ComponentState::Degraded(format!(
+                                "database error, retrying: {e}"
+                            )));
+                            wait
+                        }
+                        Err(gave_up) => {
+                            tracing::error!(error = %gave_up, "delivery stops");
+                            return Err(gave_up);
                         }
                     }
-                    // The completion check above has just marked the issue
-                    // `sent` if nothing is open; anything but `sending` ends the wait.
-                    if let RunUntil::IssueComplete(issue_id) = until
-                        && db.issue_status(issue_id).await? != IssueStatus::Sending
-                    {
-                        return Ok(());
-                    }
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(self.opts.poll_interval) => {}
-                }
-                continue;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
             }
-            for delivery_id in claimed {
-                if !self.hold(delivery_id) {
-                    continue;
+        }
+    }
+
+    async fn claim_round(
+        &self,
+        until: RunUntil,
+        jobs: &mpsc::Sender<Job>,
+        shutdown: &CancellationToken,
+        last_completion_check: &mut Instant,
+    ) -> Result<Round, EngineError> {
+        let db = &self.app.db;
+        if self.orphans.load(Ordering::SeqCst) {
+            // Reset before reading `held`: a worker that loses a claim after
+            // this sets the flag again for the next round.
+            self.orphans.store(false, Ordering::SeqCst);
+            let keep: Vec<i64> = self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            let now = now_ms();
+            match db
+                .release_all_but(&self.opts.worker_id, &keep, now, now)
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    tracing::info!(
+                        released = n,
+                        "handed back claims this process no longer held"
+                    )
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    sent = jobs.send(Job { delivery_id }) => if sent.is_err() { return Ok(()) },
+                Ok(_) => {}
+                Err(e) => {
+                    self.orphans.store(true, Ordering::SeqCst);
+                    return Err(e.into());
                 }
             }
         }
+        let limit = self.opts.batch_size.min(self.window_allowance().await?);
+        let now = now_ms();
+        let claimed = if limit > 0 {
+            db.claim_due_deliveries(
+                &self.opts.worker_id,
+                now,
+                now + millis(self.opts.lease),
+                limit,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
+        if claimed.is_empty() {
+            if last_completion_check.elapsed() >= self.opts.poll_interval {
+                for issue_id in db.sending_issue_ids().await? {
+                    if db.complete_issue_if_done(issue_id, now_ms()).await? {
+                        tracing::info!(issue_id, "issue delivered: no delivery left open");
+                    }
+                }
+                // The completion check above has just marked the issue
+                // `sent` if nothing is open; anything but `sending` ends the wait.
+                if let RunUntil::IssueComplete(issue_id) = until
+                    && db.issue_status(issue_id).await? != IssueStatus::Sending
+                {
+                    return Ok(Round::Done);
+                }
+                *last_completion_check = Instant::now();
+            }
+            return Ok(Round::Idle);
+        }
+        for delivery_id in claimed {
+            if !self.hold(delivery_id) {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(Round::Done),
+                sent = jobs.send(Job { delivery_id }) => if sent.is_err() { return Ok(Round::Done) },
+            }
+        }
+        Ok(Round::Claimed)
     }
 
     /// Keeps this worker's claims alive: a batch waiting in the queue may take
     /// longer than the lease to send, and an expired claim is claimed again
     /// (by another process, or by this one) and sent twice. Only a dead
-    /// process's claims expire.
+    /// process's claims expire, and claims this process lost track of.
     async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
         let every = (self.opts.lease / 3).max(Duration::from_millis(50));
         loop {
@@ -284,10 +457,24 @@ impl Engine {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
+            let held: Vec<i64> = self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
             if let Err(e) = self
                 .app
                 .db
-                .renew_claims(&self.opts.worker_id, now_ms() + millis(self.opts.lease))
+                .renew_claims(
+                    &self.opts.worker_id,
+                    &held,
+                    now_ms() + millis(self.opts.lease),
+                )
                 .await
             {
                 tracing::warn!(error = %e, "could not renew delivery leases");
@@ -329,11 +516,16 @@ impl Engine {
             };
             let delivery_id = job.delivery_id;
             let held = Held(&self.held, delivery_id);
-            let result = match self.deliver(job, &mut conn, &mut buf, &mut rng).await {
-                // No longer ours to send: another worker holds the claim now.
+            let result = match self
+                .deliver(job, &mut conn, &mut buf, &mut rng, &stop)
+                .await
+            {
+                // Not sent: no longer ours (another worker holds the claim
+                // now), or shutdown came while pacing (the claim is handed
+                // back with the others when the run ends).
                 Ok(None) => continue,
                 Ok(Some((result, verdict))) => {
-                    if verdict == Some(Verdict::Throttle) {
+                    if verdict.is_some_and(|v| v.slows_connection()) {
                         throttle =
                             (throttle * 2).clamp(Duration::from_secs(5), Duration::from_secs(300));
                         tracing::warn!(worker = n, pause = ?throttle, reply = ?result.attempt.as_ref().map(|a| &a.reply), "the server asks us to slow down; this connection pauses");
@@ -343,17 +535,26 @@ impl Engine {
                     result
                 }
                 Err(e) => {
-                    // Hand the claim back, due again in a minute: its lease is
-                    // renewed while this process lives, so it would not expire.
+                    // Hand the claim back: soon after a database error (the
+                    // delivery itself is fine), in a minute otherwise.
                     tracing::error!(worker = n, error = %e, "could not attempt a delivery");
                     let now = now_ms();
+                    let due = match e {
+                        EngineError::Store(_) => now + 2_000,
+                        _ => now + 60_000,
+                    };
                     if let Err(e) = self
                         .app
                         .db
-                        .release_claim(delivery_id, &self.opts.worker_id, now + 60_000, now)
+                        .release_claim(delivery_id, &self.opts.worker_id, due, now)
                         .await
                     {
-                        tracing::warn!(worker = n, error = %e, "could not hand the claim back; it is released when this process stops");
+                        // No longer held, so no longer renewed: the claimer
+                        // hands it back once the database answers (or its
+                        // lease lapses), never kept alive forever.
+                        drop(held);
+                        self.orphans.store(true, Ordering::SeqCst);
+                        tracing::warn!(worker = n, error = %e, "could not hand the claim back yet; it is handed back once the database answers");
                     }
                     tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
                     continue;
@@ -374,36 +575,45 @@ impl Engine {
     }
 
     /// Attempts one delivery; returns the outcome to record and the verdict
-    /// (None for a skip or a hand-back), or None when the claim is no longer ours.
+    /// (None for a skip or a hand-back), or None when the claim is no longer
+    /// ours or `stop` fired before anything went to SMTP.
     async fn deliver(
         &self,
         job: Job,
         conn: &mut Option<MailConnection>,
         buf: &mut Vec<u8>,
         rng: &mut impl rand::Rng,
+        stop: &CancellationToken,
     ) -> Result<Option<(DeliveryResult, Option<Verdict>)>, EngineError> {
-        self.pacer.wait().await;
+        // With a slow rate the wait is long (1/rate seconds per message and
+        // worker): shutdown must not sit it out.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            _ = self.pacer.wait() => {}
+        }
         // Read the delivery again right before sending: an unsubscribe or a
         // pause must stop every message not yet handed to SMTP, and a claim
         // whose lease ran out may belong to another worker by now.
-        let Some(d) = self
-            .app
-            .db
-            .delivery_details(&[job.delivery_id])
-            .await?
-            .pop()
-        else {
+        // Nothing has gone to SMTP yet, so a read stuck on an unresponsive
+        // database is abandoned on shutdown (the claim is handed back).
+        let details = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            details = self.app.db.delivery_details(std::slice::from_ref(&job.delivery_id)) => details?,
+        };
+        let Some(d) = details.into_iter().next() else {
             return Ok(None);
         };
-        if d.state != DeliveryState::Sending.as_str()
+        if d.state != DeliveryState::Sending
             || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str())
         {
             tracing::warn!(delivery = d.id, state = %d.state, "claim lost (lease expired); not sending");
             return Ok(None);
         }
-        match d.issue_status.parse::<IssueStatus>() {
-            Ok(IssueStatus::Sending) => {}
-            Ok(IssueStatus::Cancelled) => {
+        match d.issue_status {
+            IssueStatus::Sending => {}
+            IssueStatus::Cancelled => {
                 return Ok(Some((
                     self.result(
                         &d,
@@ -417,7 +627,7 @@ impl Engine {
                 )));
             }
             // Paused (or otherwise stopped): hand the claim back untouched.
-            _ => {
+            IssueStatus::Paused | IssueStatus::Draft | IssueStatus::Sent => {
                 let state = if d.attempts == 0 {
                     DeliveryState::Queued
                 } else {
@@ -493,58 +703,27 @@ impl Engine {
             &self.opts.worker_id,
         );
         let first = d.first_attempt_at.unwrap_or(attempt_at);
-        let (state, next, reason, effect) = match verdict {
-            Verdict::Sent => (DeliveryState::Sent, None, None, RecipientEffect::Delivered),
-            Verdict::HardBounce => (
-                DeliveryState::Failed,
-                None,
-                Some("hard_bounce"),
-                RecipientEffect::HardBounce,
-            ),
-            Verdict::MessageDefect => {
+        let (state, next, reason) = if verdict == Verdict::Sent {
+            (DeliveryState::Sent, None, None)
+        } else if verdict.is_final() {
+            if verdict == Verdict::MessageDefect {
                 tracing::error!(reply = %attempt.reply, "the server refused the message itself; check the issue's headers and content");
-                (
-                    DeliveryState::Failed,
-                    None,
-                    Some("message_defect"),
-                    RecipientEffect::None,
-                )
             }
-            Verdict::Permanent => (
-                DeliveryState::Failed,
-                None,
-                Some("permanent"),
-                RecipientEffect::None,
-            ),
-            Verdict::Transient | Verdict::Throttle | Verdict::SoftBounce => {
-                let failed_attempts = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
-                match self.opts.retry.next_attempt(
-                    failed_attempts,
-                    ms_to_datetime(first),
-                    Utc::now(),
-                    rng,
-                ) {
-                    Some(at) => (
-                        DeliveryState::RetryWait,
-                        Some(at.timestamp_millis()),
-                        None,
-                        RecipientEffect::None,
-                    ),
-                    None if verdict == Verdict::SoftBounce => (
-                        DeliveryState::Failed,
-                        None,
-                        Some("expired"),
-                        RecipientEffect::SoftBounce,
-                    ),
-                    None => (
-                        DeliveryState::Failed,
-                        None,
-                        Some("expired"),
-                        RecipientEffect::None,
-                    ),
-                }
+            (DeliveryState::Failed, None, Some(verdict.as_str()))
+        } else {
+            let failed_attempts = u32::try_from(d.attempts + 1).unwrap_or(u32::MAX);
+            match self.opts.retry.next_attempt(
+                failed_attempts,
+                ms_to_datetime(first),
+                Utc::now(),
+                rng,
+            ) {
+                Some(at) => (DeliveryState::RetryWait, Some(at.timestamp_millis()), None),
+                None => (DeliveryState::Failed, None, Some("expired")),
             }
         };
+        let retries_expired = state == DeliveryState::Failed && !verdict.is_final();
+        let effect = recipient_effect(verdict, retries_expired);
         Ok(Some((
             self.result(
                 &d,
@@ -616,10 +795,13 @@ impl Engine {
     }
 
     /// Writes results in batches: when `batch_size` have gathered or
-    /// `flush_interval` has passed, whichever is first.
+    /// `flush_interval` has passed, whichever is first. A batch that cannot
+    /// be written is retried (workers wait meanwhile: the channel is small)
+    /// until `delivery.max_outage`; it is never dropped while the process lives.
     async fn flush_results(
         self: Arc<Self>,
         mut results: mpsc::Receiver<DeliveryResult>,
+        shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
         let mut batch = Vec::with_capacity(self.opts.batch_size as usize);
         loop {
@@ -638,7 +820,7 @@ impl Engine {
                 }
             };
             if !batch.is_empty() {
-                self.write_batch(&batch).await?;
+                self.write_batch(&batch, &shutdown).await?;
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
                 for r in &batch {
                     held.remove(&r.delivery_id);
@@ -652,20 +834,94 @@ impl Engine {
         }
     }
 
-    async fn write_batch(&self, batch: &[DeliveryResult]) -> Result<(), EngineError> {
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1.. {
+    /// Writes one batch, retrying through a database outage. Once shutdown
+    /// is requested the outage budget shrinks to `SHUTDOWN_FLUSH_GRACE`: a
+    /// service manager kills a process that takes longer to stop, and then
+    /// nothing at all would be handed back.
+    async fn write_batch(
+        &self,
+        batch: &[DeliveryResult],
+        shutdown: &CancellationToken,
+    ) -> Result<(), EngineError> {
+        let mut outage = Outage::new(self.opts.max_outage);
+        let mut stopping_since: Option<Instant> = None;
+        loop {
             match self.app.db.record_results(batch, now_ms()).await {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt < 6 => {
-                    tracing::warn!(error = %e, attempt, "writing delivery results failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
+                Ok(()) => {
+                    if outage.recovered() {
+                        tracing::info!(
+                            results = batch.len(),
+                            "delivery results written after a database outage"
+                        );
+                    }
+                    return Ok(());
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let e = EngineError::from(e);
+                    let mut wait = outage.failed(&e)?;
+                    if shutdown.is_cancelled() {
+                        let stopping = stopping_since.get_or_insert_with(Instant::now);
+                        if stopping.elapsed() >= SHUTDOWN_FLUSH_GRACE {
+                            return Err(EngineError::UnflushedAtShutdown {
+                                results: batch.len(),
+                                last: e.to_string(),
+                            });
+                        }
+                        wait = wait.min(Duration::from_secs(1));
+                    }
+                    tracing::warn!(error = %e, results = batch.len(), retry_in = ?wait, "writing delivery results failed; retrying");
+                    self.report(ComponentState::Degraded(format!(
+                        "cannot write delivery results, retrying: {e}"
+                    )));
+                    tokio::time::sleep(wait).await;
+                }
             }
         }
-        unreachable!("the loop returns")
+    }
+}
+
+/// Capped exponential backoff through a run of database errors, and the
+/// point where it stops trying: `max_outage` after the first error.
+struct Outage {
+    since: Option<Instant>,
+    wait: Duration,
+    max: Duration,
+}
+
+impl Outage {
+    const FIRST_WAIT: Duration = Duration::from_millis(500);
+    const MAX_WAIT: Duration = Duration::from_secs(30);
+
+    fn new(max: Duration) -> Outage {
+        Outage {
+            since: None,
+            wait: Outage::FIRST_WAIT,
+            max,
+        }
+    }
+
+    /// After an error: how long to wait before trying again, or the error
+    /// that ends the run once the errors have lasted `max`.
+    fn failed(&mut self, error: &EngineError) -> Result<Duration, EngineError> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let lasted = since.elapsed();
+        if lasted >= self.max {
+            return Err(EngineError::Outage {
+                lasted: humantime::format_duration(Duration::from_secs(lasted.as_secs()))
+                    .to_string(),
+                max: humantime::format_duration(self.max).to_string(),
+                last: error.to_string(),
+            });
+        }
+        let wait = self.wait.min(self.max - lasted);
+        self.wait = (self.wait * 2).min(Outage::MAX_WAIT);
+        Ok(wait)
+    }
+
+    /// After a success; true if it ended a run of errors.
+    fn recovered(&mut self) -> bool {
+        self.wait = Outage::FIRST_WAIT;
+        self.since.take().is_some()
     }
 }
 
@@ -673,11 +929,11 @@ fn skip_reason(d: &ClaimedDelivery) -> Option<&'static str> {
     if d.suppressed > 0 {
         return Some("suppressed");
     }
-    match d.subscription_state.parse::<SubscriptionState>() {
-        Ok(SubscriptionState::Confirmed) => None,
-        Ok(SubscriptionState::Bounced) => Some("bounced"),
-        Ok(SubscriptionState::Complained) => Some("complained"),
-        _ => Some("unsubscribed"),
+    match d.subscription_state {
+        SubscriptionState::Confirmed => None,
+        SubscriptionState::Bounced => Some("bounced"),
+        SubscriptionState::Complained => Some("complained"),
+        SubscriptionState::Pending | SubscriptionState::Unsubscribed => Some("unsubscribed"),
     }
 }
 
@@ -761,5 +1017,37 @@ impl Drop for Held<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db_error() -> EngineError {
+        EngineError::Store(StoreError::Sql(sqlx::Error::PoolTimedOut))
+    }
+
+    #[test]
+    fn outage_backs_off_exponentially_up_to_a_cap_and_resets() {
+        let mut o = Outage::new(Duration::from_secs(3600));
+        let waits: Vec<Duration> = (0..9).map(|_| o.failed(&db_error()).unwrap()).collect();
+        let ms: Vec<u128> = waits.iter().map(|w| w.as_millis()).collect();
+        assert_eq!(
+            ms,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
+        assert!(o.recovered(), "a success ends the outage");
+        assert!(!o.recovered(), "and only once");
+        assert_eq!(o.failed(&db_error()).unwrap(), Outage::FIRST_WAIT);
+    }
+
+    #[test]
+    fn outage_gives_up_after_max_with_a_message_naming_the_key() {
+        let mut o = Outage::new(Duration::ZERO);
+        let e = o.failed(&db_error()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("delivery.max_outage"), "{text}");
+        assert!(text.contains("pool timed out"), "{text}");
     }
 }

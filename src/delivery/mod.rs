@@ -1,8 +1,9 @@
-//! Delivery: outcome classification and retry policy.
+//! Delivery: outcome classification, retry and recipient policy, the engine, editors' controls.
 
 pub mod classify;
 pub mod control;
 pub mod engine;
+pub mod policy;
 pub mod retry;
 
 pub use classify::{Verdict, classify};

@@ -1,12 +1,12 @@
 //! Deliveries (one row per recipient of an issue) and their attempts.
 //! Every query that touches `deliveries` lives here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::QueryBuilder;
 
-use super::{Db, Result, StoreError, parse_state, with_pool, with_tx};
-use crate::domain::{DeliveryState, IssueStatus, Millis};
+use super::{Db, Result, StoreError, with_pool, with_tx};
+use crate::domain::{DeliveryState, IssueStatus, Millis, SubscriptionState};
 
 /// A claimed delivery with what the worker needs to build and send it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -19,16 +19,16 @@ pub struct ClaimedDelivery {
     pub email: String,
     pub name: Option<String>,
     pub newsletter_id: i64,
-    /// The subscription's state at claim time.
-    pub subscription_state: String,
+    /// The subscription's state when read (`unsubscribed` when it is gone).
+    pub subscription_state: SubscriptionState,
     /// Whether the address is on the suppression list at claim time.
     pub suppressed: i64,
     /// The delivery's state and claimant when read: before sending, a worker
     /// checks the claim is still its own.
-    pub state: String,
+    pub state: DeliveryState,
     pub worker_id: Option<String>,
     /// The issue's status when read (`sending`, `paused`, `cancelled`, …).
-    pub issue_status: String,
+    pub issue_status: IssueStatus,
 }
 
 /// What became of one delivery attempt; written back in batches.
@@ -57,30 +57,37 @@ pub struct AttemptRecord {
     pub worker_id: String,
 }
 
-/// What an outcome does to the subscriber beyond this delivery.
+/// What an outcome does to the subscriber beyond this delivery. The engine
+/// decides it (policy lives in `delivery::policy`); the store only carries
+/// it out, atomically with the delivery's own result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecipientEffect {
     None,
     /// Delivered: a run of soft bounces is over.
     Delivered,
-    /// 5.1.x: the subscription becomes `bounced` and the address is suppressed.
-    HardBounce,
-    /// Mailbox full and retries expired: counts towards the soft-bounce limit.
-    SoftBounce,
+    /// The subscription becomes `bounced` and the address is suppressed
+    /// (`reason` is recorded on the suppression and the consent event).
+    Suppress {
+        reason: &'static str,
+    },
+    /// One more soft-bounced issue; once the subscription's count reaches
+    /// `suppress_at`, it is suppressed as with `Suppress { reason }`.
+    CountSoftBounce {
+        suppress_at: i64,
+        reason: &'static str,
+    },
 }
-
-/// After this many consecutive soft-bounced issues an address is suppressed.
-pub const SOFT_BOUNCE_LIMIT: i64 = 3;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DeliveryCounts {
-    pub by_state: BTreeMap<String, i64>,
+    #[serde(serialize_with = "by_state_sorted")]
+    pub by_state: HashMap<DeliveryState, i64>,
     pub total: i64,
 }
 
 impl DeliveryCounts {
     pub fn get(&self, state: DeliveryState) -> i64 {
-        self.by_state.get(state.as_str()).copied().unwrap_or(0)
+        self.by_state.get(&state).copied().unwrap_or(0)
     }
     pub fn open(&self) -> i64 {
         DeliveryState::ALL
@@ -91,11 +98,20 @@ impl DeliveryCounts {
     }
 }
 
+/// `herald status --json` lists the states in a stable (alphabetical) order.
+fn by_state_sorted<S: serde::Serializer>(
+    by_state: &HashMap<DeliveryState, i64>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let sorted: BTreeMap<&str, i64> = by_state.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    serde::Serialize::serialize(&sorted, s)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct DeliveryListing {
     pub id: i64,
     pub email: String,
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: Millis,
     pub last_code: Option<i64>,
@@ -120,6 +136,13 @@ pub struct AttemptListing {
 impl Db {
     /// One delivery per confirmed subscriber, set-wise; running it again
     /// adds only subscribers confirmed since. Marks the issue as sending.
+    ///
+    /// The issue row is written first, so this transaction holds its lock
+    /// (PostgreSQL row lock, SQLite write lock) before adding deliveries:
+    /// `complete_issue_if_done` takes the same lock before counting, so it
+    /// either runs wholly before (and this re-opens the issue) or sees every
+    /// row added here. Otherwise an issue could be marked `sent` with fresh
+    /// `queued` rows that no claim (`status = 'sending'`) ever picks up.
     pub async fn enqueue_issue(
         &self,
         issue_id: i64,
@@ -127,6 +150,14 @@ impl Db {
         now: Millis,
     ) -> Result<u64> {
         with_tx!(self, |tx| {
+            sqlx::query(
+                "UPDATE issues SET status = 'sending', send_started_at = COALESCE(send_started_at, $2), completed_at = NULL
+                 WHERE id = $1 AND status IN ('draft', 'sent', 'sending')",
+            )
+            .bind(issue_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             let added = sqlx::query(
                 "INSERT INTO deliveries (issue_id, subscriber_id, state, attempts, next_attempt_at, updated_at)
                  SELECT $1, sub.subscriber_id, 'queued', 0, $2, $2 FROM subscriptions sub
@@ -139,14 +170,6 @@ impl Db {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            sqlx::query(
-                "UPDATE issues SET status = 'sending', send_started_at = COALESCE(send_started_at, $2), completed_at = NULL
-                 WHERE id = $1 AND status IN ('draft', 'sent', 'sending')",
-            )
-            .bind(issue_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             Ok::<_, StoreError>(added)
         })
     }
@@ -253,7 +276,7 @@ impl Db {
                 q.push_values(chunk, |mut b, r| {
                     let a = r.attempt.as_ref();
                     b.push_bind(r.delivery_id)
-                        .push_bind(r.state.as_str())
+                        .push_bind(r.state)
                         .push_bind(i64::from(a.is_some()))
                         .push_bind(r.next_attempt_at)
                         .push_bind(a.map(|a| a.at))
@@ -312,54 +335,64 @@ impl Db {
                 q.build().execute(&mut *tx).await?;
             }
             for r in results {
-                match r.effect {
-                    RecipientEffect::None | RecipientEffect::Delivered => {}
-                    RecipientEffect::HardBounce | RecipientEffect::SoftBounce => {
-                        let soft_bounces: i64 = if r.effect == RecipientEffect::SoftBounce {
-                            sqlx::query_scalar(
-                                "UPDATE subscriptions SET soft_bounces = soft_bounces + 1 WHERE subscriber_id = $1 AND newsletter_id = $2 RETURNING soft_bounces",
-                            )
-                            .bind(r.subscriber_id)
-                            .bind(r.newsletter_id)
-                            .fetch_optional(&mut *tx)
-                            .await?
-                            .unwrap_or(0)
-                        } else {
-                            SOFT_BOUNCE_LIMIT
-                        };
-                        if soft_bounces >= SOFT_BOUNCE_LIMIT {
-                            let reason = if r.effect == RecipientEffect::HardBounce {
-                                "hard-bounce"
-                            } else {
-                                "soft-bounce-limit"
-                            };
-                            bounce_recipient(&mut tx, r, reason, now).await?;
-                        }
+                let suppress = match r.effect {
+                    RecipientEffect::None | RecipientEffect::Delivered => None,
+                    RecipientEffect::Suppress { reason } => Some(reason),
+                    RecipientEffect::CountSoftBounce {
+                        suppress_at,
+                        reason,
+                    } => {
+                        let soft_bounces: i64 = sqlx::query_scalar(
+                            "UPDATE subscriptions SET soft_bounces = soft_bounces + 1 WHERE subscriber_id = $1 AND newsletter_id = $2 RETURNING soft_bounces",
+                        )
+                        .bind(r.subscriber_id)
+                        .bind(r.newsletter_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .unwrap_or(0);
+                        (soft_bounces >= suppress_at).then_some(reason)
                     }
+                };
+                if let Some(reason) = suppress {
+                    bounce_recipient(&mut tx, r, reason, now).await?;
                 }
             }
             Ok::<(), StoreError>(())
         })
     }
 
-    /// Extends the lease of every delivery this worker still holds: claims
-    /// waiting in its queue must not expire and be claimed (and sent) again.
-    pub async fn renew_claims(&self, worker_id: &str, lease_until: Millis) -> Result<u64> {
-        Ok(with_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE deliveries SET lease_until = $2 WHERE state = 'sending' AND worker_id = $1",
-            )
-            .bind(worker_id)
-            .bind(lease_until)
-            .execute(p)
-            .await?
-            .rows_affected()
-        }))
+    /// Extends the lease of the deliveries this worker really holds (`ids`),
+    /// so claims waiting in its queue do not expire and get sent twice. Only
+    /// those: a claim the process lost track of (say, the claim's reply was
+    /// cut by a database outage) must be left to lapse, not kept alive forever.
+    pub async fn renew_claims(
+        &self,
+        worker_id: &str,
+        ids: &[i64],
+        lease_until: Millis,
+    ) -> Result<u64> {
+        let mut renewed = 0;
+        for chunk in ids.chunks(1000) {
+            renewed += with_pool!(self, |p| {
+                let mut q = QueryBuilder::new("UPDATE deliveries SET lease_until = ");
+                q.push_bind(lease_until);
+                q.push(" WHERE state = 'sending' AND worker_id = ");
+                q.push_bind(worker_id);
+                q.push(" AND id IN (");
+                let mut sep = q.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+                q.build().execute(p).await?.rows_affected()
+            });
+        }
+        Ok(renewed)
     }
 
     /// On shutdown: hands back what this worker claimed but did not send.
     pub async fn release_claims(&self, worker_id: &str, now: Millis) -> Result<u64> {
-        self.release(None, worker_id, now, now).await
+        self.release(worker_id, None, now, now).await
     }
 
     /// Hands back one claim of this worker (it could not be attempted), due at `due_at`.
@@ -370,35 +403,79 @@ impl Db {
         due_at: Millis,
         now: Millis,
     ) -> Result<u64> {
-        self.release(Some(delivery_id), worker_id, due_at, now)
+        self.release(worker_id, Some(&[delivery_id]), due_at, now)
             .await
     }
 
-    async fn release(
+    /// Hands back every claim of this worker except `keep` (the ones it
+    /// still holds), due at `due_at`: after a database outage, claims whose
+    /// hand-back failed, or whose claim reply never arrived, go back to the
+    /// queue without waiting for their lease to lapse. The caller must not
+    /// claim concurrently (a fresh claim is not in `keep` yet).
+    pub async fn release_all_but(
         &self,
-        delivery_id: Option<i64>,
         worker_id: &str,
+        keep: &[i64],
         due_at: Millis,
         now: Millis,
     ) -> Result<u64> {
-        Ok(with_pool!(self, |p| {
-            sqlx::query(
-                "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
-                   lease_until = NULL, worker_id = NULL, next_attempt_at = $2, updated_at = $3
-                 WHERE worker_id = $1 AND state = 'sending' AND ($4 IS NULL OR id = $4)",
+        // Read, then release by id: `keep` can be larger than a statement's
+        // bind limit, the set of lost claims is small.
+        let claimed: Vec<i64> = with_pool!(self, |p| {
+            sqlx::query_scalar(
+                "SELECT id FROM deliveries WHERE worker_id = $1 AND state = 'sending'",
             )
             .bind(worker_id)
-            .bind(due_at)
-            .bind(now)
-            .bind(delivery_id)
-            .execute(p)
+            .fetch_all(p)
             .await?
-            .rows_affected()
+        });
+        let keep: std::collections::HashSet<i64> = keep.iter().copied().collect();
+        let lost: Vec<i64> = claimed
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect();
+        let mut released = 0;
+        for chunk in lost.chunks(1000) {
+            released += self.release(worker_id, Some(chunk), due_at, now).await?;
+        }
+        Ok(released)
+    }
+
+    /// Hands claims of this worker back to the queue (`ids`, or all of them).
+    async fn release(
+        &self,
+        worker_id: &str,
+        ids: Option<&[i64]>,
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(0);
+        }
+        Ok(with_pool!(self, |p| {
+            let mut q = QueryBuilder::new(
+                "UPDATE deliveries SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry_wait' END,
+                   lease_until = NULL, worker_id = NULL, next_attempt_at = ",
+            );
+            q.push_bind(due_at);
+            q.push(", updated_at = ");
+            q.push_bind(now);
+            q.push(" WHERE state = 'sending' AND worker_id = ");
+            q.push_bind(worker_id);
+            if let Some(ids) = ids {
+                q.push(" AND id IN (");
+                let mut sep = q.separated(", ");
+                for id in ids {
+                    sep.push_bind(*id);
+                }
+                q.push(")");
+            }
+            q.build().execute(p).await?.rows_affected()
         }))
     }
 
     pub async fn delivery_counts(&self, issue_id: i64) -> Result<DeliveryCounts> {
-        let rows: Vec<(String, i64)> = with_pool!(self, |p| {
+        let rows: Vec<(DeliveryState, i64)> = with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT state, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY state",
             )
@@ -406,47 +483,74 @@ impl Db {
             .fetch_all(p)
             .await?
         });
-        let mut counts = DeliveryCounts::default();
-        for (state, n) in rows {
-            parse_state::<DeliveryState>(&state)?;
-            counts.total += n;
-            counts.by_state.insert(state, n);
-        }
-        Ok(counts)
+        Ok(counts_of(rows))
     }
 
     /// Marks a sending issue `sent` once none of its deliveries is open, and
     /// stores its final counts. Returns true when this call completed it.
+    ///
+    /// Lock, count and mark happen in one transaction that first takes the
+    /// issue row's lock (PostgreSQL `FOR UPDATE`; SQLite `BEGIN IMMEDIATE`,
+    /// the database write lock), the lock `enqueue_issue` also takes first:
+    /// a concurrent `herald send` either finishes before the count (and its
+    /// new rows are counted) or waits and re-opens the issue afterwards.
     pub async fn complete_issue_if_done(&self, issue_id: i64, now: Millis) -> Result<bool> {
-        let counts = self.delivery_counts(issue_id).await?;
-        if counts.open() > 0 {
-            return Ok(false);
-        }
-        let mut summary = serde_json::Map::new();
-        for (state, n) in &counts.by_state {
-            summary.insert(state.clone(), (*n).into());
-        }
-        let reasons: Vec<(Option<String>, i64)> = with_pool!(self, |p| {
-            sqlx::query_as("SELECT failure_reason, COUNT(*) FROM deliveries WHERE issue_id = $1 AND state IN ('failed', 'skipped') GROUP BY failure_reason")
+        // The same body on both backends once the transaction holds the lock.
+        macro_rules! complete_locked {
+            ($tx:ident) => {{
+                let status: Option<IssueStatus> =
+                    sqlx::query_scalar("SELECT status FROM issues WHERE id = $1")
+                        .bind(issue_id)
+                        .fetch_optional(&mut *$tx)
+                        .await?;
+                if status != Some(IssueStatus::Sending) {
+                    return Ok(false);
+                }
+                let rows: Vec<(DeliveryState, i64)> = sqlx::query_as(
+                    "SELECT state, COUNT(*) FROM deliveries WHERE issue_id = $1 GROUP BY state",
+                )
                 .bind(issue_id)
-                .fetch_all(p)
-                .await?
-        });
-        let reasons: serde_json::Map<String, serde_json::Value> = reasons
-            .into_iter()
-            .map(|(r, n)| (r.unwrap_or_else(|| "unknown".into()), n.into()))
-            .collect();
-        summary.insert("reasons".into(), reasons.into());
-        let done = with_pool!(self, |p| {
-            sqlx::query("UPDATE issues SET status = 'sent', completed_at = $2, final_counts = $3 WHERE id = $1 AND status = 'sending'")
+                .fetch_all(&mut *$tx)
+                .await?;
+                let counts = counts_of(rows);
+                if counts.open() > 0 {
+                    return Ok(false);
+                }
+                let reasons: Vec<(Option<String>, i64)> = sqlx::query_as(
+                    "SELECT failure_reason, COUNT(*) FROM deliveries WHERE issue_id = $1 AND state IN ('failed', 'skipped') GROUP BY failure_reason",
+                )
+                .bind(issue_id)
+                .fetch_all(&mut *$tx)
+                .await?;
+                let done = sqlx::query(
+                    "UPDATE issues SET status = 'sent', completed_at = $2, final_counts = $3 WHERE id = $1 AND status = 'sending'",
+                )
                 .bind(issue_id)
                 .bind(now)
-                .bind(serde_json::Value::Object(summary).to_string())
-                .execute(p)
+                .bind(final_counts(&counts, reasons))
+                .execute(&mut *$tx)
                 .await?
-                .rows_affected()
-        });
-        Ok(done == 1)
+                .rows_affected();
+                $tx.commit().await?;
+                Ok(done == 1)
+            }};
+        }
+        match self {
+            Db::Postgres(p) => {
+                let mut tx = p.begin().await?;
+                sqlx::query("SELECT id FROM issues WHERE id = $1 FOR UPDATE")
+                    .bind(issue_id)
+                    .execute(&mut *tx)
+                    .await?;
+                complete_locked!(tx)
+            }
+            Db::Sqlite(p) => {
+                // IMMEDIATE: a deferred transaction would read first and
+                // could not upgrade to a writer after a concurrent enqueue.
+                let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                complete_locked!(tx)
+            }
+        }
     }
 
     pub async fn sending_issue_ids(&self) -> Result<Vec<i64>> {
@@ -467,13 +571,13 @@ impl Db {
     ) -> Result<bool> {
         let n = with_pool!(self, |p| {
             let mut q = QueryBuilder::new("UPDATE issues SET status = ");
-            q.push_bind(to.as_str());
+            q.push_bind(to);
             q.push(" WHERE id = ");
             q.push_bind(issue_id);
             q.push(" AND status IN (");
             let mut sep = q.separated(", ");
             for s in from {
-                sep.push_bind(s.as_str());
+                sep.push_bind(*s);
             }
             q.push(")");
             q.build().execute(p).await?.rows_affected()
@@ -499,10 +603,10 @@ impl Db {
     /// Re-queues deliveries for another round (`herald retry`): those that
     /// failed permanently when `failed` is set, and those waiting for a retry (now).
     pub async fn requeue(&self, issue_id: i64, failed: bool, now: Millis) -> Result<u64> {
-        let states: &[&str] = if failed {
-            &["failed", "retry_wait"]
+        let states: &[DeliveryState] = if failed {
+            &[DeliveryState::Failed, DeliveryState::RetryWait]
         } else {
-            &["retry_wait"]
+            &[DeliveryState::RetryWait]
         };
         Ok(with_pool!(self, |p| {
             let mut q =
@@ -528,7 +632,6 @@ impl Db {
         state: Option<DeliveryState>,
         limit: i64,
     ) -> Result<Vec<DeliveryListing>> {
-        let state = state.map(|s| s.as_str());
         Ok(with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT d.id, s.email, d.state, d.attempts, d.next_attempt_at, d.last_code, d.last_enhanced, d.last_reply, d.failure_reason, d.sent_at
@@ -565,7 +668,7 @@ impl Db {
         &self,
         issue_id: i64,
         limit: i64,
-    ) -> Result<Vec<(String, String, i64)>> {
+    ) -> Result<Vec<(DeliveryState, String, i64)>> {
         Ok(with_pool!(self, |p| {
             sqlx::query_as(
                 "SELECT state, COALESCE(last_reply, failure_reason, '') AS reply, COUNT(*) AS n FROM deliveries
@@ -595,6 +698,31 @@ impl Db {
                 .await?
         }))
     }
+}
+
+fn counts_of(rows: Vec<(DeliveryState, i64)>) -> DeliveryCounts {
+    let mut counts = DeliveryCounts::default();
+    for (state, n) in rows {
+        counts.total += n;
+        *counts.by_state.entry(state).or_insert(0) += n;
+    }
+    counts
+}
+
+/// The `final_counts` JSON of a completed issue: deliveries by state, and
+/// failed/skipped ones by reason.
+fn final_counts(counts: &DeliveryCounts, reasons: Vec<(Option<String>, i64)>) -> String {
+    let mut summary: serde_json::Map<String, serde_json::Value> = counts
+        .by_state
+        .iter()
+        .map(|(state, n)| (state.as_str().to_owned(), (*n).into()))
+        .collect();
+    let reasons: serde_json::Map<String, serde_json::Value> = reasons
+        .into_iter()
+        .map(|(r, n)| (r.unwrap_or_else(|| "unknown".into()), n.into()))
+        .collect();
+    summary.insert("reasons".into(), reasons.into());
+    serde_json::Value::Object(summary).to_string()
 }
 
 async fn bounce_recipient<'c, DB>(

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod deliveries;
+mod health;
 pub mod subscribers;
 mod text_enum;
 
@@ -292,11 +293,6 @@ impl Db {
         .fetch_one(p)
         .await?))
     }
-}
-
-/// Parses a state column; a value the code does not know is corruption, not a panic.
-pub(crate) fn parse_state<T: FromStr<Err = String>>(s: &str) -> Result<T> {
-    s.parse().map_err(StoreError::Corrupt)
 }
 
 /// Serialises a state enum in a row with its database spelling (serde's

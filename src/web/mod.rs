@@ -5,6 +5,7 @@
 
 mod client_ip;
 mod error;
+mod health;
 mod pages;
 mod rate_limit;
 mod security_headers;
@@ -70,6 +71,7 @@ fn routes(state: WebState) -> Router {
             get(|| async { axum::response::Redirect::to("/subscribe") }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::readyz))
         .route(
             "/subscribe",
             get(subscribe_form_default).post(subscribe_default),

@@ -3,5 +3,6 @@
 
 pub mod app;
 pub mod cli;
+pub mod db_proxy;
 pub mod engine;
 pub mod smtp_server;
