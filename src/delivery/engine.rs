@@ -288,7 +288,7 @@ impl Engine {
             self.app.db.release_claims(&self.opts.worker_id, now_ms()),
         )
         .await
-        .unwrap_or(Err(StoreError::Sql(sqlx::Error::PoolTimedOut)));
+        .unwrap_or(Err(StoreError::TimedOut(RELEASE_TIMEOUT)));
         match &released {
             Ok(n) if *n > 0 => {
                 tracing::info!(released = n, "handed back deliveries claimed but not sent")
@@ -1025,7 +1025,7 @@ mod tests {
     use super::*;
 
     fn db_error() -> EngineError {
-        EngineError::Store(StoreError::Sql(sqlx::Error::PoolTimedOut))
+        EngineError::Store(StoreError::TimedOut(Duration::from_secs(1)))
     }
 
     #[test]

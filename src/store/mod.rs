@@ -34,6 +34,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt value in the database: {0}")]
     Corrupt(String),
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// Another writer got there first; nothing was written. Callers retry
     /// (compose) or say so.
     #[error("{0} changed while this command ran; run it again")]

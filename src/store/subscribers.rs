@@ -18,7 +18,7 @@ pub struct Subscriber {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct SubscriptionRow {
     pub subscriber_id: i64,
     pub newsletter_id: i64,
@@ -27,14 +27,6 @@ pub struct SubscriptionRow {
     pub updated_at: Millis,
     pub confirmed_at: Option<Millis>,
     pub unsubscribed_at: Option<Millis>,
-}
-
-impl SubscriptionRow {
-    /// The row's state. Kept as a fallible accessor for callers written when
-    /// rows held strings; the row is already typed, so it never fails.
-    pub fn state(&self) -> Result<SubscriptionState> {
-        Ok(self.state)
-    }
 }
 
 /// A subscriber with their state for one newsletter: what lists and exports show.
