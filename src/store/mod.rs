@@ -306,3 +306,18 @@ pub(crate) fn serialize_as_str<T: std::fmt::Display, S: serde::Serializer>(
 ) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(value)
 }
+
+/// Appends `(v1, v2, …)`, each value bound: the right-hand side of an `IN`.
+/// Callers keep lists under the backends' bind limits (they chunk).
+pub(crate) fn push_list<DB, T>(q: &mut sqlx::QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
+where
+    DB: sqlx::Database,
+    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push("(");
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v);
+    }
+    q.push(")");
+}
