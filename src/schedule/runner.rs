@@ -401,9 +401,11 @@ impl Scheduler {
                 );
                 (RunState::Enqueued, None)
             }
+            // `herald send` by hand, or a process that enqueued and stopped
+            // before recording it: enqueued once, nothing more to do.
             IssueStatus::Sending | IssueStatus::Sent | IssueStatus::Paused => (
                 RunState::Enqueued,
-                Some("already sent by hand before the slot"),
+                Some("already enqueued before this round"),
             ),
         };
         db.advance_run(

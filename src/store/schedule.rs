@@ -431,9 +431,8 @@ impl Db {
         reason: Option<&str>,
         now: Millis,
     ) -> Result<bool> {
-        let n =
-            with_pool!(self, |p| {
-                sqlx::query(
+        let n = with_pool!(self, |p| {
+            sqlx::query(
             "UPDATE one_off_sends SET state = $3, reason = $4, lease_until = NULL, updated_at = $5
              WHERE id = $1 AND state = 'waiting' AND (CAST($2 AS TEXT) IS NULL OR worker_id = $2)"
         )
@@ -445,7 +444,7 @@ impl Db {
         .execute(p)
         .await?
         .rows_affected()
-            });
+        });
         Ok(n == 1)
     }
 }
