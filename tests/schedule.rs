@@ -306,10 +306,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
     assert_eq!(deliveries(&t).await, 0);
 
     // The editors cancel before the slot: nothing goes out at it.
-    t.app
-        .cancel_scheduled(&issue, clock.now())
-        .await
-        .unwrap();
+    t.app.cancel_scheduled(&issue, clock.now()).await.unwrap();
     clock.set(utc(2026, 5, 8, 9, 1));
     s.tick().await.unwrap();
     assert_eq!(deliveries(&t).await, 0);
@@ -335,11 +332,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
     add_ready_item(&t, "Late addition").await;
     let recomposed = t
         .app
-        .recompose_scheduled(
-            &t.app.newsletter,
-            &second,
-            clock.now(),
-        )
+        .recompose_scheduled(&t.app.newsletter, &second, clock.now())
         .await
         .unwrap();
     assert_eq!(
@@ -462,10 +455,7 @@ async fn one_off_send_waits_is_listed_and_can_be_cancelled(backend: Backend) {
     assert_eq!(overview.one_offs.len(), 1);
 
     // Cancelled: a draft again, nothing sent; scheduled again: sent at its time.
-    t.app
-        .cancel_scheduled(&issue, clock.now())
-        .await
-        .unwrap();
+    t.app.cancel_scheduled(&issue, clock.now()).await.unwrap();
     assert_eq!(
         t.app.db.issue_status(issue.id).await.unwrap(),
         IssueStatus::Draft
