@@ -166,8 +166,8 @@ impl App {
         now: DateTime<Utc>,
     ) -> Result<Unscheduled, ScheduleError> {
         let now_ms = now.timestamp_millis();
-        if let Some(o) = self.db.one_off_of_issue(issue.id).await? {
-            if self
+        if let Some(o) = self.db.one_off_of_issue(issue.id).await?
+            && self
                 .db
                 .finish_one_off(
                     o.id,
@@ -177,14 +177,13 @@ impl App {
                     now_ms,
                 )
                 .await?
-            {
-                self.db
-                    .set_issue_status(issue.id, IssueStatus::Draft, &[IssueStatus::Scheduled])
-                    .await?;
-                return Ok(Unscheduled::OneOff {
-                    issue_number: issue.number,
-                });
-            }
+        {
+            self.db
+                .set_issue_status(issue.id, IssueStatus::Draft, &[IssueStatus::Scheduled])
+                .await?;
+            return Ok(Unscheduled::OneOff {
+                issue_number: issue.number,
+            });
         }
         let run = self.open_run_of(issue).await?;
         if !self
