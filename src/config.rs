@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::delivery::retry::RetrySchedule;
 use crate::domain::{EmailAddress, Mailbox, Secret};
 use crate::mail::smtp_url::SmtpUrl;
+use crate::schedule::spec::{AddressList, CronSchedule, OnEmpty, ScheduleTz};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -237,6 +238,20 @@ pub struct NewsletterConfig {
     pub subject_template: String,
     pub preheader: String,
     pub lang: String,
+    /// Cron expression of the automatic sends; empty = none (see `schedule::spec`).
+    #[serde(with = "crate::schedule::spec::optional_cron")]
+    pub schedule: Option<CronSchedule>,
+    /// IANA zone the schedule's wall times are in.
+    pub timezone: ScheduleTz,
+    /// What a slot with no ready items does.
+    pub on_empty: OnEmpty,
+    /// A slot missed while Herald was down still fires if it is younger than this.
+    pub catch_up: HumanDuration,
+    /// Each slot fires after a random delay up to this (chosen once per slot).
+    pub jitter: HumanDuration,
+    /// Compose this long before the slot and send a test copy to `preview_to`; 0 = compose at the slot.
+    pub preview_before: HumanDuration,
+    pub preview_to: AddressList,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -334,6 +349,13 @@ impl Default for NewsletterConfig {
             subject_template: "{newsletter}: {first_headline} and {n_more} more".into(),
             preheader: String::new(),
             lang: "en".into(),
+            schedule: None,
+            timezone: ScheduleTz::default(),
+            on_empty: OnEmpty::Skip,
+            catch_up: secs(6 * 3600),
+            jitter: secs(0),
+            preview_before: secs(0),
+            preview_to: AddressList::default(),
         }
     }
 }
@@ -544,6 +566,22 @@ impl Config {
             60 * SEC,
         )?;
         check_duration("delivery.max_outage", del.max_outage, SEC, 7 * DAY)?;
+        let nl = &self.newsletter;
+        check_duration("newsletter.catch_up", nl.catch_up, Duration::ZERO, 30 * DAY)?;
+        check_duration("newsletter.jitter", nl.jitter, Duration::ZERO, DAY)?;
+        check_duration(
+            "newsletter.preview_before",
+            nl.preview_before,
+            Duration::ZERO,
+            30 * DAY,
+        )?;
+        if !nl.preview_before.0.is_zero() && nl.preview_to.0.is_empty() {
+            return Err(value_err(
+                "newsletter.preview_to",
+                "",
+                "newsletter.preview_before is set, so list the editors who get the preview copy, e.g. preview_to = [\"editor@example.com\"] (HERALD_NEWSLETTER_PREVIEW_TO=\"a@example.com,b@example.com\"), or set preview_before = \"0s\"",
+            ));
+        }
         Ok(())
     }
 
@@ -622,6 +660,18 @@ const RANGES: &[(&str, &str)] = &[
     (
         "delivery.max_outage",
         "expected a duration from 1s to 7d, like \"10m\"",
+    ),
+    (
+        "newsletter.catch_up",
+        "expected a duration from 0s to 30d, like \"6h\"",
+    ),
+    (
+        "newsletter.jitter",
+        "expected a duration from 0s to 24h, like \"10m\"",
+    ),
+    (
+        "newsletter.preview_before",
+        "expected a duration from 0s (no preview) to 30d, like \"18h\"",
     ),
 ];
 
@@ -844,6 +894,21 @@ reply_to = ""
 postal_address = "Herald Newsroom, 1 Example Street, 010000 Astana, Kazakhstan"
 subject_template = "{{newsletter}}: {{first_headline}} and {{n_more}} more"
 lang = "en"
+# Send automatically: a cron expression (minute hour day month weekday;
+# weekday 0/7 = Sunday, 1 = Monday; or 6/7 fields with seconds/years) in an
+# IANA time zone. Empty: only `herald send` sends.
+schedule = ""          # e.g. "0 9 * * FRI"
+timezone = "UTC"       # e.g. "Europe/Berlin", "Asia/Almaty"
+# No ready items at the slot: "skip" the week (recorded) or "send_anyway".
+on_empty = "skip"
+# A slot missed while Herald was down fires if younger than this (0s to 30d).
+catch_up = "6h"
+# Random delay after each slot, chosen once per slot (0s to 24h).
+jitter = "0s"
+# Compose this long before the slot and mail a [TEST] copy to the editors;
+# they can change and recompose, hold or cancel it until the slot (0s = off).
+preview_before = "0s"
+preview_to = []        # e.g. ["editor@example.com"]
 
 [subscribe]
 confirm_ttl = "7d"

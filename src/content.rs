@@ -90,6 +90,15 @@ pub struct ComposeOptions {
     pub intro: Option<String>,
 }
 
+/// Which slot a scheduled compose is for.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotCompose {
+    /// The `schedule_runs` row, moved from `pending` to `composed` with the issue.
+    pub run_id: i64,
+    /// `on_empty = "send_anyway"`: compose even with no ready item.
+    pub allow_empty: bool,
+}
+
 /// What `items import` did.
 #[derive(Debug)]
 pub struct ItemsImported {
@@ -209,6 +218,28 @@ impl App {
         newsletter: &Newsletter,
         options: ComposeOptions,
     ) -> Result<IssueRow, ContentError> {
+        self.compose_with(newsletter, options, None).await
+    }
+
+    /// The scheduler's compose: the same path as `compose_issue`, but the
+    /// issue is stored as `scheduled` and the slot's run row moves to
+    /// `composed` in the same transaction, so a slot is never composed twice
+    /// nor left with an issue it does not know about.
+    pub async fn compose_for_slot(
+        &self,
+        newsletter: &Newsletter,
+        slot: SlotCompose,
+    ) -> Result<IssueRow, ContentError> {
+        self.compose_with(newsletter, ComposeOptions::default(), Some(slot))
+            .await
+    }
+
+    async fn compose_with(
+        &self,
+        newsletter: &Newsletter,
+        options: ComposeOptions,
+        slot: Option<SlotCompose>,
+    ) -> Result<IssueRow, ContentError> {
         for (field, value) in [
             ("subject", &options.subject),
             ("title", &options.title),
@@ -234,7 +265,7 @@ impl App {
         // start over from fresh reads) when another process composed in
         // between, so two processes never share a number or a slug.
         for _ in 0..COMPOSE_ATTEMPTS {
-            if let Some(issue) = self.try_compose(newsletter, &options).await? {
+            if let Some(issue) = self.try_compose(newsletter, &options, slot).await? {
                 return Ok(issue);
             }
         }
@@ -246,10 +277,11 @@ impl App {
         &self,
         newsletter: &Newsletter,
         options: &ComposeOptions,
+        slot: Option<SlotCompose>,
     ) -> Result<Option<IssueRow>, ContentError> {
         let options = options.clone();
         let items = self.db.items(newsletter.id, Some(ItemState::Ready)).await?;
-        if items.is_empty() {
+        if items.is_empty() && !slot.is_some_and(|s| s.allow_empty) {
             return Err(ContentError::NoReadyItems(newsletter.slug.clone()));
         }
         if items.len() > MAX_ITEMS {
@@ -266,11 +298,14 @@ impl App {
         let slug = self
             .free_issue_slug(&format!("{date}-{}", slugify(&newsletter.name)))
             .await?;
-        let first = &items[0].headline;
         let subject = options
             .subject
             .or(draft.subject)
-            .unwrap_or_else(|| subject_from_template(newsletter, first, items.len() - 1));
+            .unwrap_or_else(|| match items.first() {
+                Some(first) => subject_from_template(newsletter, &first.headline, items.len() - 1),
+                // `on_empty = "send_anyway"` with nothing ready.
+                None => newsletter.name.clone(),
+            });
         let title = options
             .title
             .or(draft.title)
@@ -326,6 +361,7 @@ impl App {
             web_html: &rendered.web_html,
             item_ids: &item_ids,
             now,
+            schedule_run: slot.map(|s| s.run_id),
         };
         match self.db.insert_issue(&new).await? {
             Some(id) => Ok(Some(self.db.issue_by_id(id).await?)),

@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod content;
 pub mod delivery;
@@ -10,6 +11,7 @@ pub mod domain;
 pub mod mail;
 pub mod readiness;
 pub mod render;
+pub mod schedule;
 pub mod store;
 pub mod subscribers;
 pub mod web;

@@ -9,7 +9,9 @@ mod support;
 use std::borrow::Cow;
 
 use herald::content::ComposeOptions;
-use herald::domain::{ConsentKind, DeliveryState, IssueStatus, ItemState, SubscriptionState};
+use herald::domain::{
+    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+};
 use herald::store::Db;
 use support::app::{Backend, TestApp, create_postgres_database, with_database};
 
@@ -49,6 +51,16 @@ fn state_columns() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             "deliveries",
             "state",
             all(DeliveryState::ALL, DeliveryState::as_str),
+        ),
+        (
+            "schedule_runs",
+            "state",
+            all(RunState::ALL, RunState::as_str),
+        ),
+        (
+            "one_off_sends",
+            "state",
+            all(OneOffState::ALL, OneOffState::as_str),
         ),
     ]
 }
@@ -144,6 +156,16 @@ async fn every_state_column_has_a_check_constraint_with_the_enum_spellings(backe
         .await
         .unwrap();
     t.app.send_issue(&issue).await.unwrap();
+    t.exec(&format!(
+        "INSERT INTO schedule_runs (newsletter_id, slot_at, jitter_ms, fire_at, state, created_at, updated_at) VALUES ({}, 0, 0, 0, 'pending', 0, 0)",
+        nl.id
+    ))
+    .await;
+    t.exec(&format!(
+        "INSERT INTO one_off_sends (issue_id, send_at, timezone, state, created_at, updated_at) VALUES ({}, 0, 'UTC', 'waiting', 0, 0)",
+        issue.id
+    ))
+    .await;
     for (table, column, _) in state_columns() {
         let sql = format!("UPDATE {table} SET {column} = 'bogus'");
         let err = herald::with_pool!(db, |p| sqlx::query(sqlx::AssertSqlSafe(sql.clone()))

@@ -13,6 +13,7 @@ macro_rules! outln {
 mod content;
 mod delivery;
 mod demo;
+mod schedule;
 mod subscribers;
 
 use std::path::PathBuf;
@@ -66,15 +67,24 @@ pub enum Command {
     /// Compose, preview and inspect issues.
     #[command(subcommand)]
     Issue(content::IssueCommand),
-    /// Send an issue to every confirmed subscriber.
+    /// Send an issue to every confirmed subscriber (now, or --at a time).
     Send {
         issue: String,
         /// Deliver in this process and wait until every delivery is final.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "at")]
         wait: bool,
         #[arg(long)]
         newsletter: Option<String>,
+        /// Send later, by `herald serve`: a wall time like "2026-05-08 09:00".
+        #[arg(long)]
+        at: Option<String>,
+        /// The zone of --at (IANA, e.g. Europe/Berlin); default newsletter.timezone.
+        #[arg(long, requires = "at")]
+        timezone: Option<String>,
     },
+    /// The automatic schedule: show it, cancel, hold, release or recompose what it scheduled.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
     /// Delivery counts, rate, most common failures, next retry.
     Status {
         /// Default: the latest issue.
@@ -159,9 +169,18 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send {
             issue,
+            newsletter,
+            at: Some(at),
+            timezone,
+            ..
+        } => schedule::send_at(app, &issue, newsletter.as_deref(), &at, timezone.as_deref()).await,
+        Command::Send {
+            issue,
             wait,
             newsletter,
+            ..
         } => delivery::send(app, &issue, newsletter.as_deref(), wait).await,
+        Command::Schedule(cmd) => schedule::run(app, cmd).await,
         Command::Status {
             issue,
             newsletter,
@@ -331,7 +350,7 @@ async fn serve(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The public site and the delivery workers, until SIGTERM or Ctrl-C; then
+/// The public site, the delivery workers and the scheduler, until SIGTERM or Ctrl-C; then
 /// the workers finish or hand back what they hold before we exit. If
 /// delivery gives up (the database stayed unreachable for
 /// `delivery.max_outage`), the site stops too and the process exits
@@ -350,6 +369,13 @@ pub(crate) async fn serve_with_delivery(
         crate::delivery::engine::RunUntil::Shutdown,
         shutdown.clone(),
     ));
+    // Supervised like delivery: if it gives up, the whole process exits
+    // non-zero (a server that never fires its schedule must not look healthy).
+    let scheduler = crate::schedule::Scheduler::new(
+        app.clone(),
+        std::sync::Arc::new(crate::clock::SystemClock),
+    );
+    let mut scheduled = tokio::spawn(scheduler.run(shutdown.clone()));
     let web_stop = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -366,17 +392,33 @@ pub(crate) async fn serve_with_delivery(
         served = &mut web => {
             shutdown.cancel();
             let delivered = workers.await.context("delivery workers panicked")?;
+            let schedule = scheduled.await.context("the scheduler panicked")?;
             served?;
             delivered?;
+            schedule?;
         }
         delivered = &mut workers => {
             let requested = shutdown.is_cancelled();
             shutdown.cancel();
             let served = web.await;
+            let schedule = scheduled.await.context("the scheduler panicked")?;
             delivered.context("delivery workers panicked")??;
             served?;
+            schedule?;
             if !requested {
                 anyhow::bail!("delivery stopped unexpectedly; exiting so that the service manager restarts Herald");
+            }
+        }
+        schedule = &mut scheduled => {
+            let requested = shutdown.is_cancelled();
+            shutdown.cancel();
+            let served = web.await;
+            let delivered = workers.await.context("delivery workers panicked")?;
+            schedule.context("the scheduler panicked")??;
+            served?;
+            delivered?;
+            if !requested {
+                anyhow::bail!("the scheduler stopped unexpectedly; exiting so that the service manager restarts Herald");
             }
         }
     }

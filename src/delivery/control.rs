@@ -58,7 +58,10 @@ impl App {
                     hint: "run `herald resume` to continue it",
                 });
             }
-            IssueStatus::Draft | IssueStatus::Sending | IssueStatus::Sent => {}
+            IssueStatus::Draft
+            | IssueStatus::Scheduled
+            | IssueStatus::Sending
+            | IssueStatus::Sent => {}
         }
         Ok(self
             .db
@@ -105,6 +108,7 @@ impl App {
                 IssueStatus::Cancelled,
                 &[
                     IssueStatus::Draft,
+                    IssueStatus::Scheduled,
                     IssueStatus::Sending,
                     IssueStatus::Paused,
                 ],

@@ -615,7 +615,10 @@ impl Engine {
                 )));
             }
             // Paused (or otherwise stopped): hand the claim back untouched.
-            IssueStatus::Paused | IssueStatus::Draft | IssueStatus::Sent => {
+            IssueStatus::Paused
+            | IssueStatus::Draft
+            | IssueStatus::Scheduled
+            | IssueStatus::Sent => {
                 let state = if d.attempts == 0 {
                     DeliveryState::Queued
                 } else {

@@ -7,7 +7,9 @@ pub mod token;
 
 pub use email::{EmailAddress, EmailError};
 pub use mailbox::Mailbox;
-pub use state::{ConsentKind, DeliveryState, IssueStatus, ItemState, SubscriptionState};
+pub use state::{
+    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+};
 pub use token::{ConfirmationToken, Secret, UnsubscribeToken};
 
 /// Milliseconds since the Unix epoch: the one time representation in the

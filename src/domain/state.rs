@@ -73,13 +73,16 @@ text_enum!(
 );
 
 text_enum!(
-    /// The send status of an issue as editors control it.
+    /// The send status of an issue as editors control it. `scheduled`: composed
+    /// by the scheduler ahead of its slot or waiting for a one-off send; sent
+    /// as it stands at its time unless held or cancelled.
     IssueStatus {
         Draft => "draft",
         Sending => "sending",
         Paused => "paused",
         Cancelled => "cancelled",
         Sent => "sent",
+        Scheduled => "scheduled",
     }
 );
 
@@ -93,6 +96,43 @@ text_enum!(
         Failed => "failed",
         Skipped => "skipped",
         Cancelled => "cancelled",
+    }
+);
+
+text_enum!(
+    /// One slot of a newsletter's schedule (`schedule_runs`): recorded
+    /// before anything is composed, then moved forward one step at a time
+    /// under a lease, so a crashed process's slot is finished by another.
+    RunState {
+        Pending => "pending",
+        Composed => "composed",
+        Waiting => "waiting",
+        Held => "held",
+        Enqueued => "enqueued",
+        Skipped => "skipped",
+        Missed => "missed",
+        Cancelled => "cancelled",
+        Failed => "failed",
+    }
+);
+
+impl RunState {
+    /// Nothing more happens to a run in one of these states.
+    pub fn is_final(self) -> bool {
+        !matches!(
+            self,
+            Self::Pending | Self::Composed | Self::Waiting | Self::Held
+        )
+    }
+}
+
+text_enum!(
+    /// A one-off `herald send ISSUE --at …`.
+    OneOffState {
+        Waiting => "waiting",
+        Sent => "sent",
+        Cancelled => "cancelled",
+        Failed => "failed",
     }
 );
 

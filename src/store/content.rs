@@ -75,6 +75,10 @@ pub struct NewIssue<'a> {
     pub web_html: &'a str,
     pub item_ids: &'a [i64],
     pub now: Millis,
+    /// Set by the scheduler: the issue is stored `scheduled` and this
+    /// `schedule_runs` row moves from `pending` to `composed` in the same
+    /// transaction.
+    pub schedule_run: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, sqlx::FromRow)]
@@ -287,7 +291,11 @@ impl Db {
             .bind(issue.html)
             .bind(issue.text)
             .bind(issue.web_html)
-            .bind(IssueStatus::Draft)
+            .bind(if issue.schedule_run.is_some() {
+                IssueStatus::Scheduled
+            } else {
+                IssueStatus::Draft
+            })
             .bind(issue.now)
             .fetch_optional(&mut *tx)
             .await?;
@@ -309,7 +317,22 @@ impl Db {
                         .await?
                         .rows_affected();
                     }
-                    if published as usize == issue.item_ids.len() {
+                    let slot_taken = match issue.schedule_run {
+                        None => true,
+                        Some(run) => {
+                            sqlx::query(
+                                "UPDATE schedule_runs SET state = 'composed', issue_id = $2, updated_at = $3 WHERE id = $1 AND state = 'pending'",
+                            )
+                            .bind(run)
+                            .bind(id)
+                            .bind(issue.now)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected()
+                                == 1
+                        }
+                    };
+                    if published as usize == issue.item_ids.len() && slot_taken {
                         sqlx::query("DELETE FROM issue_drafts WHERE newsletter_id = $1")
                             .bind(issue.newsletter_id)
                             .execute(&mut *tx)

@@ -152,7 +152,7 @@ impl Db {
         with_tx!(self, |tx| {
             sqlx::query(
                 "UPDATE issues SET status = 'sending', send_started_at = COALESCE(send_started_at, $2), completed_at = NULL
-                 WHERE id = $1 AND status IN ('draft', 'sent', 'sending')",
+                 WHERE id = $1 AND status IN ('draft', 'scheduled', 'sent', 'sending')",
             )
             .bind(issue_id)
             .bind(now)

@@ -7,6 +7,7 @@
 pub mod content;
 pub mod deliveries;
 mod health;
+pub mod schedule;
 pub mod subscribers;
 mod text_enum;
 
@@ -271,9 +272,13 @@ impl Db {
             .execute(p)
             .await?;
         });
-        self.newsletter_by_slug(&n.slug)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("default newsletter vanished after upsert".into()))
+        let newsletter = self.newsletter_by_slug(&n.slug).await?.ok_or_else(|| {
+            StoreError::Corrupt("default newsletter vanished after upsert".into())
+        })?;
+        let schedule = crate::schedule::schedule_row(newsletter.id, n);
+        self.sync_schedule(newsletter.id, schedule.as_ref(), now_ms())
+            .await?;
+        Ok(newsletter)
     }
 
     pub async fn newsletter_by_slug(&self, slug: &str) -> Result<Option<Newsletter>> {

@@ -6,7 +6,9 @@
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
-use crate::domain::{ConsentKind, DeliveryState, IssueStatus, ItemState, SubscriptionState};
+use crate::domain::{
+    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+};
 
 macro_rules! text_column {
     ($($name:ty),+ $(,)?) => {$(
@@ -59,5 +61,7 @@ text_column!(
     ConsentKind,
     ItemState,
     IssueStatus,
-    DeliveryState
+    DeliveryState,
+    RunState,
+    OneOffState
 );

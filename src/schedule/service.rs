@@ -1,0 +1,305 @@
+//! What editors do with the schedule, as `App` methods shared by the CLI
+//! and the HTTP API: look at it, send an issue at a time, hold, release,
+//! recompose or cancel what is scheduled. Times are passed in (`now`), so
+//! callers use the same clock as the scheduler.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::Serialize;
+
+use super::spec::ScheduleTz;
+use super::{Schedule, ScheduleError};
+use crate::app::App;
+use crate::content::SlotCompose;
+use crate::domain::{IssueStatus, OneOffState, RunState};
+use crate::store::Newsletter;
+use crate::store::content::IssueRow;
+use crate::store::schedule::{OneOffRow, RunRow};
+
+/// One coming slot, in the newsletter's zone and in UTC.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextSlot {
+    /// RFC 3339 with the zone's offset, e.g. `2026-05-08T09:00:00+05:00`.
+    pub local: String,
+    pub utc: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleInfo {
+    pub expression: String,
+    pub timezone: String,
+    pub on_empty: String,
+    pub catch_up: String,
+    pub jitter: String,
+    pub preview_before: String,
+    pub preview_to: Vec<String>,
+}
+
+/// `herald schedule show` / `GET /api/v1/schedule`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleOverview {
+    pub newsletter: String,
+    /// `None`: the newsletter has no schedule (only one-off sends).
+    pub schedule: Option<ScheduleInfo>,
+    pub next: Vec<NextSlot>,
+    pub one_offs: Vec<OneOffRow>,
+    /// Newest slot first: fired (enqueued), skipped, missed, … with reasons.
+    pub history: Vec<RunRow>,
+}
+
+/// What `cancel_scheduled` stopped.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Unscheduled {
+    /// A one-off send; the issue is a draft again.
+    OneOff { issue_number: i64 },
+    /// A scheduled issue; it is cancelled and its slot will send nothing.
+    Slot {
+        issue_number: i64,
+        slot_at: DateTime<Utc>,
+    },
+}
+
+impl App {
+    pub async fn schedule_overview(
+        &self,
+        newsletter: &Newsletter,
+        next: usize,
+        history: i64,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduleOverview, ScheduleError> {
+        let row = self.db.schedule_of(newsletter.id).await?;
+        let schedule = row.as_ref().map(Schedule::from_row).transpose()?;
+        let slots = match &schedule {
+            Some(s) => s
+                .cron
+                .slots_after(s.zone, now)
+                .take(next)
+                .map(|utc| NextSlot {
+                    local: utc
+                        .with_timezone(&s.zone.0)
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+                    utc,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let fmt = |d: std::time::Duration| humantime::format_duration(d).to_string();
+        Ok(ScheduleOverview {
+            newsletter: newsletter.slug.clone(),
+            schedule: schedule.map(|s| ScheduleInfo {
+                expression: s.cron.to_string(),
+                timezone: s.zone.to_string(),
+                on_empty: s.on_empty.as_str().to_owned(),
+                catch_up: fmt(s.catch_up),
+                jitter: fmt(s.jitter),
+                preview_before: fmt(s.preview_before),
+                preview_to: s.preview_to.0.iter().map(|a| a.to_string()).collect(),
+            }),
+            next: slots,
+            one_offs: self.db.waiting_one_offs(newsletter.id).await?,
+            history: self.db.runs(newsletter.id, history).await?,
+        })
+    }
+
+    /// `herald send ISSUE --at "2026-05-08 09:00" [--timezone …]`: the wall
+    /// time is read in `zone` (default: the newsletter's `timezone`).
+    pub async fn send_issue_at(
+        &self,
+        issue: &IssueRow,
+        at: NaiveDateTime,
+        zone: ScheduleTz,
+        now: DateTime<Utc>,
+    ) -> Result<OneOffRow, ScheduleError> {
+        let instant = match zone.0.from_local_datetime(&at) {
+            chrono::LocalResult::Single(t) => t,
+            // A repeated wall time: the first of the two.
+            chrono::LocalResult::Ambiguous(first, _) => first,
+            chrono::LocalResult::None => {
+                return Err(ScheduleError::BadTime(format!(
+                    "{at} does not exist in {zone} (the clocks skip it); give a time after the change"
+                )));
+            }
+        }
+        .with_timezone(&Utc);
+        if instant <= now {
+            return Err(ScheduleError::BadTime(format!(
+                "{at} {zone} is in the past; run `herald send {}` to send now",
+                issue.number
+            )));
+        }
+        if issue.status != IssueStatus::Draft {
+            return Err(ScheduleError::NotDraft {
+                number: issue.number,
+                status: issue.status.to_string(),
+            });
+        }
+        let inserted = self
+            .db
+            .insert_one_off(
+                issue.id,
+                instant.timestamp_millis(),
+                &zone.to_string(),
+                now.timestamp_millis(),
+            )
+            .await?;
+        if inserted.is_none() {
+            let status = self.db.issue_status(issue.id).await?;
+            return Err(ScheduleError::NotDraft {
+                number: issue.number,
+                status: status.to_string(),
+            });
+        }
+        self.db
+            .one_off_of_issue(issue.id)
+            .await?
+            .ok_or(ScheduleError::NotScheduled {
+                number: issue.number,
+            })
+    }
+
+    /// `herald schedule cancel ISSUE`: a waiting one-off send (the issue
+    /// goes back to draft) or a scheduled issue (cancelled; its slot sends
+    /// nothing).
+    pub async fn cancel_scheduled(
+        &self,
+        issue: &IssueRow,
+        now: DateTime<Utc>,
+    ) -> Result<Unscheduled, ScheduleError> {
+        let now_ms = now.timestamp_millis();
+        if let Some(o) = self.db.one_off_of_issue(issue.id).await?
+            && self
+                .db
+                .finish_one_off(
+                    o.id,
+                    None,
+                    OneOffState::Cancelled,
+                    Some("cancelled by an editor"),
+                    now_ms,
+                )
+                .await?
+        {
+            self.db
+                .set_issue_status(issue.id, IssueStatus::Draft, &[IssueStatus::Scheduled])
+                .await?;
+            return Ok(Unscheduled::OneOff {
+                issue_number: issue.number,
+            });
+        }
+        let run = self.open_run_of(issue).await?;
+        if !self
+            .db
+            .set_run_state(
+                run.id,
+                &[RunState::Composed, RunState::Waiting, RunState::Held],
+                RunState::Cancelled,
+                Some("cancelled by an editor"),
+                now_ms,
+            )
+            .await?
+        {
+            return Err(ScheduleError::NotScheduled {
+                number: issue.number,
+            });
+        }
+        self.cancel_issue(issue).await?;
+        Ok(Unscheduled::Slot {
+            issue_number: issue.number,
+            slot_at: super::runner::ms_to_utc(run.slot_at),
+        })
+    }
+
+    /// Keeps a scheduled issue from going out at its slot until released.
+    pub async fn hold_scheduled(
+        &self,
+        issue: &IssueRow,
+        now: DateTime<Utc>,
+    ) -> Result<RunRow, ScheduleError> {
+        let run = self.open_run_of(issue).await?;
+        if !self
+            .db
+            .set_run_state(
+                run.id,
+                &[RunState::Composed, RunState::Waiting],
+                RunState::Held,
+                Some("held by an editor"),
+                now.timestamp_millis(),
+            )
+            .await?
+        {
+            return Err(ScheduleError::NotScheduled {
+                number: issue.number,
+            });
+        }
+        Ok(self.db.run_by_id(run.id).await?)
+    }
+
+    /// Undoes `hold_scheduled`: the issue goes out at its slot, or at once
+    /// if the slot has passed.
+    pub async fn release_scheduled(
+        &self,
+        issue: &IssueRow,
+        now: DateTime<Utc>,
+    ) -> Result<RunRow, ScheduleError> {
+        let run = self.open_run_of(issue).await?;
+        if !self
+            .db
+            .set_run_state(
+                run.id,
+                &[RunState::Held],
+                RunState::Waiting,
+                Some("released by an editor"),
+                now.timestamp_millis(),
+            )
+            .await?
+        {
+            return Err(ScheduleError::NotScheduled {
+                number: issue.number,
+            });
+        }
+        Ok(self.db.run_by_id(run.id).await?)
+    }
+
+    /// After editors changed the ready items: the scheduled issue's items
+    /// return to `ready`, the old (never sent) issue is removed, and the
+    /// slot composes again from what is ready now. The slot keeps its time
+    /// and its jitter; a new preview copy goes out on the next round.
+    pub async fn recompose_scheduled(
+        &self,
+        newsletter: &Newsletter,
+        issue: &IssueRow,
+        now: DateTime<Utc>,
+    ) -> Result<IssueRow, ScheduleError> {
+        let run = self.open_run_of(issue).await?;
+        if !self
+            .db
+            .reopen_scheduled_issue(run.id, issue.id, now.timestamp_millis())
+            .await?
+        {
+            return Err(ScheduleError::NotScheduled {
+                number: issue.number,
+            });
+        }
+        let on_empty = match self.db.schedule_of(newsletter.id).await? {
+            Some(row) => Schedule::from_row(&row)?.on_empty,
+            None => Default::default(),
+        };
+        Ok(self
+            .compose_for_slot(
+                newsletter,
+                SlotCompose {
+                    run_id: run.id,
+                    allow_empty: on_empty == super::spec::OnEmpty::SendAnyway,
+                },
+            )
+            .await?)
+    }
+
+    async fn open_run_of(&self, issue: &IssueRow) -> Result<RunRow, ScheduleError> {
+        match self.db.run_of_issue(issue.id).await? {
+            Some(run) if !run.state.is_final() => Ok(run),
+            _ => Err(ScheduleError::NotScheduled {
+                number: issue.number,
+            }),
+        }
+    }
+}
