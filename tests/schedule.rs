@@ -102,14 +102,8 @@ async fn weekly_schedule_fires_once_per_slot(backend: Backend) {
         assert_eq!(s.tick().await.unwrap().enqueued, 0);
     }
     assert_eq!((issues(&t).await, deliveries(&t).await), (1, 1));
-    let issue = t
-        .app
-        .db
-        .issues(t.app.newsletter.id)
-        .await
-        .unwrap()
-        .remove(0);
-    support::engine::run_until_complete(&t.app, issue.id, Duration::from_secs(30)).await;
+    let issue = t.app.latest_issue(&t.app.newsletter).await.unwrap();
+    support::engine::run_until_complete(&t.app, &t.db, issue.id, Duration::from_secs(30)).await;
     assert_eq!(t.settled_mail_count(READER).await, 1);
 
     add_ready_item(&t, "Second week").await;
@@ -148,7 +142,7 @@ async fn two_schedulers_on_one_database_fire_each_slot_once(backend: Backend) {
     assert_eq!(t.count("SELECT COUNT(*) FROM schedule_runs").await, 3);
     assert_eq!(runs_in(&t, RunState::Enqueued).await, 3);
     assert_eq!((issues(&t).await, deliveries(&t).await), (3, 3));
-    other.db.close().await;
+    other.close().await;
 }
 
 async fn downtime_catches_up_once_or_records_missed(backend: Backend) {
@@ -195,7 +189,7 @@ async fn a_week_with_nothing_ready_is_skipped_and_recorded(backend: Backend) {
     s.tick().await.unwrap();
     assert_eq!(runs_in(&t, RunState::Skipped).await, 1);
     assert_eq!((issues(&t).await, deliveries(&t).await), (0, 0));
-    let runs = t.app.db.runs(t.app.newsletter.id, 5).await.unwrap();
+    let runs = t.db.runs(t.app.newsletter.id, 5).await.unwrap();
     assert!(
         runs[0]
             .reason
@@ -237,7 +231,7 @@ async fn berlin_dst_gap_and_overlap_fire_exactly_once(backend: Backend) {
     s.tick().await.unwrap();
     add_ready_item(&t, "Spring").await;
     tick_through(&s, &clock, utc(2026, 3, 28, 12, 0), utc(2026, 3, 29, 12, 0)).await;
-    let runs = t.app.db.runs(t.app.newsletter.id, 10).await.unwrap();
+    let runs = t.db.runs(t.app.newsletter.id, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     // The first instant after the gap: 03:00 CEST.
     assert_eq!(runs[0].slot_at, utc(2026, 3, 29, 1, 0).timestamp_millis());
@@ -258,7 +252,7 @@ async fn berlin_dst_gap_and_overlap_fire_exactly_once(backend: Backend) {
         utc(2026, 10, 25, 12, 0),
     )
     .await;
-    let runs = t.app.db.runs(t.app.newsletter.id, 10).await.unwrap();
+    let runs = t.db.runs(t.app.newsletter.id, 10).await.unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[0].slot_at, utc(2026, 10, 25, 0, 30).timestamp_millis());
     assert_eq!(runs_in(&t, RunState::Enqueued).await, 2);
@@ -295,13 +289,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
         "{:?}",
         preview.header("Subject")
     );
-    let issue = t
-        .app
-        .db
-        .issues(t.app.newsletter.id)
-        .await
-        .unwrap()
-        .remove(0);
+    let issue = t.app.latest_issue(&t.app.newsletter).await.unwrap();
     assert_eq!(issue.status, IssueStatus::Scheduled);
     assert_eq!(deliveries(&t).await, 0);
 
@@ -312,7 +300,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
     assert_eq!(deliveries(&t).await, 0);
     assert_eq!(runs_in(&t, RunState::Cancelled).await, 1);
     assert_eq!(
-        t.app.db.issue_status(issue.id).await.unwrap(),
+        t.db.issue_status(issue.id).await.unwrap(),
         IssueStatus::Cancelled
     );
 
@@ -321,13 +309,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
     clock.set(utc(2026, 5, 14, 15, 1));
     s.tick().await.unwrap();
     t.nth_mail_to(EDITOR, 2).await;
-    let second = t
-        .app
-        .db
-        .issues(t.app.newsletter.id)
-        .await
-        .unwrap()
-        .remove(0);
+    let second = t.app.latest_issue(&t.app.newsletter).await.unwrap();
     assert_eq!(second.status, IssueStatus::Scheduled);
     add_ready_item(&t, "Late addition").await;
     let recomposed = t
@@ -335,10 +317,7 @@ async fn preview_goes_out_before_the_slot_and_cancel_sends_nothing(backend: Back
         .recompose_scheduled(&t.app.newsletter, &second, clock.now())
         .await
         .unwrap();
-    assert_eq!(
-        t.app.db.items_of_issue(recomposed.id).await.unwrap().len(),
-        2
-    );
+    assert_eq!(t.db.items_of_issue(recomposed.id).await.unwrap().len(), 2);
     s.tick().await.unwrap();
     t.nth_mail_to(EDITOR, 3).await;
     t.app
@@ -399,14 +378,8 @@ async fn a_slot_left_half_done_completes_after_restart_without_sending_twice(bac
     again.tick().await.unwrap();
     assert_eq!(runs_in(&t, RunState::Enqueued).await, 1);
     assert_eq!((issues(&t).await, deliveries(&t).await), (1, 1));
-    let issue = t
-        .app
-        .db
-        .issues(t.app.newsletter.id)
-        .await
-        .unwrap()
-        .remove(0);
-    support::engine::run_until_complete(&t.app, issue.id, Duration::from_secs(30)).await;
+    let issue = t.app.latest_issue(&t.app.newsletter).await.unwrap();
+    support::engine::run_until_complete(&t.app, &t.db, issue.id, Duration::from_secs(30)).await;
     assert_eq!(t.settled_mail_count(READER).await, 1);
 }
 
@@ -457,7 +430,7 @@ async fn one_off_send_waits_is_listed_and_can_be_cancelled(backend: Backend) {
     // Cancelled: a draft again, nothing sent; scheduled again: sent at its time.
     t.app.cancel_scheduled(&issue, clock.now()).await.unwrap();
     assert_eq!(
-        t.app.db.issue_status(issue.id).await.unwrap(),
+        t.db.issue_status(issue.id).await.unwrap(),
         IssueStatus::Draft
     );
     t.app
