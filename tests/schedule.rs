@@ -171,7 +171,7 @@ async fn downtime_catches_up_once_or_records_missed(backend: Backend) {
         .schedule_overview(&t.app.newsletter, 1, 10, clock.now())
         .await
         .unwrap();
-    let missed = &overview.history[0];
+    let missed = &overview.history[0].run;
     assert_eq!(missed.state, RunState::Missed);
     assert!(
         missed.reason.as_deref().unwrap_or("").contains("catch_up"),
@@ -192,6 +192,7 @@ async fn a_week_with_nothing_ready_is_skipped_and_recorded(backend: Backend) {
     let runs = t.db.runs(t.app.newsletter.id, 5).await.unwrap();
     assert!(
         runs[0]
+            .run
             .reason
             .as_deref()
             .unwrap_or("")
@@ -234,8 +235,11 @@ async fn berlin_dst_gap_and_overlap_fire_exactly_once(backend: Backend) {
     let runs = t.db.runs(t.app.newsletter.id, 10).await.unwrap();
     assert_eq!(runs.len(), 1, "{runs:?}");
     // The first instant after the gap: 03:00 CEST.
-    assert_eq!(runs[0].slot_at, utc(2026, 3, 29, 1, 0).timestamp_millis());
-    assert_eq!(runs[0].state, RunState::Enqueued);
+    assert_eq!(
+        runs[0].run.slot_at,
+        utc(2026, 3, 29, 1, 0).timestamp_millis()
+    );
+    assert_eq!(runs[0].run.state, RunState::Enqueued);
 
     // Autumn: the schedule's cursor jumps ahead (as after downtime longer
     // than the lookback), then the overlap night fires once.
@@ -254,7 +258,10 @@ async fn berlin_dst_gap_and_overlap_fire_exactly_once(backend: Backend) {
     .await;
     let runs = t.db.runs(t.app.newsletter.id, 10).await.unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
-    assert_eq!(runs[0].slot_at, utc(2026, 10, 25, 0, 30).timestamp_millis());
+    assert_eq!(
+        runs[0].run.slot_at,
+        utc(2026, 10, 25, 0, 30).timestamp_millis()
+    );
     assert_eq!(runs_in(&t, RunState::Enqueued).await, 2);
     assert_eq!((issues(&t).await, deliveries(&t).await), (2, 2));
 }

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 use crate::app::App;
 use crate::clock::{Clock, SystemClock};
+use crate::domain::RunState;
 use crate::schedule::Unscheduled;
 use crate::schedule::spec::ScheduleTz;
 
@@ -122,17 +123,15 @@ pub async fn run(app: &App, cmd: ScheduleCommand) -> anyhow::Result<()> {
             if o.history.is_empty() {
                 outln!("  none")?;
             }
-            for r in &o.history {
-                let issue = match r.issue_id {
-                    Some(id) => match app.db.issue_by_id(id).await {
-                        Ok(i) => format!(" issue #{}", i.number),
-                        Err(_) => String::new(),
-                    },
-                    None => String::new(),
-                };
-                let label = match r.state.as_str() {
-                    "enqueued" => "fired",
-                    other => other,
+            for h in &o.history {
+                let r = &h.run;
+                let issue = h
+                    .issue_number
+                    .map(|n| format!(" issue #{n}"))
+                    .unwrap_or_default();
+                let label = match r.state {
+                    RunState::Enqueued => "fired",
+                    other => other.as_str(),
                 };
                 outln!(
                     "  {} UTC  {:<9}{}{}",

@@ -13,7 +13,7 @@ use crate::content::SlotCompose;
 use crate::domain::{IssueStatus, OneOffState, RunState};
 use crate::store::Newsletter;
 use crate::store::content::IssueRow;
-use crate::store::schedule::{OneOffRow, RunRow};
+use crate::store::schedule::{OneOffRow, RunHistoryRow, RunRow};
 
 /// One coming slot, in the newsletter's zone and in UTC.
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +43,7 @@ pub struct ScheduleOverview {
     pub next: Vec<NextSlot>,
     pub one_offs: Vec<OneOffRow>,
     /// Newest slot first: fired (enqueued), skipped, missed, … with reasons.
-    pub history: Vec<RunRow>,
+    pub history: Vec<RunHistoryRow>,
 }
 
 /// What `cancel_scheduled` stopped.

@@ -22,6 +22,15 @@ pub struct ScheduleRow {
     pub checked_until: Option<Millis>,
 }
 
+/// A run as the history shows it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+pub struct RunHistoryRow {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub run: RunRow,
+    pub issue_number: Option<i64>,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]
 pub struct RunRow {
     pub id: i64,
@@ -316,10 +325,12 @@ impl Db {
         .await?))
     }
 
-    /// The most recent runs of a newsletter, newest slot first.
-    pub async fn runs(&self, newsletter_id: i64, limit: i64) -> Result<Vec<RunRow>> {
+    /// The most recent runs of a newsletter, newest slot first, with the
+    /// number of the issue each one composed.
+    pub async fn runs(&self, newsletter_id: i64, limit: i64) -> Result<Vec<RunHistoryRow>> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM schedule_runs WHERE newsletter_id = $1 ORDER BY slot_at DESC LIMIT $2"
+            "SELECT {RUN_COLUMNS}, (SELECT number FROM issues i WHERE i.id = schedule_runs.issue_id) AS issue_number
+             FROM schedule_runs WHERE newsletter_id = $1 ORDER BY slot_at DESC LIMIT $2"
         );
         Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
             sql
