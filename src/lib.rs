@@ -6,6 +6,7 @@ pub mod config;
 pub mod content;
 pub mod delivery;
 pub mod digest_file;
+pub mod editors;
 pub mod domain;
 pub mod mail;
 pub mod readiness;

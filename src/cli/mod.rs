@@ -13,6 +13,7 @@ macro_rules! outln {
 mod content;
 mod delivery;
 mod demo;
+mod editor;
 mod subscribers;
 
 use std::path::PathBuf;
@@ -125,6 +126,9 @@ pub enum Command {
     /// DKIM keys.
     #[command(subcommand)]
     Dkim(delivery::DkimCommand),
+    /// Editors of the HTTP API and their tokens.
+    #[command(subcommand)]
+    Editor(editor::EditorCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -156,6 +160,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
+        Command::Editor(cmd) => editor::run(app, cmd).await,
         Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send {
             issue,

@@ -6,6 +6,7 @@
 
 pub mod content;
 pub mod deliveries;
+pub mod editors;
 mod health;
 pub mod subscribers;
 mod text_enum;
