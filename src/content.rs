@@ -14,7 +14,7 @@ use crate::render::{
     ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
     RenderedIssue, Theme, clip_warning, render_issue,
 };
-use crate::store::content::{IssueDraft, IssueRow, NewIssue};
+use crate::store::content::{IssueDraft, IssueRow, ItemRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,9 +142,21 @@ impl App {
         path: &Path,
         ready: bool,
     ) -> Result<ItemsImported, ContentError> {
-        let display = path.display().to_string();
         let text = read_text_file(path).await?;
-        let parsed = parse_digest_file(&display, &text)?;
+        self.import_items_text(newsletter, &path.display().to_string(), &text, ready)
+            .await
+    }
+
+    /// `import_items_file` for text already in memory (an HTTP upload,
+    /// bounded by the caller to [`MAX_FILE_BYTES`]); `name` labels errors.
+    pub async fn import_items_text(
+        &self,
+        newsletter: &Newsletter,
+        name: &str,
+        text: &str,
+        ready: bool,
+    ) -> Result<ItemsImported, ContentError> {
+        let parsed = parse_digest_file(name, text)?;
         let ids = self.add_items(newsletter, &parsed.items, ready).await?;
         let draft = IssueDraft {
             title: parsed.title,
@@ -162,6 +174,10 @@ impl App {
                 .await?;
         }
         Ok(ItemsImported { ids, intro_saved })
+    }
+
+    pub async fn item(&self, id: i64) -> Result<ItemRow, ContentError> {
+        self.db.item(id).await?.ok_or(ContentError::NoItem(id))
     }
 
     pub async fn edit_item(
