@@ -5,14 +5,13 @@
 //! client learns nothing from 413/415/422 answers. The token is never
 //! logged; the request span carries only the editor's token id.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
-use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::problem::ApiError;
-use crate::editors::{ApiToken, Editor};
+use crate::editors::ApiToken;
 use crate::web::WebState;
 
 pub async fn require_editor(State(s): State<WebState>, mut req: Request, next: Next) -> Response {
@@ -45,21 +44,5 @@ pub async fn require_editor(State(s): State<WebState>, mut req: Request, next: N
         )
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),
-    }
-}
-
-/// The editor the request was authenticated as.
-pub struct CurrentEditor(pub Editor);
-
-impl<S: Send + Sync> FromRequestParts<S> for CurrentEditor {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parts
-            .extensions
-            .get::<Editor>()
-            .cloned()
-            .map(CurrentEditor)
-            .ok_or(ApiError::Unauthorized("this route needs a bearer token"))
     }
 }

@@ -18,6 +18,7 @@
 mod auth;
 mod body;
 mod idempotency;
+mod issues;
 mod items;
 mod problem;
 
@@ -51,6 +52,7 @@ pub const PREFIX: &str = "/api/v1";
     components(schemas(Problem, FieldError)),
     tags(
         (name = "items", description = "The week's items, before they are composed into an issue"),
+        (name = "issues", description = "Composed issues: preview, test, send, control, progress"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -81,6 +83,16 @@ fn documented(state: &WebState) -> OpenApiRouter<WebState> {
         .routes(routes!(items::mark_ready))
         .routes(routes!(items::mark_draft))
         .routes(routes!(items::import))
+        .routes(routes!(issues::list, issues::compose))
+        .routes(routes!(issues::show))
+        .routes(routes!(issues::preview))
+        .routes(routes!(issues::test_send))
+        .routes(routes!(issues::send))
+        .routes(routes!(issues::pause))
+        .routes(routes!(issues::resume))
+        .routes(routes!(issues::cancel))
+        .routes(routes!(issues::retry))
+        .routes(routes!(issues::progress))
         // Outermost last: authenticate, then look at the Idempotency-Key.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

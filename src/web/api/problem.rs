@@ -68,8 +68,6 @@ pub enum ApiError {
     Conflict(String),
     #[error("{}", summary(.0))]
     Invalid(Vec<FieldError>),
-    #[error("{0}")]
-    BadRequest(String),
     #[error("the request body is larger than the {limit_kib} KiB this route accepts; {hint}")]
     TooLarge {
         limit_kib: usize,
@@ -113,7 +111,6 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -127,7 +124,6 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Invalid(_) => "invalid_fields",
-            ApiError::BadRequest(_) => "bad_request",
             ApiError::BadGateway(_) => "mail_relay_failed",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
