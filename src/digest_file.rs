@@ -115,13 +115,17 @@ impl ItemInput {
         {
             note(
                 Field::Quote,
-                Err(format!("quote is longer than {MAX_QUOTE} characters; shorten it")),
+                Err(format!(
+                    "quote is longer than {MAX_QUOTE} characters; shorten it"
+                )),
             );
         }
         if self.summary_markdown.chars().count() > MAX_SUMMARY {
             note(
                 Field::Summary,
-                Err(format!("summary is longer than {MAX_SUMMARY} characters; shorten it")),
+                Err(format!(
+                    "summary is longer than {MAX_SUMMARY} characters; shorten it"
+                )),
             );
         } else {
             note(

@@ -156,7 +156,10 @@ impl App {
     }
 
     /// The editor holding this live token, if any.
-    pub async fn authenticate_editor(&self, token: &ApiToken) -> Result<Option<Editor>, StoreError> {
+    pub async fn authenticate_editor(
+        &self,
+        token: &ApiToken,
+    ) -> Result<Option<Editor>, StoreError> {
         let hash = token.hash();
         let Some(owner) = self.db.live_token_owner(&hash).await? else {
             return Ok(None);
@@ -190,9 +193,9 @@ impl App {
                 .await?
             {
                 None => IdempotencyClaim::Claimed,
-                Some(IdempotencyRow { request_hash: h, .. }) if h != request_hash => {
-                    IdempotencyClaim::Mismatch
-                }
+                Some(IdempotencyRow {
+                    request_hash: h, ..
+                }) if h != request_hash => IdempotencyClaim::Mismatch,
                 Some(IdempotencyRow {
                     status: Some(status),
                     content_type,
@@ -223,7 +226,11 @@ impl App {
             .await
     }
 
-    pub async fn release_idempotency_key(&self, editor: &Editor, key: &str) -> Result<(), StoreError> {
+    pub async fn release_idempotency_key(
+        &self,
+        editor: &Editor,
+        key: &str,
+    ) -> Result<(), StoreError> {
         self.db.release_idempotency_key(editor.id, key).await
     }
 }

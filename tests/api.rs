@@ -105,13 +105,21 @@ async fn tokens_from_the_cli_authenticate_until_revoked(backend: Backend) {
         .await
         .expect("herald editor revoke");
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("herald editor list"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("herald editor list"),
+        "{}",
+        text(&again.stderr)
+    );
     let dup = herald_async(&t, &["editor", "add", "Editor@News.Herald.Test"])
         .output()
         .await
         .expect("herald editor add");
     assert!(!dup.status.success());
-    assert!(text(&dup.stderr).contains("herald editor token"), "{}", text(&dup.stderr));
+    assert!(
+        text(&dup.stderr).contains("herald editor token"),
+        "{}",
+        text(&dup.stderr)
+    );
 }
 
 /// Create, show, list, update, ready/draft, delete; each failure is a
@@ -132,7 +140,12 @@ async fn items_lifecycle_and_problems(backend: Backend) {
     let id = item["id"].as_i64().expect("id");
     assert_eq!(item["state"], "draft");
     assert_eq!(item["published"], "2026-11-30");
-    assert!(item["created_at"].as_str().is_some_and(|c| c.ends_with('Z')), "{item}");
+    assert!(
+        item["created_at"]
+            .as_str()
+            .is_some_and(|c| c.ends_with('Z')),
+        "{item}"
+    );
     assert_eq!(created.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(created.header("cache-control"), Some("no-store"));
 
@@ -141,7 +154,10 @@ async fn items_lifecycle_and_problems(backend: Backend) {
     assert_eq!(shown.json()["headline"], "Rust 2027");
 
     let patched = api
-        .patch(&format!("/items/{id}"), json!({"headline": "Rust 2027, again", "author": ""}))
+        .patch(
+            &format!("/items/{id}"),
+            json!({"headline": "Rust 2027, again", "author": ""}),
+        )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.text());
     assert_eq!(patched.json()["headline"], "Rust 2027, again");
@@ -176,20 +192,38 @@ async fn items_lifecycle_and_problems(backend: Backend) {
     }
     assert!(!fields.contains(&"outlet"), "{p}");
     // A missing field, a wrong type and a typo are 422 naming the field.
-    let p = api.post("/items", json!({"outlet": "Blog", "url": "https://e.com"})).await.problem(422);
+    let p = api
+        .post("/items", json!({"outlet": "Blog", "url": "https://e.com"}))
+        .await
+        .problem(422);
     assert_eq!(p["errors"][0]["field"], "headline", "{p}");
-    let p = api.post("/items", json!({"headline": "h", "outlet": "o", "url": "https://e.com", "ready": "yes"})).await.problem(422);
+    let p = api
+        .post(
+            "/items",
+            json!({"headline": "h", "outlet": "o", "url": "https://e.com", "ready": "yes"}),
+        )
+        .await
+        .problem(422);
     assert_eq!(p["errors"][0]["field"], "ready", "{p}");
-    let p = api.patch(&format!("/items/{id}"), json!({"headlnie": "typo"})).await.problem(422);
+    let p = api
+        .patch(&format!("/items/{id}"), json!({"headlnie": "typo"}))
+        .await
+        .problem(422);
     assert_eq!(p["errors"][0]["field"], "headlnie", "{p}");
     let p = api.get("/items?state=sideways").await.problem(422);
     assert_eq!(p["errors"][0]["field"], "state", "{p}");
 
     // Malformed JSON is 400, a non-JSON body 415, an oversized one 413.
-    api_send_raw(&api, "/items", "application/json", "{\"headline\": ").await.problem(400);
-    api_send_raw(&api, "/items", "text/plain", "headline=x").await.problem(415);
+    api_send_raw(&api, "/items", "application/json", "{\"headline\": ")
+        .await
+        .problem(400);
+    api_send_raw(&api, "/items", "text/plain", "headline=x")
+        .await
+        .problem(415);
     let huge = format!("{{\"headline\": \"{}\"}}", "x".repeat(300 * 1024));
-    api_send_raw(&api, "/items", "application/json", &huge).await.problem(413);
+    api_send_raw(&api, "/items", "application/json", &huge)
+        .await
+        .problem(413);
 
     // Unknown ids are 404; a path that is not a number is 400; an unknown
     // route 404 and a wrong method 405, all as problems.
@@ -204,7 +238,10 @@ async fn items_lifecycle_and_problems(backend: Backend) {
     assert!(r.header("allow").is_some(), "{:?}", r.headers);
     // Unknown newsletter: 404 naming it.
     let p = api.get("/items?newsletter=nope").await.problem(404);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("nope")), "{p}");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("nope")),
+        "{p}"
+    );
 
     let deleted = api.delete(&format!("/items/{id}")).await;
     assert_eq!(deleted.status, 204);
@@ -225,24 +262,49 @@ async fn digest_file_import(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     let api = Api::new(&t).await;
     let file = "+++\ntitle = \"Week 48\"\n+++\nHello readers.\n\n+++\nheadline = \"One\"\noutlet = \"A\"\nurl = \"https://example.com/1\"\n+++\nFirst.\n\n+++\nheadline = \"Two\"\noutlet = \"B\"\nurl = \"https://example.com/2\"\n+++\nSecond.\n";
-    let r = api_send_raw(&api, "/items/import?ready=true", "text/markdown; charset=utf-8", file).await;
+    let r = api_send_raw(
+        &api,
+        "/items/import?ready=true",
+        "text/markdown; charset=utf-8",
+        file,
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let body = r.json();
     assert_eq!(body["ids"].as_array().map(Vec::len), Some(2), "{body}");
     assert_eq!(body["intro_saved"], true);
-    assert_eq!(api.get("/items?state=ready").await.json().as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        api.get("/items?state=ready")
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
 
     // One bad item: nothing is imported, and the problem names the line.
     let bad = "+++\nheadline = \"Fine\"\noutlet = \"A\"\nurl = \"https://example.com/1\"\n+++\nok\n\n+++\nheadline = \"Bad\"\noutlet = \"B\"\nurl = \"javascript:alert(1)\"\n+++\nno\n";
-    let p = api_send_raw(&api, "/items/import", "text/markdown", bad).await.problem(422);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("url")), "{p}");
-    assert_eq!(api.get("/items").await.json().as_array().map(Vec::len), Some(2));
+    let p = api_send_raw(&api, "/items/import", "text/markdown", bad)
+        .await
+        .problem(422);
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("url")),
+        "{p}"
+    );
+    assert_eq!(
+        api.get("/items").await.json().as_array().map(Vec::len),
+        Some(2)
+    );
 
     // JSON is not a digest file.
-    api_send_raw(&api, "/items/import", "application/json", "{}").await.problem(415);
+    api_send_raw(&api, "/items/import", "application/json", "{}")
+        .await
+        .problem(415);
     // Over 4 MB: 413 before parsing.
     let huge = "x".repeat(4 * 1024 * 1024 + 10);
-    api_send_raw(&api, "/items/import", "text/markdown", &huge).await.problem(413);
+    api_send_raw(&api, "/items/import", "text/markdown", &huge)
+        .await
+        .problem(413);
 }
 
 on_each_backend!(

@@ -22,12 +22,18 @@ async fn compose_preview_and_test_copies(backend: Backend) {
 
     // Nothing ready: 409 with the reason.
     let p = api.post("/issues", json!({})).await.problem(409);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("no items")), "{p}");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("no items")),
+        "{p}"
+    );
 
     api.item("First story", true).await;
     api.item("Second story", true).await;
     // A bad field is 422 naming it.
-    let p = api.post("/issues", json!({"subject": "two\nlines"})).await.problem(422);
+    let p = api
+        .post("/issues", json!({"subject": "two\nlines"}))
+        .await
+        .problem(422);
     assert_eq!(p["errors"][0]["field"], "subject", "{p}");
 
     let composed = api.post("/issues", json!({"subject": "Week one"})).await;
@@ -44,17 +50,29 @@ async fn compose_preview_and_test_copies(backend: Backend) {
     assert_eq!(shown["items"].as_array().map(Vec::len), Some(2), "{shown}");
     assert_eq!(shown["items"][0]["state"], "published");
     let slug = issue["slug"].as_str().expect("slug");
-    assert_eq!(api.get(&format!("/issues/{slug}")).await.json()["number"], 1);
+    assert_eq!(
+        api.get(&format!("/issues/{slug}")).await.json()["number"],
+        1
+    );
     api.get("/issues/42").await.problem(404);
 
     // Previews: HTML (sandboxed), text, the whole message.
     let html = api.get("/issues/1/preview").await;
     assert_eq!(html.status, 200);
-    assert!(html.header("content-type").is_some_and(|c| c.starts_with("text/html")));
-    assert!(html.header("content-security-policy").is_some_and(|c| c.contains("sandbox")));
+    assert!(
+        html.header("content-type")
+            .is_some_and(|c| c.starts_with("text/html"))
+    );
+    assert!(
+        html.header("content-security-policy")
+            .is_some_and(|c| c.contains("sandbox"))
+    );
     assert!(html.text().contains("First story"));
     let text = api.get("/issues/1/preview?format=text").await;
-    assert!(text.header("content-type").is_some_and(|c| c.starts_with("text/plain")));
+    assert!(
+        text.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain"))
+    );
     assert!(text.text().contains("Second story"));
     let eml = api.get("/issues/1/preview?format=eml").await;
     assert_eq!(eml.header("content-type"), Some("message/rfc822"));
@@ -64,11 +82,16 @@ async fn compose_preview_and_test_copies(backend: Backend) {
 
     // Test copies go over real SMTP; bad addresses are named one by one.
     let p = api
-        .post("/issues/1/test", json!({"to": ["ok@example.com", "not an address"]}))
+        .post(
+            "/issues/1/test",
+            json!({"to": ["ok@example.com", "not an address"]}),
+        )
         .await
         .problem(422);
     assert_eq!(p["errors"][0]["field"], "to[1]", "{p}");
-    api.post("/issues/1/test", json!({"to": []})).await.problem(422);
+    api.post("/issues/1/test", json!({"to": []}))
+        .await
+        .problem(422);
     let sent = api
         .post("/issues/1/test", json!({"to": ["proof@example.com"]}))
         .await;
@@ -84,7 +107,12 @@ async fn compose_preview_and_test_copies(backend: Backend) {
         assert_eq!(api.post("/issues", json!({})).await.status, 201);
     }
     let page = api.get("/issues?limit=2").await.json();
-    let numbers: Vec<i64> = page["issues"].as_array().expect("issues").iter().filter_map(|i| i["number"].as_i64()).collect();
+    let numbers: Vec<i64> = page["issues"]
+        .as_array()
+        .expect("issues")
+        .iter()
+        .filter_map(|i| i["number"].as_i64())
+        .collect();
     assert_eq!(numbers, vec![3, 2]);
     assert_eq!(page["next_before"], 2);
     let page = api.get("/issues?limit=2&before=2").await.json();
@@ -116,7 +144,9 @@ async fn send_now_is_idempotent_and_controls_follow_state(backend: Backend) {
     assert_eq!(retry.body, first.body);
     assert_eq!(t.count("SELECT COUNT(*) FROM deliveries").await, 3);
     // Same key, another request: refused, nothing done.
-    let p = send_keyed(&api, "/issues/1/pause", "send-issue-1").await.problem(422);
+    let p = send_keyed(&api, "/issues/1/pause", "send-issue-1")
+        .await
+        .problem(422);
     assert_eq!(p["errors"][0]["field"], "Idempotency-Key", "{p}");
     assert_eq!(api.get("/issues/1").await.json()["status"], "sending");
     // A malformed key is refused before anything runs.
@@ -129,18 +159,34 @@ async fn send_now_is_idempotent_and_controls_follow_state(backend: Backend) {
 
     // Resume of a sending issue is a conflict; pause, then resume.
     let p = api.post_empty("/issues/1/resume").await.problem(409);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("paused")), "{p}");
-    assert_eq!(api.post_empty("/issues/1/pause").await.json()["status"], "paused");
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("paused")),
+        "{p}"
+    );
+    assert_eq!(
+        api.post_empty("/issues/1/pause").await.json()["status"],
+        "paused"
+    );
     api.post_empty("/issues/1/send").await.problem(409);
-    assert_eq!(api.post_empty("/issues/1/resume").await.json()["status"], "sending");
+    assert_eq!(
+        api.post_empty("/issues/1/resume").await.json()["status"],
+        "sending"
+    );
 
     let cancelled = api.post_empty("/issues/1/cancel").await.json();
     assert_eq!(cancelled["status"], "cancelled");
     assert_eq!(cancelled["deliveries"], 3);
     // Sending or retrying a cancelled issue: 409 with the reason.
     let p = api.post_empty("/issues/1/send").await.problem(409);
-    assert!(p["detail"].as_str().is_some_and(|d| d.contains("cancelled")), "{p}");
-    api.post_empty("/issues/1/retry?failed=true").await.problem(409);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("cancelled")),
+        "{p}"
+    );
+    api.post_empty("/issues/1/retry?failed=true")
+        .await
+        .problem(409);
     api.post_empty("/issues/1/cancel").await.problem(409);
     api.post_empty("/issues/9/send").await.problem(404);
     api.get("/issues/9/progress").await.problem(404);

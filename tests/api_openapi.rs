@@ -40,7 +40,9 @@ async fn document_and_router_agree(backend: Backend) {
     assert_eq!(doc.status, 200, "{}", doc.text());
     let doc: Value = doc.json();
     assert!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")),
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
         "{}",
         doc["openapi"]
     );
@@ -72,7 +74,10 @@ async fn document_and_router_agree(backend: Backend) {
 
     let mut checked = 0;
     for (path, item) in paths {
-        assert!(path.starts_with("/api/v1/"), "{path} outside the API prefix");
+        assert!(
+            path.starts_with("/api/v1/"),
+            "{path} outside the API prefix"
+        );
         let url = concrete(path);
         for method in METHODS {
             let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
@@ -81,7 +86,10 @@ async fn document_and_router_agree(backend: Backend) {
             match item.get(method) {
                 Some(op) => {
                     checked += 1;
-                    assert_ne!(r.status, 405, "{method} {path} is documented but not served");
+                    assert_ne!(
+                        r.status, 405,
+                        "{method} {path} is documented but not served"
+                    );
                     assert!(
                         !body.contains("urn:herald:problem:no_such_route"),
                         "{method} {path} is documented but not routed: {body}"
@@ -93,13 +101,14 @@ async fn document_and_router_agree(backend: Backend) {
                             op["responses"]["401"].is_object(),
                             "{method} {path} does not document 401"
                         );
-                        let anonymous =
-                            Api::send(t.client.request(
+                        let anonymous = Api::send(
+                            t.client.request(
                                 reqwest::Method::from_bytes(method.to_uppercase().as_bytes())
                                     .expect("method"),
                                 t.url(&url),
-                            ))
-                            .await;
+                            ),
+                        )
+                        .await;
                         assert_eq!(anonymous.status, 401, "{method} {path} without a token");
                     }
                 }

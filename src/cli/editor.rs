@@ -51,7 +51,11 @@ pub async fn run(app: &App, cmd: EditorCommand) -> anyhow::Result<()> {
                             None => "live, never used".to_owned(),
                         },
                     };
-                    outln!("    token {:<6} issued {}  {state}", t.id, date(t.created_at))?;
+                    outln!(
+                        "    token {:<6} issued {}  {state}",
+                        t.id,
+                        date(t.created_at)
+                    )?;
                 }
             }
             Ok(())

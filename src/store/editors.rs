@@ -118,12 +118,14 @@ impl Db {
     /// `false` when there is no such token or it was already revoked.
     pub async fn revoke_api_token(&self, id: i64, now: Millis) -> Result<bool> {
         Ok(with_pool!(self, |p| {
-            sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(id)
-                .bind(now)
-                .execute(p)
-                .await?
-                .rows_affected()
+            sqlx::query(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(p)
+            .await?
+            .rows_affected()
         }) > 0)
     }
 

@@ -47,7 +47,9 @@ impl ApiResponse {
         let p = self.json();
         assert_eq!(p["status"], status, "{p}");
         assert!(
-            p["type"].as_str().is_some_and(|t| t.starts_with("urn:herald:problem:")),
+            p["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("urn:herald:problem:")),
             "{p}"
         );
         assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()), "{p}");

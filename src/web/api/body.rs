@@ -1,7 +1,7 @@
 //! Request bodies of the API, each read with its own explicit limit.
 
-use axum::extract::{FromRequest, Request};
 use axum::Json;
+use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;

@@ -44,7 +44,11 @@ pub async fn idempotent(State(s): State<WebState>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(k)
+            if !k.is_empty()
+                && k.len() <= MAX_KEY_LEN
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             k.to_owned()
         }
         _ => {
@@ -135,8 +139,10 @@ async fn run_and_store(
         Ok(b) => b,
         Err(e) => {
             let _ = s.app.release_idempotency_key(&editor, &key).await;
-            return ApiError::internal(format!("answer too large to store for Idempotency-Key: {e}"))
-                .into_response();
+            return ApiError::internal(format!(
+                "answer too large to store for Idempotency-Key: {e}"
+            ))
+            .into_response();
         }
     };
     let content_type = parts

@@ -205,7 +205,10 @@ pub async fn list(
 ) -> Result<Json<IssuePage>, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit", format!("limit {limit} is out of range: use 1 to 100")));
+        return Err(ApiError::invalid(
+            "limit",
+            format!("limit {limit} is out of range: use 1 to 100"),
+        ));
     }
     let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
     // A weekly newsletter has tens of issues, not millions: the rows are
@@ -434,7 +437,11 @@ pub async fn send(
         .into_response())
 }
 
-async fn changed(s: &WebState, row: &IssueRow, deliveries: Option<u64>) -> Result<Json<ChangeResult>, ApiError> {
+async fn changed(
+    s: &WebState,
+    row: &IssueRow,
+    deliveries: Option<u64>,
+) -> Result<Json<ChangeResult>, ApiError> {
     let progress = s.app.issue_status(row).await?;
     Ok(Json(ChangeResult {
         number: row.number,

@@ -1,10 +1,10 @@
 //! `/api/v1/items`: the week's items (list, create, update, ready/draft,
 //! delete, import a digest file).
 
+use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -138,7 +138,10 @@ fn parse_state(state: Option<&str>) -> Result<Option<ItemState>, ApiError> {
     state
         .map(|s| {
             s.parse::<ItemState>().map_err(|_| {
-                ApiError::invalid("state", format!("{s:?} is not an item state: use draft, ready or published"))
+                ApiError::invalid(
+                    "state",
+                    format!("{s:?} is not an item state: use draft, ready or published"),
+                )
             })
         })
         .transpose()
@@ -342,7 +345,10 @@ pub async fn update(
         (status = 409, description = "The item is published", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete(State(s): State<WebState>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(s): State<WebState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
     s.app.remove_item(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -360,7 +366,10 @@ pub async fn delete(State(s): State<WebState>, Path(id): Path<i64>) -> Result<St
         (status = 409, description = "The item is published", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn mark_ready(State(s): State<WebState>, Path(id): Path<i64>) -> Result<Json<Item>, ApiError> {
+pub async fn mark_ready(
+    State(s): State<WebState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Item>, ApiError> {
     s.app.set_item_state(id, ItemState::Ready).await?;
     Ok(Json(s.app.item(id).await?.into()))
 }
@@ -378,7 +387,10 @@ pub async fn mark_ready(State(s): State<WebState>, Path(id): Path<i64>) -> Resul
         (status = 409, description = "The item is published", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn mark_draft(State(s): State<WebState>, Path(id): Path<i64>) -> Result<Json<Item>, ApiError> {
+pub async fn mark_draft(
+    State(s): State<WebState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Item>, ApiError> {
     s.app.set_item_state(id, ItemState::Draft).await?;
     Ok(Json(s.app.item(id).await?.into()))
 }
@@ -412,10 +424,7 @@ pub async fn import(
         "split the file into smaller ones",
     )
     .await?;
-    let imported = s
-        .app
-        .import_items_text(&nl, "body", &text, q.ready)
-        .await?;
+    let imported = s.app.import_items_text(&nl, "body", &text, q.ready).await?;
     Ok((
         StatusCode::CREATED,
         Json(ImportResult {

@@ -132,7 +132,10 @@ struct OpenApiJson(Arc<str>);
 )]
 async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         json.to_string(),
     )
         .into_response()
@@ -142,7 +145,9 @@ async fn no_such_route() -> Response {
     problem::problem_response(
         StatusCode::NOT_FOUND,
         "no_such_route",
-        format!("there is no API route at this path; the routes are listed in {PREFIX}/openapi.json"),
+        format!(
+            "there is no API route at this path; the routes are listed in {PREFIX}/openapi.json"
+        ),
         Vec::new(),
     )
 }
@@ -200,7 +205,8 @@ fn framework_problem(response: Response) -> Response {
     let (code, detail) = match status {
         StatusCode::METHOD_NOT_ALLOWED => (
             "method_not_allowed",
-            "this route does not accept that method; the Allow header lists those it does".to_owned(),
+            "this route does not accept that method; the Allow header lists those it does"
+                .to_owned(),
         ),
         StatusCode::NOT_FOUND => ("not_found", "there is nothing at this address".to_owned()),
         StatusCode::PAYLOAD_TOO_LARGE => (

@@ -74,10 +74,7 @@ pub enum ApiError {
         hint: &'static str,
     },
     #[error("send the body as {expected} (got {got})")]
-    UnsupportedMediaType {
-        expected: &'static str,
-        got: String,
-    },
+    UnsupportedMediaType { expected: &'static str, got: String },
     /// The mail relay refused or could not be reached.
     #[error("{0}")]
     BadGateway(String),
@@ -141,10 +138,7 @@ pub fn problem_response(
 ) -> Response {
     let problem = Problem {
         kind: format!("urn:herald:problem:{code}"),
-        title: status
-            .canonical_reason()
-            .unwrap_or("Error")
-            .to_owned(),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail,
         instance: None,
@@ -310,8 +304,14 @@ mod tests {
 
     #[test]
     fn serde_messages_name_their_field() {
-        assert_eq!(field_of("missing field `headline` at line 1 column 2"), "headline");
-        assert_eq!(field_of("ready: invalid type: string \"x\", expected a boolean at line 1"), "ready");
+        assert_eq!(
+            field_of("missing field `headline` at line 1 column 2"),
+            "headline"
+        );
+        assert_eq!(
+            field_of("ready: invalid type: string \"x\", expected a boolean at line 1"),
+            "ready"
+        );
         assert_eq!(
             field_of("unknown field `headlnie`, expected one of `headline`"),
             "headlnie"
