@@ -85,7 +85,7 @@ async fn run(rows: usize) -> (ImportReport, ImportReport, f64) {
             b - a
         );
     }
-    app.db.close().await;
+    app.close().await;
     (expected, report, seconds)
 }
 

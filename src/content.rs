@@ -14,7 +14,7 @@ use crate::render::{
     ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
     RenderedIssue, Theme, clip_warning, render_issue,
 };
-use crate::store::content::{IssueDraft, IssueRow, ItemRow, NewIssue};
+use crate::store::content::{IssueDraft, IssueRow, IssueSummary, ItemRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub enum ContentError {
     Contended(String),
     #[error("no issue {0:?}: give the issue's number or its slug (see `herald issue list`)")]
     NoIssue(String),
+    #[error("no issues yet: compose one with `herald issue compose`")]
+    NoIssues,
     #[error("no item {0} (see `herald items list`)")]
     NoItem(i64),
     #[error("item {0} is published in an issue and can no longer change")]
@@ -186,7 +188,7 @@ impl App {
         edit: impl FnOnce(&mut ItemInput),
     ) -> Result<(), ContentError> {
         let row = self.db.item(id).await?.ok_or(ContentError::NoItem(id))?;
-        if row.state()? == ItemState::Published {
+        if row.state == ItemState::Published {
             return Err(ContentError::ItemPublished(id));
         }
         let mut input = row.to_input();
@@ -202,8 +204,7 @@ impl App {
 
     pub async fn set_item_state(&self, id: i64, state: ItemState) -> Result<(), ContentError> {
         let row = self.db.item(id).await?.ok_or(ContentError::NoItem(id))?;
-        if row.state()? == ItemState::Published
-            || !self.db.set_item_state(id, state, now_ms()).await?
+        if row.state == ItemState::Published || !self.db.set_item_state(id, state, now_ms()).await?
         {
             return Err(ContentError::ItemPublished(id));
         }
@@ -212,7 +213,7 @@ impl App {
 
     pub async fn remove_item(&self, id: i64) -> Result<(), ContentError> {
         let row = self.db.item(id).await?.ok_or(ContentError::NoItem(id))?;
-        if row.state()? == ItemState::Published || !self.db.remove_item(id).await? {
+        if row.state == ItemState::Published || !self.db.remove_item(id).await? {
             return Err(ContentError::ItemPublished(id));
         }
         Ok(())
@@ -524,6 +525,38 @@ pub fn slugify(s: &str) -> String {
 
 pub fn millis_to_fixed(ms: Millis) -> DateTime<FixedOffset> {
     ms_to_datetime(ms).fixed_offset()
+}
+
+impl App {
+    /// A newsletter's items, optionally in one state, in the order the store keeps them.
+    pub async fn list_items(
+        &self,
+        newsletter: &Newsletter,
+        state: Option<ItemState>,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        self.db.items(newsletter.id, state).await
+    }
+
+    /// A newsletter's issues, newest first, without their renderings.
+    pub async fn list_issues(
+        &self,
+        newsletter: &Newsletter,
+    ) -> Result<Vec<IssueSummary>, StoreError> {
+        self.db.issue_summaries(newsletter.id).await
+    }
+
+    /// The newest issue, for commands that default to it.
+    pub async fn latest_issue(&self, newsletter: &Newsletter) -> Result<IssueRow, ContentError> {
+        match self.list_issues(newsletter).await?.first() {
+            Some(summary) => Ok(self.db.issue_by_id(summary.id).await?),
+            None => Err(ContentError::NoIssues),
+        }
+    }
+
+    /// The items an issue was composed from, in their order in the issue.
+    pub async fn items_of_issue(&self, issue: &IssueRow) -> Result<Vec<ItemRow>, StoreError> {
+        self.db.items_of_issue(issue.id).await
+    }
 }
 
 #[cfg(test)]

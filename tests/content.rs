@@ -64,18 +64,10 @@ async fn compose_freezes_ready_items_once(backend: Backend) {
     );
     assert!(issue.html.contains("What Washington and Astana"));
     assert!(issue.text_body.contains("The National Interest"));
-    let published = t
-        .app
-        .db
-        .items(nl.id, Some(ItemState::Published))
-        .await
-        .unwrap();
+    let published = t.db.items(nl.id, Some(ItemState::Published)).await.unwrap();
     assert_eq!(published.len(), 5);
     assert!(published.iter().all(|i| i.issue_id == Some(issue.id)));
-    assert_eq!(
-        t.app.db.item(draft_id).await.unwrap().unwrap().state,
-        "draft"
-    );
+    assert_eq!(t.db.item(draft_id).await.unwrap().unwrap().state, "draft");
 
     // Nothing ready any more: the scheduler's "skip this week".
     assert!(matches!(
@@ -143,7 +135,7 @@ async fn a_bad_import_file_imports_nothing(backend: Backend) {
         "names the file, line and value: {err}"
     );
     assert!(
-        t.app.db.items(nl.id, None).await.unwrap().is_empty(),
+        t.db.items(nl.id, None).await.unwrap().is_empty(),
         "nothing imported from a file with an error"
     );
 
@@ -204,13 +196,10 @@ async fn test_copy_leaves_list_and_issue_alone(backend: Backend) {
         .remove(0);
     assert!(mail.header("Subject").unwrap().starts_with("[TEST] "));
     assert_eq!(mail.header("X-Herald-Test").as_deref(), Some("1"));
-    assert_eq!(t.app.db.delivery_counts(issue.id).await.unwrap().total, 0);
-    assert_eq!(
-        t.app.db.issue_by_id(issue.id).await.unwrap().status,
-        "draft"
-    );
+    assert_eq!(t.db.delivery_counts(issue.id).await.unwrap().total, 0);
+    assert_eq!(t.db.issue_by_id(issue.id).await.unwrap().status, "draft");
     assert!(
-        t.app.db.subscriber_by_email(&to).await.unwrap().is_none(),
+        t.db.subscriber_by_email(&to).await.unwrap().is_none(),
         "the list is untouched"
     );
 }

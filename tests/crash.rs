@@ -106,8 +106,7 @@ fn received_counts(server: &TestSmtpServer) -> HashMap<String, usize> {
 }
 
 async fn sent_in_db(s: &Setup) -> i64 {
-    s.fx.app
-        .db
+    s.fx.store
         .delivery_counts(s.fx.issue.id)
         .await
         .expect("counts")
@@ -126,7 +125,7 @@ async fn wait_exit(
             let _ = child.kill().await;
             panic!(
                 "{tag} did not exit within {timeout:?}; counts {:?}\n{}",
-                s.fx.app.db.delivery_counts(s.fx.issue.id).await.ok(),
+                s.fx.store.delivery_counts(s.fx.issue.id).await.ok(),
                 logs(s, tag)
             );
         }
@@ -266,7 +265,7 @@ async fn sigkill_and_restart(backend: Backend) {
 
     let issue = s.fx.issue(s.fx.issue.id).await;
     assert_eq!(issue.status, "sent");
-    let c = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
+    let c = s.fx.store.delivery_counts(s.fx.issue.id).await.unwrap();
     assert_eq!(c.open(), 0, "{c:?}");
     assert_eq!(c.get(DeliveryState::Failed), 0, "{c:?}");
     assert_eq!(
@@ -301,7 +300,7 @@ async fn three_processes_one_issue(backend: Backend) {
     }
     assert_eq!(duplicates, 0, "nobody receives the issue twice");
     // Each process did part of the work.
-    let workers = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
+    let workers = s.fx.store.delivery_counts(s.fx.issue.id).await.unwrap();
     assert_eq!(
         workers.get(DeliveryState::Sent) as usize,
         RECIPIENTS,
@@ -337,7 +336,7 @@ async fn sigterm_hands_claims_back(backend: Backend) {
         !status.success(),
         "an interrupted send --wait exits non-zero"
     );
-    let c = s.fx.app.db.delivery_counts(s.fx.issue.id).await.unwrap();
+    let c = s.fx.store.delivery_counts(s.fx.issue.id).await.unwrap();
     assert_eq!(
         c.get(DeliveryState::Sending),
         0,

@@ -331,7 +331,7 @@ async fn pause_stops_and_resume_finishes(backend: Backend) {
         "only in-flight messages finish after pause ({at_pause} → {later})"
     );
     assert_eq!(fx.issue(fx.issue.id).await.status, "paused");
-    let counts = fx.app.db.delivery_counts(fx.issue.id).await.unwrap();
+    let counts = fx.store.delivery_counts(fx.issue.id).await.unwrap();
     assert_eq!(
         counts.get(herald::domain::DeliveryState::Sent) as usize,
         later,
@@ -475,7 +475,7 @@ async fn hourly_cap_holds_across_engine_runs(backend: Backend) {
         run.await.unwrap().unwrap();
     }
     assert_eq!(server.messages().len(), 3, "the hourly cap allows three");
-    let counts = fx.app.db.delivery_counts(fx.issue.id).await.unwrap();
+    let counts = fx.store.delivery_counts(fx.issue.id).await.unwrap();
     assert_eq!(counts.get(herald::domain::DeliveryState::Sent), 3);
     assert_eq!(
         counts.get(herald::domain::DeliveryState::Queued),

@@ -44,7 +44,7 @@ async fn subscribers_with_key(t: &TestApp, canonical: &str) -> i64 {
 
 async fn stored_spelling(t: &TestApp, canonical: &str) -> String {
     let sql = format!("SELECT email FROM subscribers WHERE lower(email) = '{canonical}'");
-    herald::with_pool!(&t.app.db, |p| sqlx::query_scalar::<_, String>(
+    herald::with_pool!(&t.db, |p| sqlx::query_scalar::<_, String>(
         sqlx::AssertSqlSafe(sql)
     )
     .fetch_one(p)
@@ -205,15 +205,13 @@ async fn suppression_in_another_case_stops_the_engine(backend: Backend) {
     t.add_confirmed("carol@example.com").await;
     // The suppression list got the address in another spelling (a bounce
     // report, say) after Bob was enqueued-to-be.
-    t.app
-        .db
-        .suppress(
-            &TestApp::email("bob@EXAMPLE.com"),
-            "bounced",
-            herald::domain::now_ms(),
-        )
-        .await
-        .unwrap();
+    t.db.suppress(
+        &TestApp::email("bob@EXAMPLE.com"),
+        "bounced",
+        herald::domain::now_ms(),
+    )
+    .await
+    .unwrap();
     assert!(t.is_suppressed("BOB@example.com").await);
     assert!(!t.is_sendable("Bob@example.com").await);
 
@@ -254,7 +252,7 @@ async fn a_failed_confirmation_leaves_the_link_usable(backend: Backend) {
 
     // A real failure between spending the token and confirming: the
     // database refuses the consent event, the last write of the confirmation.
-    let postgres = t.app.db.is_postgres();
+    let postgres = t.db.is_postgres();
     if postgres {
         t.exec(
             "CREATE FUNCTION herald_test_fail() RETURNS trigger LANGUAGE plpgsql

@@ -37,15 +37,13 @@ async fn import(
 
 async fn mixed_file_across_chunks_gives_exact_counts_and_rejects(backend: Backend) {
     let t = TestApp::spawn(backend).await;
-    t.app
-        .db
-        .suppress(
-            &TestApp::email("supp@example.com"),
-            "complained",
-            herald::domain::now_ms(),
-        )
-        .await
-        .unwrap();
+    t.db.suppress(
+        &TestApp::email("supp@example.com"),
+        "complained",
+        herald::domain::now_ms(),
+    )
+    .await
+    .unwrap();
     t.add_confirmed("gone@example.com").await;
     t.app
         .remove_subscriber(&TestApp::email("gone@example.com"), &t.app.newsletter)
@@ -146,13 +144,11 @@ async fn mixed_file_across_chunks_gives_exact_counts_and_rejects(backend: Backen
             .await,
         1201
     );
-    let user5 = t
-        .app
-        .db
-        .subscriber_by_email(&TestApp::email("user5@example.com"))
-        .await
-        .unwrap()
-        .unwrap();
+    let user5 =
+        t.db.subscriber_by_email(&TestApp::email("user5@example.com"))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(user5.name.as_deref(), Some("User 5"));
     assert!(
         user5.attributes.contains("\"city\":\"Astana\""),

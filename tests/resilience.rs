@@ -103,7 +103,7 @@ async fn wait_exit(
             let _ = child.kill().await;
             panic!(
                 "{tag} still running {timeout:?} after SIGTERM; counts {:?}\n{}",
-                fx.app.db.delivery_counts(fx.issue.id).await.ok(),
+                fx.store.delivery_counts(fx.issue.id).await.ok(),
                 logs(fx, tag)
             );
         }
@@ -194,12 +194,7 @@ async fn slow_fixture(backend: Backend, recipients: usize) -> (Fixture, TestSmtp
 }
 
 async fn assert_nothing_left_sending(fx: &Fixture, tag: &str) {
-    let c = fx
-        .app
-        .db
-        .delivery_counts(fx.issue.id)
-        .await
-        .expect("counts");
+    let c = fx.store.delivery_counts(fx.issue.id).await.expect("counts");
     assert_eq!(
         c.get(DeliveryState::Sending),
         0,
@@ -270,7 +265,7 @@ async fn sigterm_interrupts_a_slow_pacer_in_serve(backend: Backend) {
 async fn deliver_all_open(fx: &Fixture) {
     let issue_id = fx.issue.id;
     let now = now_ms();
-    herald::with_pool!(&fx.app.db, |p| {
+    herald::with_pool!(&fx.store, |p| {
         sqlx::query(
             "UPDATE deliveries SET state = 'sent', sent_at = $2, attempts = attempts + 1, updated_at = $2
              WHERE issue_id = $1 AND state IN ('queued', 'sending', 'retry_wait')",
@@ -311,10 +306,10 @@ async fn completion_and_enqueue_race(backend: Backend) {
         };
         let checks: Vec<_> = (0..2)
             .map(|_| {
-                let (app, barrier) = (fx.app.clone(), barrier.clone());
+                let (store, barrier) = (fx.store.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
-                    app.db.complete_issue_if_done(issue_id, now_ms()).await
+                    store.complete_issue_if_done(issue_id, now_ms()).await
                 })
             })
             .collect();
@@ -328,8 +323,8 @@ async fn completion_and_enqueue_race(backend: Backend) {
             added as usize, fresh,
             "round {round}: the new subscribers are queued"
         );
-        let status = fx.app.db.issue_status(issue_id).await.expect("status");
-        let counts = fx.app.db.delivery_counts(issue_id).await.expect("counts");
+        let status = fx.store.issue_status(issue_id).await.expect("status");
+        let counts = fx.store.delivery_counts(issue_id).await.expect("counts");
         assert_eq!(counts.total as usize, subscribers, "round {round}");
         assert!(
             !(status == IssueStatus::Sent && counts.open() > 0),
@@ -343,8 +338,7 @@ async fn completion_and_enqueue_race(backend: Backend) {
     // Finally everything is delivered and the check completes the issue.
     deliver_all_open(&fx).await;
     assert!(
-        fx.app
-            .db
+        fx.store
             .complete_issue_if_done(issue_id, now_ms())
             .await
             .expect("completion")
@@ -440,8 +434,7 @@ async fn assert_everyone_once(s: &OutageSetup, recipients: usize) {
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "received more than once: {twice:?}");
     let c =
-        s.fx.app
-            .db
+        s.fx.store
             .delivery_counts(s.fx.issue.id)
             .await
             .expect("counts");
@@ -510,7 +503,7 @@ async fn postgres_outage_mid_send_under_serve() {
     // The same process finishes the issue.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if fx.app.db.issue_status(fx.issue.id).await.expect("status") == IssueStatus::Sent {
+        if fx.store.issue_status(fx.issue.id).await.expect("status") == IssueStatus::Sent {
             break;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -522,7 +515,7 @@ async fn postgres_outage_mid_send_under_serve() {
         assert!(
             Instant::now() < deadline,
             "the issue did not complete after the outage: {:?}\n{}",
-            fx.app.db.delivery_counts(fx.issue.id).await.ok(),
+            fx.store.delivery_counts(fx.issue.id).await.ok(),
             logs(fx, "serve")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -568,7 +561,7 @@ async fn postgres_outage_mid_send_wait() {
         Ok(status) => status.expect("wait"),
         Err(_) => panic!(
             "send --wait did not finish after the outage: {:?}\n{}",
-            s.fx.app.db.delivery_counts(s.fx.issue.id).await.ok(),
+            s.fx.store.delivery_counts(s.fx.issue.id).await.ok(),
             logs(&s.fx, "send")
         ),
     };

@@ -73,7 +73,7 @@ async fn text_rows(db: &Db, sql: String) -> Vec<String> {
 
 async fn every_state_column_has_a_check_constraint_with_the_enum_spellings(backend: Backend) {
     let t = TestApp::spawn(backend).await;
-    let db = &t.app.db;
+    let db = &t.db;
 
     // Every column named like a state is in the list: a new one without a
     // CHECK fails here.

@@ -490,9 +490,7 @@ async fn json_subscribe_and_invalid_addresses(backend: Backend) {
 async fn suppressed_address_can_come_back_only_by_confirming(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     let email = "bounced-once@example.org";
-    t.app
-        .db
-        .suppress(&TestApp::email(email), "manual", herald::domain::now_ms())
+    t.db.suppress(&TestApp::email(email), "manual", herald::domain::now_ms())
         .await
         .unwrap();
     assert!(t.is_suppressed(email).await);

@@ -114,18 +114,16 @@ async fn parallel_composes_get_distinct_numbers_and_slugs(backend: Backend) {
             }
         }
     }
-    let numbers: Vec<i64> = t
-        .app
-        .db
-        .issues(t.app.newsletter.id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|i| i.number)
-        .collect();
+    let numbers: Vec<i64> =
+        t.db.issue_summaries(t.app.newsletter.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|i| i.number)
+            .collect();
     assert_eq!(numbers, vec![4, 3, 2, 1]);
     for app in apps.iter().chain(&racers).skip(1) {
-        app.db.close().await;
+        app.close().await;
     }
 }
 
@@ -151,7 +149,7 @@ async fn two_compose_processes_at_once(backend: Backend) {
     let second = other_app(&t, "second").await;
     add_ready_items(&t.app).await;
     add_ready_items(&second).await;
-    second.db.close().await;
+    second.close().await;
 
     let a = herald(&t, &["issue", "compose"]).output();
     let b = herald(&t, &["issue", "compose", "--newsletter", "second"]).output();
@@ -159,7 +157,7 @@ async fn two_compose_processes_at_once(backend: Backend) {
     let (a, b) = (a.expect("run herald"), b.expect("run herald"));
     assert_success("compose weekly", &a);
     assert_success("compose second", &b);
-    let slugs: Vec<String> = herald::with_pool!(&t.app.db, |p| sqlx::query_scalar(
+    let slugs: Vec<String> = herald::with_pool!(&t.db, |p| sqlx::query_scalar(
         "SELECT slug FROM issues ORDER BY slug"
     )
     .fetch_all(p)

@@ -439,15 +439,13 @@ async fn answers_are_identical_for_every_address_state(backend: Backend) {
     t.post_form(&url, &[("List-Unsubscribe", "One-Click")])
         .await;
     assert_eq!(t.subscription_state(unsubscribed).await, Some(Unsubscribed));
-    t.app
-        .db
-        .suppress(
-            &TestApp::email(suppressed),
-            "manual",
-            herald::domain::now_ms(),
-        )
-        .await
-        .unwrap();
+    t.db.suppress(
+        &TestApp::email(suppressed),
+        "manual",
+        herald::domain::now_ms(),
+    )
+    .await
+    .unwrap();
 
     let states = [
         "new@example.org",

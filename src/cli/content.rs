@@ -208,7 +208,7 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
             json,
         } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
-            let mut rows = app.db.items(nl.id, state).await?;
+            let mut rows = app.list_items(&nl, state).await?;
             if state.is_none() {
                 rows.retain(|r| r.state != ItemState::Published);
             }
@@ -362,7 +362,7 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
         }
         IssueCommand::List { newsletter, json } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
-            let issues = app.db.issues(nl.id).await?;
+            let issues = app.list_issues(&nl).await?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&issues)?)?;
             } else {
@@ -410,7 +410,7 @@ pub async fn issue(app: &App, cmd: IssueCommand) -> anyhow::Result<()> {
                 issue.html.len(),
                 issue.text_body.len()
             )?;
-            for item in app.db.items_of_issue(issue.id).await? {
+            for item in app.items_of_issue(&issue).await? {
                 outln!("  - {} — {}", item.headline, item.outlet)?;
             }
         }

@@ -32,7 +32,7 @@ pub async fn send(
 ) -> anyhow::Result<()> {
     let (_, issue) = find(app, issue, newsletter).await?;
     let added = app.send_issue(&issue).await?;
-    let counts = app.db.delivery_counts(issue.id).await?;
+    let counts = app.delivery_counts(&issue).await?;
     println!(
         "issue #{} {}: {added} recipients queued ({} deliveries in all)",
         issue.number, issue.slug, counts.total
@@ -91,7 +91,7 @@ pub(crate) async fn show_progress(app: App, issue: IssueRow, stop: CancellationT
     let started = Instant::now();
     let mut last_line = Instant::now();
     loop {
-        if let Ok(c) = app.db.delivery_counts(issue.id).await {
+        if let Ok(c) = app.delivery_counts(&issue).await {
             let done = c.get(DeliveryState::Sent)
                 + c.get(DeliveryState::Failed)
                 + c.get(DeliveryState::Skipped)

@@ -117,6 +117,6 @@ pub async fn run(mut config: Config, dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (set HERALD_HTTP_BIND and HERALD_HTTP_BASE_URL to use another address)", app.config.http.bind))?;
     println!("serving {} — Ctrl-C to stop", app.links.base());
     super::serve_with_delivery(&app, listener).await?;
-    app.db.close().await;
+    app.close().await;
     Ok(())
 }

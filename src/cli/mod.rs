@@ -140,7 +140,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(cli.config.as_deref())?;
             let app = App::open(config).await?;
             let result = dispatch(&app, command).await;
-            app.db.close().await;
+            app.close().await;
             result
         }
     }
@@ -175,15 +175,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
             let nl = app.newsletter(newsletter.as_deref()).await?;
             let issue = match issue {
                 Some(i) => app.find_issue(&nl, &i).await?,
-                None => app
-                    .db
-                    .issues(nl.id)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("no issues yet: compose one with `herald issue compose`")
-                    })?,
+                None => app.latest_issue(&nl).await?,
             };
             let report = app.issue_status(&issue).await?;
             if json {
@@ -201,21 +193,12 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
             newsletter,
         } => {
             let (_, issue) = delivery::find(app, &issue, newsletter.as_deref()).await?;
-            let rows = app.db.list_deliveries(issue.id, state, limit).await?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let attempts = app.db.attempts_of(&ids).await?;
+            let deliveries = app.delivery_listing(&issue, state, limit).await?;
             if json {
-                let out: Vec<serde_json::Value> = rows
-                    .iter()
-                    .map(|r| {
-                        let mine: Vec<_> =
-                            attempts.iter().filter(|a| a.delivery_id == r.id).collect();
-                        serde_json::json!({ "delivery": r, "attempts": mine })
-                    })
-                    .collect();
-                outln!("{}", serde_json::to_string_pretty(&out)?)?;
+                outln!("{}", serde_json::to_string_pretty(&deliveries)?)?;
             } else {
-                for r in &rows {
+                for d in &deliveries {
+                    let r = &d.delivery;
                     outln!(
                         "{:<40} {:<10} attempts {:<2} {}",
                         r.email,
@@ -226,7 +209,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                             .or(r.failure_reason.as_deref())
                             .unwrap_or("")
                     )?;
-                    for a in attempts.iter().filter(|a| a.delivery_id == r.id) {
+                    for a in &d.attempts {
                         outln!(
                             "    {}  {:<14} {}ms  {}",
                             crate::domain::ms_to_datetime(a.at)
@@ -298,7 +281,7 @@ async fn init(path: &std::path::Path, force: bool) -> anyhow::Result<()> {
         "next: edit [newsletter] in {}, then `herald serve`",
         path.display()
     );
-    app.db.close().await;
+    app.close().await;
     Ok(())
 }
 

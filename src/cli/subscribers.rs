@@ -167,30 +167,29 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             ])?;
             let mut write_err = None;
             let mut n = 0u64;
-            app.db
-                .for_each_subscriber(nl.id, state, |s| {
-                    let row = [
-                        s.email,
-                        s.name.unwrap_or_default(),
-                        s.state.to_string(),
-                        rfc3339(Some(s.created_at)),
-                        rfc3339(s.confirmed_at),
-                        rfc3339(s.unsubscribed_at),
-                        s.attributes,
-                    ];
-                    let written = if raw {
-                        w.write_record(&row)
-                    } else {
-                        let cells = row.each_ref().map(|cell| neutralise_formula(cell));
-                        w.write_record(cells.iter().map(|cell| cell.as_bytes()))
-                    };
-                    if let Err(e) = written {
-                        write_err.get_or_insert(e);
-                    }
-                    n += 1;
-                    Ok(())
-                })
-                .await?;
+            app.for_each_subscriber(&nl, state, |s| {
+                let row = [
+                    s.email,
+                    s.name.unwrap_or_default(),
+                    s.state.to_string(),
+                    rfc3339(Some(s.created_at)),
+                    rfc3339(s.confirmed_at),
+                    rfc3339(s.unsubscribed_at),
+                    s.attributes,
+                ];
+                let written = if raw {
+                    w.write_record(&row)
+                } else {
+                    let cells = row.each_ref().map(|cell| neutralise_formula(cell));
+                    w.write_record(cells.iter().map(|cell| cell.as_bytes()))
+                };
+                if let Err(e) = written {
+                    write_err.get_or_insert(e);
+                }
+                n += 1;
+                Ok(())
+            })
+            .await?;
             if let Some(e) = write_err {
                 return Err(e.into());
             }
@@ -205,7 +204,7 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             json,
         } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
-            let rows = app.db.list_subscribers(nl.id, state).await?;
+            let rows = app.list_subscribers(&nl, state).await?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&rows)?)?;
             } else {
@@ -225,26 +224,23 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
         }
         SubscribersCommand::Show { email } => {
             let email = parse_email(&email)?;
-            let Some(s) = app.db.subscriber_by_email(&email).await? else {
+            let Some(profile) = app.subscriber_profile(&email).await? else {
                 anyhow::bail!("no subscriber with address {email}");
             };
+            let s = &profile.subscriber;
             println!("email:      {}", s.email);
             println!("name:       {}", s.name.as_deref().unwrap_or("-"));
             println!("created:    {}", rfc3339(Some(s.created_at)));
             println!("attributes: {}", s.attributes);
             println!(
                 "suppressed: {}",
-                if app.db.is_suppressed(&email).await? {
-                    "yes"
-                } else {
-                    "no"
-                }
+                if profile.suppressed { "yes" } else { "no" }
             );
-            for (slug, sub) in app.db.subscriptions_of(s.id).await? {
+            for (slug, sub) in &profile.subscriptions {
                 println!("newsletter {slug}: {}", sub.state);
             }
             println!("consent history:");
-            for e in app.db.consent_history(s.id).await? {
+            for e in &profile.consent_history {
                 println!(
                     "  {}  {:<13} source={} ip={} ua={:?} text={} method={}",
                     rfc3339(Some(e.at)),

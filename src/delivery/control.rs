@@ -7,7 +7,7 @@ use crate::app::App;
 use crate::content::ContentError;
 use crate::domain::{DeliveryState, IssueStatus, Millis, now_ms};
 use crate::store::content::IssueRow;
-use crate::store::deliveries::DeliveryCounts;
+use crate::store::deliveries::{AttemptListing, DeliveryCounts, DeliveryListing};
 use crate::store::{Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub struct IssueStatusReport {
 impl App {
     /// Enqueues every confirmed subscriber (once) and marks the issue sending.
     pub async fn send_issue(&self, issue: &IssueRow) -> Result<u64, ControlError> {
-        match issue.status()? {
+        match issue.status {
             IssueStatus::Cancelled => {
                 return Err(ControlError::WrongStatus {
                     number: issue.number,
@@ -123,7 +123,7 @@ impl App {
     /// Re-queues waiting retries now, and with `failed` the permanent
     /// failures too (after fixing, say, a wrong relay password).
     pub async fn retry_issue(&self, issue: &IssueRow, failed: bool) -> Result<u64, ControlError> {
-        if issue.status()? == IssueStatus::Cancelled {
+        if issue.status == IssueStatus::Cancelled {
             return Err(ControlError::WrongStatus {
                 number: issue.number,
                 status: issue.status.to_string(),
@@ -190,5 +190,48 @@ impl App {
 impl IssueStatusReport {
     pub fn failed(&self) -> i64 {
         self.counts.get(DeliveryState::Failed)
+    }
+}
+
+/// One delivery with its attempt history, as `herald deliveries` lists it.
+#[derive(Debug, Serialize)]
+pub struct DeliveryView {
+    pub delivery: DeliveryListing,
+    pub attempts: Vec<AttemptListing>,
+}
+
+impl App {
+    /// An issue's deliveries (optionally in one state, at most `limit`), each
+    /// with its attempts, read in two queries whatever the count.
+    pub async fn delivery_listing(
+        &self,
+        issue: &IssueRow,
+        state: Option<DeliveryState>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let rows = self.db.list_deliveries(issue.id, state, limit).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut attempts = self.db.attempts_of(&ids).await?.into_iter().peekable();
+        // Both come ordered by delivery id, so one pass pairs them.
+        Ok(rows
+            .into_iter()
+            .map(|delivery| {
+                let mut mine = Vec::new();
+                while let Some(a) = attempts.next_if(|a| a.delivery_id <= delivery.id) {
+                    if a.delivery_id == delivery.id {
+                        mine.push(a);
+                    }
+                }
+                DeliveryView {
+                    delivery,
+                    attempts: mine,
+                }
+            })
+            .collect())
+    }
+
+    /// How many of an issue's deliveries are in each state.
+    pub async fn delivery_counts(&self, issue: &IssueRow) -> Result<DeliveryCounts, StoreError> {
+        self.db.delivery_counts(issue.id).await
     }
 }

@@ -288,7 +288,7 @@ impl Engine {
             self.app.db.release_claims(&self.opts.worker_id, now_ms()),
         )
         .await
-        .unwrap_or(Err(StoreError::Sql(sqlx::Error::PoolTimedOut)));
+        .unwrap_or(Err(StoreError::TimedOut(RELEASE_TIMEOUT)));
         match &released {
             Ok(n) if *n > 0 => {
                 tracing::info!(released = n, "handed back deliveries claimed but not sent")
@@ -378,13 +378,7 @@ impl Engine {
             // Reset before reading `held`: a worker that loses a claim after
             // this sets the flag again for the next round.
             self.orphans.store(false, Ordering::SeqCst);
-            let keep: Vec<i64> = self
-                .held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let keep: Vec<i64> = self.held_ids();
             let now = now_ms();
             match db
                 .release_all_but(&self.opts.worker_id, &keep, now, now)
@@ -457,13 +451,7 @@ impl Engine {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            let held: Vec<i64> = self
-                .held
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .copied()
-                .collect();
+            let held: Vec<i64> = self.held_ids();
             if held.is_empty() {
                 continue;
             }
@@ -999,6 +987,16 @@ impl Pacer {
 }
 
 impl Engine {
+    /// A snapshot of the deliveries this process holds.
+    fn held_ids(&self) -> Vec<i64> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// Marks a claimed delivery as held here; false if it already is.
     fn hold(&self, delivery_id: i64) -> bool {
         self.held
@@ -1025,7 +1023,7 @@ mod tests {
     use super::*;
 
     fn db_error() -> EngineError {
-        EngineError::Store(StoreError::Sql(sqlx::Error::PoolTimedOut))
+        EngineError::Store(StoreError::TimedOut(Duration::from_secs(1)))
     }
 
     #[test]
@@ -1048,6 +1046,6 @@ mod tests {
         let e = o.failed(&db_error()).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("delivery.max_outage"), "{text}");
-        assert!(text.contains("pool timed out"), "{text}");
+        assert!(text.contains("did not answer within 1s"), "{text}");
     }
 }

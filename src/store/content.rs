@@ -23,12 +23,6 @@ pub struct ItemRow {
 }
 
 impl ItemRow {
-    /// Kept as a fallible accessor for callers written when rows held
-    /// strings; the row is already typed, so it never fails.
-    pub fn state(&self) -> Result<ItemState> {
-        Ok(self.state)
-    }
-
     pub fn to_input(&self) -> ItemInput {
         ItemInput {
             headline: self.headline.clone(),
@@ -65,14 +59,6 @@ pub struct IssueRow {
     pub send_started_at: Option<Millis>,
     pub completed_at: Option<Millis>,
     pub final_counts: Option<String>,
-}
-
-impl IssueRow {
-    /// Kept as a fallible accessor for callers written when rows held
-    /// strings; the row is already typed, so it never fails.
-    pub fn status(&self) -> Result<IssueStatus> {
-        Ok(self.status)
-    }
 }
 
 /// What compose stores; the rendering happens before the transaction.
@@ -383,30 +369,6 @@ impl Db {
         }))
     }
 
-    pub async fn issues(&self, newsletter_id: i64) -> Result<Vec<IssueRow>> {
-        let sql = format!(
-            "SELECT {ISSUE_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC"
-        );
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
-            sql
-        ))
-        .bind(newsletter_id)
-        .fetch_all(p)
-        .await?))
-    }
-
-    /// Issues whose sending has begun: the public archive.
-    pub async fn archived_issues(&self) -> Result<Vec<IssueRow>> {
-        let sql = format!(
-            "SELECT {ISSUE_COLUMNS} FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC"
-        );
-        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
-            sql
-        ))
-        .fetch_all(p)
-        .await?))
-    }
-
     pub async fn archived_issue(&self, slug: &str) -> Result<Option<IssueRow>> {
         let sql = format!(
             "SELECT {ISSUE_COLUMNS} FROM issues WHERE slug = $1 AND send_started_at IS NOT NULL AND status <> 'cancelled'"
@@ -446,16 +408,34 @@ pub struct IssueSummary {
     pub completed_at: Option<Millis>,
 }
 
+const ISSUE_SUMMARY_COLUMNS: &str =
+    "id, number, slug, title, subject, status, created_at, send_started_at, completed_at";
+
 impl Db {
     /// The public archive's index: issues whose sending has begun, newest first.
     pub async fn archived_issue_summaries(&self) -> Result<Vec<IssueSummary>> {
-        Ok(with_pool!(self, |p| {
-            sqlx::query_as(
-            "SELECT id, number, slug, title, subject, status, created_at, send_started_at, completed_at
-             FROM issues WHERE send_started_at IS NOT NULL AND status <> 'cancelled' ORDER BY send_started_at DESC"
-        )
+        let sql = format!(
+            "SELECT {ISSUE_SUMMARY_COLUMNS} FROM issues
+             WHERE send_started_at IS NOT NULL AND status <> $1 ORDER BY send_started_at DESC"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(IssueStatus::Cancelled)
         .fetch_all(p)
-        .await?
-        }))
+        .await?))
+    }
+
+    /// A newsletter's issues, newest first, without their renderings.
+    pub async fn issue_summaries(&self, newsletter_id: i64) -> Result<Vec<IssueSummary>> {
+        let sql = format!(
+            "SELECT {ISSUE_SUMMARY_COLUMNS} FROM issues WHERE newsletter_id = $1 ORDER BY number DESC"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(newsletter_id)
+        .fetch_all(p)
+        .await?))
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::QueryBuilder;
 
-use super::{Db, Result, StoreError, with_pool, with_tx};
+use super::{Db, Result, StoreError, push_list, with_pool, with_tx};
 use crate::domain::{DeliveryState, IssueStatus, Millis, SubscriptionState};
 
 /// A claimed delivery with what the worker needs to build and send it.
@@ -249,13 +249,9 @@ impl Db {
                    d.state, d.worker_id, i.status AS issue_status
                  FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
                  LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
-                 WHERE d.id IN (",
+                 WHERE d.id IN ",
             );
-            let mut sep = q.separated(", ");
-            for id in ids {
-                sep.push_bind(*id);
-            }
-            q.push(")");
+            push_list(&mut q, ids.iter().copied());
             Ok(q.build_query_as().fetch_all(p).await?)
         })
     }
@@ -378,12 +374,8 @@ impl Db {
                 q.push_bind(lease_until);
                 q.push(" WHERE state = 'sending' AND worker_id = ");
                 q.push_bind(worker_id);
-                q.push(" AND id IN (");
-                let mut sep = q.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                q.push(" AND id IN ");
+                push_list(&mut q, chunk.iter().copied());
                 q.build().execute(p).await?.rows_affected()
             });
         }
@@ -463,12 +455,8 @@ impl Db {
             q.push(" WHERE state = 'sending' AND worker_id = ");
             q.push_bind(worker_id);
             if let Some(ids) = ids {
-                q.push(" AND id IN (");
-                let mut sep = q.separated(", ");
-                for id in ids {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                q.push(" AND id IN ");
+                push_list(&mut q, ids.iter().copied());
             }
             q.build().execute(p).await?.rows_affected()
         }))
@@ -574,12 +562,8 @@ impl Db {
             q.push_bind(to);
             q.push(" WHERE id = ");
             q.push_bind(issue_id);
-            q.push(" AND status IN (");
-            let mut sep = q.separated(", ");
-            for s in from {
-                sep.push_bind(*s);
-            }
-            q.push(")");
+            q.push(" AND status IN ");
+            push_list(&mut q, from.iter().copied());
             q.build().execute(p).await?.rows_affected()
         });
         Ok(n == 1)
@@ -616,12 +600,8 @@ impl Db {
             q.push_bind(now);
             q.push(" WHERE issue_id = ");
             q.push_bind(issue_id);
-            q.push(" AND state IN (");
-            let mut sep = q.separated(", ");
-            for s in states {
-                sep.push_bind(*s);
-            }
-            q.push(")");
+            q.push(" AND state IN ");
+            push_list(&mut q, states.iter().copied());
             q.build().execute(p).await?.rows_affected()
         }))
     }
@@ -652,13 +632,10 @@ impl Db {
         }
         with_pool!(self, |p| {
             let mut q = QueryBuilder::new(
-                "SELECT delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id FROM delivery_attempts WHERE delivery_id IN (",
+                "SELECT delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id FROM delivery_attempts WHERE delivery_id IN ",
             );
-            let mut sep = q.separated(", ");
-            for id in delivery_ids {
-                sep.push_bind(*id);
-            }
-            q.push(") ORDER BY delivery_id, at, id");
+            push_list(&mut q, delivery_ids.iter().copied());
+            q.push(" ORDER BY delivery_id, at, id");
             Ok(q.build_query_as().fetch_all(p).await?)
         })
     }

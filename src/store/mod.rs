@@ -36,6 +36,8 @@ pub enum StoreError {
     Sql(#[from] sqlx::Error),
     #[error("corrupt value in the database: {0}")]
     Corrupt(String),
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// Another writer got there first; nothing was written. Callers retry
     /// (compose) or say so.
     #[error("{0} changed while this command ran; run it again")]
@@ -305,4 +307,19 @@ pub(crate) fn serialize_as_str<T: std::fmt::Display, S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     s.collect_str(value)
+}
+
+/// Appends `(v1, v2, …)`, each value bound: the right-hand side of an `IN`.
+/// Callers keep lists under the backends' bind limits (they chunk).
+pub(crate) fn push_list<DB, T>(q: &mut sqlx::QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
+where
+    DB: sqlx::Database,
+    for<'t> T: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    q.push("(");
+    let mut sep = q.separated(", ");
+    for v in values {
+        sep.push_bind(v);
+    }
+    q.push(")");
 }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use futures::TryStreamExt;
 use sqlx::QueryBuilder;
 
-use super::{Db, Result, StoreError, with_pool, with_tx};
+use super::{Db, Result, StoreError, push_list, with_pool, with_tx};
 use crate::domain::{ConsentKind, EmailAddress, Millis, SubscriptionState};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -18,7 +18,7 @@ pub struct Subscriber {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct SubscriptionRow {
     pub subscriber_id: i64,
     pub newsletter_id: i64,
@@ -27,14 +27,6 @@ pub struct SubscriptionRow {
     pub updated_at: Millis,
     pub confirmed_at: Option<Millis>,
     pub unsubscribed_at: Option<Millis>,
-}
-
-impl SubscriptionRow {
-    /// The row's state. Kept as a fallible accessor for callers written when
-    /// rows held strings; the row is already typed, so it never fails.
-    pub fn state(&self) -> Result<SubscriptionState> {
-        Ok(self.state)
-    }
 }
 
 /// A subscriber with their state for one newsletter: what lists and exports show.
@@ -644,13 +636,9 @@ impl Db {
         with_tx!(self, |tx| {
             // Who exists already, and was any of them already touched by this import?
             let mut q = QueryBuilder::new(
-                "SELECT id, lower(email), last_import_id FROM subscribers WHERE lower(email) IN (",
+                "SELECT id, lower(email), last_import_id FROM subscribers WHERE lower(email) IN ",
             );
-            let mut sep = q.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.email.canonical());
-            }
-            q.push(")");
+            push_list(&mut q, rows.iter().map(|r| r.email.canonical()));
             let existing: Vec<(i64, String, Option<String>)> =
                 q.build_query_as().fetch_all(&mut *tx).await?;
             let existing: HashMap<String, (i64, bool)> = existing
@@ -659,12 +647,8 @@ impl Db {
                 .collect();
 
             let mut q =
-                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN (");
-            let mut sep = q.separated(", ");
-            for r in &rows {
-                sep.push_bind(r.email.suppression_hash());
-            }
-            q.push(")");
+                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN ");
+            push_list(&mut q, rows.iter().map(|r| r.email.suppression_hash()));
             let suppressed: HashSet<String> = q
                 .build_query_scalar::<String>()
                 .fetch_all(&mut *tx)

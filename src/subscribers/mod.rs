@@ -5,6 +5,7 @@
 pub mod confirmation_mail;
 pub mod import;
 pub mod links;
+pub mod views;
 
 use std::time::Duration;
 
@@ -165,10 +166,11 @@ impl App {
         subscriber_id: i64,
         newsletter_id: i64,
     ) -> Result<SubscriptionState, StoreError> {
-        match self.db.subscription(subscriber_id, newsletter_id).await? {
-            Some(row) => row.state(),
-            None => Ok(SubscriptionState::Pending),
-        }
+        Ok(self
+            .db
+            .subscription(subscriber_id, newsletter_id)
+            .await?
+            .map_or(SubscriptionState::Pending, |row| row.state))
     }
 
     /// Sends a prepared confirmation mail, retrying a transport failure a few

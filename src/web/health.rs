@@ -19,7 +19,7 @@ const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(super) async fn readyz(State(s): State<WebState>) -> Response {
     let mut problems = Vec::new();
-    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, s.app.db.schema_is_current()).await {
+    match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, s.app.schema_is_current()).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => problems.push(
             "database: migrations are not all applied; run `herald migrate` with this version"

@@ -199,7 +199,7 @@ mod tests {
         for n in 0..5 {
             let email = EmailAddress::parse(&format!("q{n}@example.org")).unwrap();
             assert!(
-                app.db.subscriber_by_email(&email).await.unwrap().is_some(),
+                app.subscriber_profile(&email).await.unwrap().is_some(),
                 "queued request {n} was processed before the workers stopped"
             );
         }

@@ -19,6 +19,7 @@ use base64::Engine;
 use herald::app::App;
 use herald::config::Config;
 use herald::domain::{EmailAddress, SubscriptionState};
+use herald::store::Db;
 use herald::store::subscribers::ConsentEventRow;
 use tempfile::TempDir;
 
@@ -77,6 +78,9 @@ macro_rules! on_each_backend {
 
 pub struct TestApp {
     pub app: App,
+    /// A pool of the test's own on the same database, for looking at what
+    /// the services wrote (the app keeps its store private to its services).
+    pub db: Db,
     pub smtp: TestSmtpServer,
     pub base_url: String,
     pub database_url: String,
@@ -128,6 +132,7 @@ impl TestApp {
         configure(&mut config);
 
         let app = App::open(config).await.expect("App::open");
+        let db = store_handle(&database_url).await;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(herald::web::serve(app.clone(), listener, async move {
             let _ = rx.await;
@@ -140,6 +145,7 @@ impl TestApp {
             .expect("reqwest client");
         TestApp {
             app,
+            db,
             smtp,
             base_url,
             database_url,
@@ -281,8 +287,7 @@ impl TestApp {
     }
 
     pub async fn subscriber_id(&self, email: &str) -> Option<i64> {
-        self.app
-            .db
+        self.db
             .subscriber_by_email(&Self::email(email))
             .await
             .expect("db")
@@ -292,17 +297,16 @@ impl TestApp {
     pub async fn subscription_state(&self, email: &str) -> Option<SubscriptionState> {
         let id = self.subscriber_id(email).await?;
         let row = self
-            .app
             .db
             .subscription(id, self.app.newsletter.id)
             .await
             .expect("db")?;
-        Some(row.state().expect("known state"))
+        Some(row.state)
     }
 
     pub async fn consent_events(&self, email: &str) -> Vec<ConsentEventRow> {
         match self.subscriber_id(email).await {
-            Some(id) => self.app.db.consent_history(id).await.expect("db"),
+            Some(id) => self.db.consent_history(id).await.expect("db"),
             None => Vec::new(),
         }
     }
@@ -323,8 +327,7 @@ impl TestApp {
     }
 
     pub async fn is_suppressed(&self, email: &str) -> bool {
-        self.app
-            .db
+        self.db
             .is_suppressed(&Self::email(email))
             .await
             .expect("db")
@@ -349,7 +352,7 @@ impl TestApp {
     /// Runs one statement on either backend (to age tokens and the like).
     pub async fn exec(&self, sql: &str) -> u64 {
         let sql = sql.to_owned();
-        herald::with_pool!(&self.app.db, |p| sqlx::query(sqlx::AssertSqlSafe(sql))
+        herald::with_pool!(&self.db, |p| sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(p)
             .await
             .expect("exec")
@@ -358,7 +361,7 @@ impl TestApp {
 
     pub async fn count(&self, sql: &str) -> i64 {
         let sql = sql.to_owned();
-        herald::with_pool!(&self.app.db, |p| sqlx::query_scalar::<_, i64>(
+        herald::with_pool!(&self.db, |p| sqlx::query_scalar::<_, i64>(
             sqlx::AssertSqlSafe(sql)
         )
         .fetch_one(p)
@@ -549,4 +552,12 @@ fn decode_quoted_printable(body: &str) -> String {
         }
     }
     String::from_utf8(out).expect("utf-8 part")
+}
+
+/// A second, small pool on a test's database: tests inspect the store
+/// directly, the application goes through its services.
+pub async fn store_handle(database_url: &str) -> Db {
+    Db::connect(database_url, 2, Duration::from_secs(10))
+        .await
+        .expect("open a store handle for the test")
 }

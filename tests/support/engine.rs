@@ -14,6 +14,7 @@ use herald::content::ComposeOptions;
 use herald::delivery::engine::{Engine, EngineOptions, RunUntil};
 use herald::digest_file::ItemInput;
 use herald::domain::EmailAddress;
+use herald::store::Db;
 use herald::store::content::IssueRow;
 use herald::store::deliveries::{AttemptListing, DeliveryListing};
 use herald::subscribers::import::ImportOptions;
@@ -71,6 +72,8 @@ pub struct Fixture {
     pub app: App,
     pub issue: IssueRow,
     pub db: TestDb,
+    /// The test's own pool on the same database (see `app::store_handle`).
+    pub store: Db,
 }
 
 impl Fixture {
@@ -86,12 +89,18 @@ impl Fixture {
             .compose_issue(&app.newsletter, ComposeOptions::default())
             .await
             .expect("compose");
-        Fixture { app, issue, db }
+        let store = super::app::store_handle(&db.url).await;
+        Fixture {
+            app,
+            issue,
+            db,
+            store,
+        }
     }
 
     /// Adds confirmed subscribers through a generated CSV; returns their subscriber ids, in order.
     pub async fn add_confirmed(&self, emails: &[String]) -> Vec<i64> {
-        add_confirmed(&self.app, self.db.path(), emails).await
+        add_confirmed(&self.app, &self.store, self.db.path(), emails).await
     }
 
     /// Enqueues the issue (like `herald send`).
@@ -100,7 +109,7 @@ impl Fixture {
     }
 
     pub async fn issue(&self, issue_id: i64) -> IssueRow {
-        self.app.db.issue_by_id(issue_id).await.expect("issue")
+        self.store.issue_by_id(issue_id).await.expect("issue")
     }
 
     /// Composes a new issue from one fresh ready item.
@@ -128,7 +137,7 @@ impl Fixture {
 
     /// Runs the engine until the issue has no open delivery; panics after `timeout`.
     pub async fn run_until_complete(&self, issue_id: i64, timeout: Duration) {
-        run_until_complete(&self.app, issue_id, timeout).await
+        run_until_complete(&self.app, &self.store, issue_id, timeout).await
     }
 
     /// Every delivery of the issue with its attempts, by recipient address.
@@ -136,21 +145,19 @@ impl Fixture {
         &self,
         issue_id: i64,
     ) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
-        deliveries(&self.app, issue_id).await
+        deliveries(&self.store, issue_id).await
     }
 
     /// The subscription state (`confirmed`, `bounced`, …) of an address for the default newsletter.
     pub async fn subscription_state(&self, email: &str) -> String {
         let addr = EmailAddress::parse(email).expect("address");
         let sub = self
-            .app
-            .db
+            .store
             .subscriber_by_email(&addr)
             .await
             .expect("lookup")
             .expect("subscriber exists");
-        self.app
-            .db
+        self.store
             .subscription(sub.id, self.app.newsletter.id)
             .await
             .expect("subscription")
@@ -160,15 +167,14 @@ impl Fixture {
     }
 
     pub async fn is_suppressed(&self, email: &str) -> bool {
-        self.app
-            .db
+        self.store
             .is_suppressed(&EmailAddress::parse(email).expect("address"))
             .await
             .expect("suppression lookup")
     }
 }
 
-pub async fn add_confirmed(app: &App, dir: &Path, emails: &[String]) -> Vec<i64> {
+pub async fn add_confirmed(app: &App, store: &Db, dir: &Path, emails: &[String]) -> Vec<i64> {
     let csv = dir.join(format!("subscribers-{:08x}.csv", rand::random::<u32>()));
     let mut text = String::from("email,name\n");
     for (n, e) in emails.iter().enumerate() {
@@ -193,7 +199,7 @@ pub async fn add_confirmed(app: &App, dir: &Path, emails: &[String]) -> Vec<i64>
     for e in emails {
         let addr = EmailAddress::parse(e).expect("address");
         ids.push(
-            app.db
+            store
                 .subscriber_by_email(&addr)
                 .await
                 .expect("lookup")
@@ -204,7 +210,7 @@ pub async fn add_confirmed(app: &App, dir: &Path, emails: &[String]) -> Vec<i64>
     ids
 }
 
-pub async fn run_until_complete(app: &App, issue_id: i64, timeout: Duration) {
+pub async fn run_until_complete(app: &App, store: &Db, issue_id: i64, timeout: Duration) {
     let engine = Engine::new(
         app.clone(),
         EngineOptions::from_app(app).expect("engine options"),
@@ -218,25 +224,24 @@ pub async fn run_until_complete(app: &App, issue_id: i64, timeout: Duration) {
     {
         Ok(result) => result.expect("engine run"),
         Err(_) => {
-            let counts = app.db.delivery_counts(issue_id).await.ok();
+            let counts = store.delivery_counts(issue_id).await.ok();
             panic!("issue {issue_id} not complete after {timeout:?}; counts {counts:?}");
         }
     }
 }
 
 pub async fn deliveries(
-    app: &App,
+    store: &Db,
     issue_id: i64,
 ) -> HashMap<String, (DeliveryListing, Vec<AttemptListing>)> {
-    let list = app
-        .db
+    let list = store
         .list_deliveries(issue_id, None, i64::MAX)
         .await
         .expect("list deliveries");
     let ids: Vec<i64> = list.iter().map(|d| d.id).collect();
     let mut attempts: HashMap<i64, Vec<AttemptListing>> = HashMap::new();
     for chunk in ids.chunks(500) {
-        for a in app.db.attempts_of(chunk).await.expect("attempts") {
+        for a in store.attempts_of(chunk).await.expect("attempts") {
             attempts.entry(a.delivery_id).or_default().push(a);
         }
     }

@@ -73,10 +73,41 @@ pub struct IssueDetail {
     pub items: Vec<super::items::Item>,
 }
 
+/// An issue in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssueSummary {
+    pub id: i64,
+    pub number: i64,
+    pub slug: String,
+    pub title: String,
+    pub subject: String,
+    pub status: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub send_started_at: Option<String>,
+    pub completed_at: Option<String>,
+}
+
+impl From<&crate::store::content::IssueSummary> for IssueSummary {
+    fn from(r: &crate::store::content::IssueSummary) -> IssueSummary {
+        IssueSummary {
+            id: r.id,
+            number: r.number,
+            slug: r.slug.clone(),
+            title: r.title.clone(),
+            subject: r.subject.clone(),
+            status: r.status.to_string(),
+            created_at: super::rfc3339(r.created_at),
+            send_started_at: r.send_started_at.map(super::rfc3339),
+            completed_at: r.completed_at.map(super::rfc3339),
+        }
+    }
+}
+
 /// A page of issues, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IssuePage {
-    pub issues: Vec<Issue>,
+    pub issues: Vec<IssueSummary>,
     /// Pass as `before` for the next page; absent on the last page.
     pub next_before: Option<i64>,
 }
@@ -213,8 +244,8 @@ pub async fn list(
     let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
     // A weekly newsletter has tens of issues, not millions: the rows are
     // read whole and paged by number.
-    let rows = s.app.db.issues(nl.id).await?;
-    let mut rows: Vec<IssueRow> = rows
+    let rows = s.app.list_issues(&nl).await?;
+    let mut rows: Vec<_> = rows
         .into_iter()
         .filter(|r| q.before.is_none_or(|b| r.number < b))
         .collect();
@@ -223,7 +254,7 @@ pub async fn list(
     rows.truncate(limit);
     let next_before = more.then(|| rows.last().map(|r| r.number)).flatten();
     Ok(Json(IssuePage {
-        issues: rows.iter().map(|r| Issue::new(&s.app, r)).collect(),
+        issues: rows.iter().map(IssueSummary::from).collect(),
         next_before,
     }))
 }
@@ -281,7 +312,7 @@ pub async fn show(
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<IssueDetail>, ApiError> {
     let row = find(&s, q.newsletter.as_deref(), &issue).await?;
-    let items = s.app.db.items_of_issue(row.id).await?;
+    let items = s.app.items_of_issue(&row).await?;
     Ok(Json(IssueDetail {
         issue: Issue::new(&s.app, &row),
         items: items.into_iter().map(Into::into).collect(),

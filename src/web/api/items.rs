@@ -194,8 +194,7 @@ pub async fn list(
 ) -> Result<Json<Vec<Item>>, ApiError> {
     let state = parse_state(q.state.as_deref())?;
     let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    // Replaced by the lead's `App::list_items` service once merged.
-    let rows = s.app.db.items(nl.id, state).await?;
+    let rows = s.app.list_items(&nl, state).await?;
     Ok(Json(rows.into_iter().map(Item::from).collect()))
 }
 

@@ -255,7 +255,7 @@ impl From<ContentError> for ApiError {
     fn from(e: ContentError) -> Self {
         use ContentError as C;
         match e {
-            C::NoIssue(_) | C::NoItem(_) => ApiError::NotFound(e.to_string()),
+            C::NoIssue(_) | C::NoItem(_) | C::NoIssues => ApiError::NotFound(e.to_string()),
             C::NoReadyItems(_) | C::Contended(_) | C::ItemPublished(_) | C::TooManyItems { .. } => {
                 ApiError::Conflict(e.to_string())
             }
