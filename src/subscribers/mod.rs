@@ -5,6 +5,7 @@
 pub mod confirmation_mail;
 pub mod import;
 pub mod links;
+pub mod paging;
 pub mod views;
 
 use std::time::Duration;

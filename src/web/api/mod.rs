@@ -21,6 +21,7 @@ mod idempotency;
 mod issues;
 mod items;
 mod problem;
+mod subscribers;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ pub const PREFIX: &str = "/api/v1";
     tags(
         (name = "items", description = "The week's items, before they are composed into an issue"),
         (name = "issues", description = "Composed issues: preview, test, send, control, progress"),
+        (name = "subscribers", description = "Readers: list, add, import, export, show, unsubscribe, erase"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -93,6 +95,11 @@ fn documented(state: &WebState) -> OpenApiRouter<WebState> {
         .routes(routes!(issues::cancel))
         .routes(routes!(issues::retry))
         .routes(routes!(issues::progress))
+        .routes(routes!(subscribers::list, subscribers::add))
+        .routes(routes!(subscribers::import))
+        .routes(routes!(subscribers::export))
+        .routes(routes!(subscribers::show, subscribers::erase))
+        .routes(routes!(subscribers::unsubscribe))
         // Outermost last: authenticate, then look at the Idempotency-Key.
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
