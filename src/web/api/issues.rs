@@ -249,7 +249,7 @@ pub async fn list(
         .into_iter()
         .filter(|r| q.before.is_none_or(|b| r.number < b))
         .collect();
-    rows.sort_by(|a, b| b.number.cmp(&a.number));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.number));
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_before = more.then(|| rows.last().map(|r| r.number)).flatten();
