@@ -197,7 +197,7 @@ impl App {
                     request_hash: h, ..
                 }) if h != request_hash => IdempotencyClaim::Mismatch,
                 Some(IdempotencyRow {
-                    status: Some(status),
+                    http_status: Some(status),
                     content_type,
                     body,
                     ..

@@ -38,6 +38,8 @@ async fn tokens_from_the_cli_authenticate_until_revoked(backend: Backend) {
     assert!(add.status.success(), "{}", text(&add.stderr));
     let token = text(&add.stdout).trim().to_owned();
     assert!(token.starts_with("hrld_"), "stdout: {token:?}");
+    // Shown once, on stdout only (stderr is what ends up in logs).
+    assert!(!text(&add.stderr).contains(&token));
 
     let ok = get_with_auth(&t, Some(&format!("Bearer {token}"))).await;
     assert_eq!(ok.status, 200, "{}", ok.text());

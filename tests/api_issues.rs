@@ -149,6 +149,13 @@ async fn send_now_is_idempotent_and_controls_follow_state(backend: Backend) {
         .problem(422);
     assert_eq!(p["errors"][0]["field"], "Idempotency-Key", "{p}");
     assert_eq!(api.get("/issues/1").await.json()["status"], "sending");
+    // A key is remembered for a day; after that it may name a new request.
+    t.exec("UPDATE idempotency_keys SET created_at = created_at - 90000000")
+        .await;
+    let fresh = send_keyed(&api, "/issues/1/send", "send-issue-1").await;
+    assert_eq!(fresh.status, 202, "{}", fresh.text());
+    assert_eq!(fresh.header("idempotent-replayed"), None);
+    assert_eq!(fresh.json()["queued"], 0, "nobody is enqueued twice");
     // A malformed key is refused before anything runs.
     send_keyed(&api, "/issues/1/send", "").await.problem(422);
 

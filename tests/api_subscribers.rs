@@ -206,9 +206,19 @@ async fn export_show_unsubscribe_erase(backend: Backend) {
         .post_empty("/subscribers/row7@example.com/unsubscribe")
         .await;
     assert_eq!(again.json()["outcome"], "already_unsubscribed");
+    let after = api.get("/subscribers/row7@example.com").await.json();
+    assert_eq!(after["subscriptions"][0]["state"], "unsubscribed");
+    // The history says who did it.
+    let last = after["consent_history"]
+        .as_array()
+        .and_then(|h| h.last())
+        .cloned()
+        .expect("event");
+    assert_eq!(last["kind"], "unsubscribe", "{last}");
     assert_eq!(
-        api.get("/subscribers/row7@example.com").await.json()["subscriptions"][0]["state"],
-        "unsubscribed"
+        last["source"],
+        format!("api:{}", support::api::EDITOR),
+        "{last}"
     );
     api.post_empty("/subscribers/nobody@example.com/unsubscribe")
         .await

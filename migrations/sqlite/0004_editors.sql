@@ -29,7 +29,7 @@ CREATE TABLE idempotency_keys (
     editor_id     BIGINT NOT NULL REFERENCES editors(id) ON DELETE CASCADE,
     key           TEXT NOT NULL,
     request_hash  TEXT NOT NULL,
-    status        BIGINT,
+    http_status   BIGINT,
     content_type  TEXT,
     body          BLOB,
     created_at    BIGINT NOT NULL,

@@ -32,15 +32,18 @@ pub struct TokenOwner {
     pub token_hash: String,
 }
 
-/// A stored idempotent answer; `status` is `None` while the first request
+/// A stored idempotent answer; `http_status` is `None` while the first request
 /// is still running.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct IdempotencyRow {
     pub request_hash: String,
-    pub status: Option<i64>,
+    pub http_status: Option<i64>,
     pub content_type: Option<String>,
     pub body: Option<Vec<u8>>,
 }
+
+/// How long an `Idempotency-Key` is remembered.
+pub const IDEMPOTENCY_KEY_LIFETIME_MS: Millis = 24 * 60 * 60 * 1000;
 
 const EDITOR_COLUMNS: &str = "id, email, name, created_at";
 
@@ -168,6 +171,15 @@ impl Db {
         request_hash: &str,
         now: Millis,
     ) -> Result<Option<IdempotencyRow>> {
+        // Keys live a day: an older one (answered or abandoned) is forgotten
+        // and may be used afresh.
+        with_pool!(self, |p| {
+            sqlx::query("DELETE FROM idempotency_keys WHERE editor_id = $1 AND created_at < $2")
+                .bind(editor_id)
+                .bind(now - IDEMPOTENCY_KEY_LIFETIME_MS)
+                .execute(p)
+                .await?;
+        });
         let inserted = with_pool!(self, |p| {
             sqlx::query(
                 "INSERT INTO idempotency_keys (editor_id, key, request_hash, created_at)
@@ -186,7 +198,7 @@ impl Db {
         }
         let stored: Option<IdempotencyRow> = with_pool!(self, |p| {
             sqlx::query_as(
-                "SELECT request_hash, status, content_type, body FROM idempotency_keys
+                "SELECT request_hash, http_status, content_type, body FROM idempotency_keys
                  WHERE editor_id = $1 AND key = $2",
             )
             .bind(editor_id)
@@ -198,7 +210,7 @@ impl Db {
         // released its claim just now. Answer "in progress"; a retry claims it.
         Ok(Some(stored.unwrap_or(IdempotencyRow {
             request_hash: request_hash.to_owned(),
-            status: None,
+            http_status: None,
             content_type: None,
             body: None,
         })))
@@ -214,7 +226,7 @@ impl Db {
     ) -> Result<()> {
         with_pool!(self, |p| {
             sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5
+                "UPDATE idempotency_keys SET http_status = $3, content_type = $4, body = $5
                  WHERE editor_id = $1 AND key = $2",
             )
             .bind(editor_id)
@@ -232,7 +244,7 @@ impl Db {
     pub async fn release_idempotency_key(&self, editor_id: i64, key: &str) -> Result<()> {
         with_pool!(self, |p| {
             sqlx::query(
-                "DELETE FROM idempotency_keys WHERE editor_id = $1 AND key = $2 AND status IS NULL",
+                "DELETE FROM idempotency_keys WHERE editor_id = $1 AND key = $2 AND http_status IS NULL",
             )
             .bind(editor_id)
             .bind(key)

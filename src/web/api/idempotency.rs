@@ -6,7 +6,7 @@
 //! body: the same key on a different request is refused (422), and a retry
 //! while the first request still runs is told to wait (409), following the
 //! IETF httpapi draft. Server errors (5xx) are not stored: nothing was done,
-//! so the retry runs again.
+//! so the retry runs again. A key is remembered for 24 hours.
 //!
 //! The request runs in its own task: a client that disconnects does not
 //! cancel it half-way, and its answer is stored for the retry.

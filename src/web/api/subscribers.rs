@@ -5,11 +5,11 @@
 
 use std::io::Write;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body::ApiJson;
 use super::problem::{ApiError, Problem};
 use crate::domain::{EmailAddress, SubscriptionState};
+use crate::editors::Editor;
 use crate::store::subscribers::ListedSubscriber;
 use crate::subscribers::import::{ImportError, ImportOptions, ImportReport};
 use crate::subscribers::{SubscribeOutcome, UnsubscribeOutcome, clean_name, parse_email};
@@ -218,6 +219,11 @@ fn parse_state(state: Option<&str>) -> Result<Option<SubscriptionState>, ApiErro
         .transpose()
 }
 
+/// Who made a change, for the consent history.
+fn source(editor: &Editor) -> String {
+    format!("api:{}", editor.email)
+}
+
 fn address(raw: &str) -> Result<EmailAddress, ApiError> {
     Ok(parse_email(raw)?)
 }
@@ -279,6 +285,7 @@ pub async fn list(
 )]
 pub async fn add(
     State(s): State<WebState>,
+    Extension(editor): Extension<Editor>,
     Query(q): Query<NewsletterQuery>,
     ApiJson(new): ApiJson<NewSubscriber>,
 ) -> Result<Response, ApiError> {
@@ -287,7 +294,7 @@ pub async fn add(
     let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
     let (status, outcome) = match s
         .app
-        .add_subscriber(&email, name, &nl, new.confirmed)
+        .add_subscriber_from(&email, name, &nl, new.confirmed, &source(&editor))
         .await?
     {
         SubscribeOutcome::ConfirmationSent(mail) => {
@@ -577,12 +584,17 @@ pub async fn show(
 )]
 pub async fn unsubscribe(
     State(s): State<WebState>,
+    Extension(editor): Extension<Editor>,
     Path(email): Path<String>,
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<UnsubscribeResult>, ApiError> {
     let email = address(&email)?;
     let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let outcome = match s.app.remove_subscriber(&email, &nl).await? {
+    let outcome = match s
+        .app
+        .remove_subscriber_from(&email, &nl, &source(&editor))
+        .await?
+    {
         UnsubscribeOutcome::Unsubscribed { .. } => "unsubscribed",
         UnsubscribeOutcome::AlreadyUnsubscribed { .. } => "already_unsubscribed",
         UnsubscribeOutcome::Gone => {
