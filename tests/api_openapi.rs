@@ -99,6 +99,16 @@ async fn document_and_router_agree(backend: Backend) {
                         !body.contains("urn:herald:problem:no_such_route"),
                         "{method} {path} is documented but not routed: {body}"
                     );
+                    if matches!(method, "post" | "put" | "patch" | "delete") {
+                        let documents_key = op["parameters"].as_array().is_some_and(|ps| {
+                            ps.iter()
+                                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
+                        });
+                        assert!(
+                            documents_key,
+                            "{method} {path} does not document Idempotency-Key"
+                        );
+                    }
                     // Every operation but the document itself needs a token,
                     // and says so.
                     if path != "/api/v1/openapi.json" {

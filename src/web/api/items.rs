@@ -103,7 +103,7 @@ pub struct ItemChanges {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// `draft`, `ready` or `published`; default: all that are not published.
+    /// `draft`, `ready` or `published`; default: every state.
     pub state: Option<String>,
     /// Newsletter slug; default: the configured newsletter.
     pub newsletter: Option<String>,

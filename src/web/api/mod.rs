@@ -115,7 +115,8 @@ fn documented(state: &WebState) -> OpenApiRouter<WebState> {
 
 /// The API's routes, to be merged into the public router after its layers.
 pub(super) fn router(state: &WebState) -> Router<WebState> {
-    let (routes, doc) = documented(state).split_for_parts();
+    let (routes, mut doc) = documented(state).split_for_parts();
+    document_idempotency_key(&mut doc);
     let json = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"OpenAPI document not serialisable: {e}\"}}"));
@@ -124,6 +125,42 @@ pub(super) fn router(state: &WebState) -> Router<WebState> {
         .route(PREFIX, any(no_such_route))
         .layer(Extension(OpenApiJson(Arc::from(json))))
         .layer(middleware::from_fn(api_layer))
+}
+
+/// Every mutating operation accepts `Idempotency-Key` (the middleware
+/// covers them all), so the document says so on each, in one place.
+fn document_idempotency_key(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{Object, RefOr, Required, Type};
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let params = op.parameters.get_or_insert_with(Vec::new);
+            let present = params.iter().any(
+                |p| matches!(p, RefOr::T(p) if p.name.eq_ignore_ascii_case("Idempotency-Key")),
+            );
+            if !present {
+                params.push(RefOr::T(
+                    ParameterBuilder::new()
+                        .name("Idempotency-Key")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some(
+                            "Retry-safe: the first answer for this key is replayed for 24 hours",
+                        ))
+                        .schema(Some(Object::with_type(Type::String)))
+                        .build(),
+                ));
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
