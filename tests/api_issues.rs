@@ -199,7 +199,42 @@ async fn send_now_is_idempotent_and_controls_follow_state(backend: Backend) {
     api.get("/issues/9/progress").await.problem(404);
 }
 
+/// Retries racing the first request: each gets the first answer or "still
+/// running" (409), never a second run.
+async fn concurrent_retries_run_once(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    for n in 0..3 {
+        t.add_confirmed(&format!("reader{n}@example.com")).await;
+    }
+    let api = Api::new(&t).await;
+    api.item("Only story", true).await;
+    assert_eq!(api.post("/issues", json!({})).await.status, 201);
+    let answers =
+        futures::future::join_all((0..6).map(|_| send_keyed(&api, "/issues/1/send", "race-key")))
+            .await;
+    let mut ran = 0;
+    for a in &answers {
+        match a.status {
+            202 => {
+                assert_eq!(a.json()["queued"], 3, "every 202 is the first run's answer");
+                ran += u16::from(a.header("idempotent-replayed").is_none());
+            }
+            409 => {
+                a.problem(409);
+            }
+            other => panic!("unexpected {other}: {}", a.text()),
+        }
+    }
+    assert_eq!(ran, 1, "exactly one request ran");
+    assert_eq!(t.count("SELECT COUNT(*) FROM deliveries").await, 3);
+    // Once it has finished, a retry gets the stored answer.
+    let late = send_keyed(&api, "/issues/1/send", "race-key").await;
+    assert_eq!(late.header("idempotent-replayed"), Some("true"));
+    assert_eq!(late.json()["queued"], 3);
+}
+
 on_each_backend!(
     compose_preview_and_test_copies,
     send_now_is_idempotent_and_controls_follow_state,
+    concurrent_retries_run_once,
 );
