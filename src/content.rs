@@ -153,9 +153,21 @@ impl App {
         path: &Path,
         ready: bool,
     ) -> Result<ItemsImported, ContentError> {
-        let display = path.display().to_string();
         let text = read_text_file(path).await?;
-        let parsed = parse_digest_file(&display, &text)?;
+        self.import_items_text(newsletter, &path.display().to_string(), &text, ready)
+            .await
+    }
+
+    /// `import_items_file` for text already in memory (an HTTP upload,
+    /// bounded by the caller to [`MAX_FILE_BYTES`]); `name` labels errors.
+    pub async fn import_items_text(
+        &self,
+        newsletter: &Newsletter,
+        name: &str,
+        text: &str,
+        ready: bool,
+    ) -> Result<ItemsImported, ContentError> {
+        let parsed = parse_digest_file(name, text)?;
         let ids = self.add_items(newsletter, &parsed.items, ready).await?;
         let draft = IssueDraft {
             title: parsed.title,
@@ -173,6 +185,10 @@ impl App {
                 .await?;
         }
         Ok(ItemsImported { ids, intro_saved })
+    }
+
+    pub async fn item(&self, id: i64) -> Result<ItemRow, ContentError> {
+        self.db.item(id).await?.ok_or(ContentError::NoItem(id))
     }
 
     pub async fn edit_item(

@@ -69,42 +69,92 @@ impl ItemInput {
     }
 
     fn check(&self) -> Result<(), (Field, String)> {
-        single_line("headline", &self.headline, MAX_HEADLINE, true)
-            .map_err(|m| (Field::Headline, m))?;
-        single_line("outlet", &self.outlet, MAX_LINE_FIELD, true)
-            .map_err(|m| (Field::Outlet, m))?;
-        check_url(&self.url).map_err(|m| (Field::Url, m))?;
+        match self.problems().into_iter().next() {
+            Some(problem) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every field's problem, by field name (the HTTP API names each bad
+    /// field at once).
+    pub fn field_errors(&self) -> Vec<(&'static str, String)> {
+        self.problems()
+            .into_iter()
+            .map(|(f, m)| (f.name(), m))
+            .collect()
+    }
+
+    /// At most one problem per field, in the order `validate` reports them.
+    fn problems(&self) -> Vec<(Field, String)> {
+        let mut out = Vec::new();
+        let mut note = |f: Field, r: Result<(), String>| {
+            if let Err(m) = r {
+                out.push((f, m));
+            }
+        };
+        note(
+            Field::Headline,
+            single_line("headline", &self.headline, MAX_HEADLINE, true),
+        );
+        note(
+            Field::Outlet,
+            single_line("outlet", &self.outlet, MAX_LINE_FIELD, true),
+        );
+        note(Field::Url, check_url(&self.url));
         for (f, name, v) in [
             (Field::Author, "author", &self.author),
             (Field::AuthorRole, "author_role", &self.author_role),
             (Field::Section, "section", &self.section),
         ] {
             if let Some(v) = v {
-                single_line(name, v, MAX_LINE_FIELD, false).map_err(|m| (f, m))?;
+                note(f, single_line(name, v, MAX_LINE_FIELD, false));
             }
         }
         if let Some(q) = &self.quote
             && q.chars().count() > MAX_QUOTE
         {
-            return Err((
+            note(
                 Field::Quote,
-                format!("quote is longer than {MAX_QUOTE} characters; shorten it"),
-            ));
+                Err(format!(
+                    "quote is longer than {MAX_QUOTE} characters; shorten it"
+                )),
+            );
         }
         if self.summary_markdown.chars().count() > MAX_SUMMARY {
-            return Err((
+            note(
                 Field::Summary,
-                format!("summary is longer than {MAX_SUMMARY} characters; shorten it"),
-            ));
+                Err(format!(
+                    "summary is longer than {MAX_SUMMARY} characters; shorten it"
+                )),
+            );
+        } else {
+            note(
+                Field::Summary,
+                check_markdown("summary", &self.summary_markdown),
+            );
         }
-        check_markdown("summary", &self.summary_markdown).map_err(|m| (Field::Summary, m))?;
         if self.author_role.is_some() && self.author.is_none() {
-            return Err((
+            note(
                 Field::AuthorRole,
-                "author_role is set but author is not; add author = \"…\"".into(),
-            ));
+                Err("author_role is set but author is not; add author = \"…\"".into()),
+            );
         }
-        Ok(())
+        out
+    }
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Headline => "headline",
+            Field::Outlet => "outlet",
+            Field::Url => "url",
+            Field::Author => "author",
+            Field::AuthorRole => "author_role",
+            Field::Quote => "quote",
+            Field::Section => "section",
+            Field::Summary => "summary",
+        }
     }
 }
 

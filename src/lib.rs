@@ -8,6 +8,7 @@ pub mod content;
 pub mod delivery;
 pub mod digest_file;
 pub mod domain;
+pub mod editors;
 pub mod mail;
 pub mod readiness;
 pub mod render;

@@ -13,6 +13,7 @@ macro_rules! outln {
 mod content;
 mod delivery;
 mod demo;
+mod editor;
 mod schedule;
 mod subscribers;
 
@@ -135,6 +136,9 @@ pub enum Command {
     /// DKIM keys.
     #[command(subcommand)]
     Dkim(delivery::DkimCommand),
+    /// Editors of the HTTP API and their tokens.
+    #[command(subcommand)]
+    Editor(editor::EditorCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -166,6 +170,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Subscribers(cmd) => subscribers::run(app, cmd).await,
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
+        Command::Editor(cmd) => editor::run(app, cmd).await,
         Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send {
             issue,

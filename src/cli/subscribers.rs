@@ -279,17 +279,8 @@ fn rfc3339(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
-/// OWASP CSV injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR
-/// is a formula to Excel, LibreOffice and Google Sheets (the name field is
-/// filled in by anyone on the public form). A leading `'` makes it text; the
-/// apostrophe is not shown by spreadsheets. `--raw` turns this off.
-fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        std::borrow::Cow::Owned(format!("'{cell}"))
-    } else {
-        std::borrow::Cow::Borrowed(cell)
-    }
-}
+/// Shared with the API's export (one rule for both).
+use crate::subscribers::paging::neutralise_formula;
 
 /// A progress bar on a terminal, nothing otherwise.
 pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {

@@ -6,8 +6,10 @@
 
 pub mod content;
 pub mod deliveries;
+pub mod editors;
 mod health;
 pub mod schedule;
+pub mod subscriber_pages;
 pub mod subscribers;
 mod text_enum;
 

@@ -98,42 +98,45 @@ impl App {
             path: display.clone(),
             source,
         })?;
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .trim(csv::Trim::All)
-            .from_reader(std::io::BufReader::with_capacity(1 << 16, file));
-        let header = reader
-            .headers()
-            .map_err(|e| ImportError::NotCsv {
-                path: display.clone(),
-                message: e.to_string(),
-            })?
-            .clone();
-        let columns: Vec<String> = header
-            .iter()
-            .map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase())
-            .collect();
-        let mut seen_columns = HashSet::new();
-        if let Some(dup) = columns.iter().find(|c| !seen_columns.insert(c.as_str())) {
-            return Err(ImportError::DuplicateColumn {
-                path: display,
-                column: dup.clone(),
-                header: columns.join(","),
-            });
-        }
-        let email_col = columns.iter().position(|c| c == "email").ok_or_else(|| {
-            ImportError::NoEmailColumn {
-                path: display.clone(),
-                header: columns.join(","),
-            }
-        })?;
-        let name_col = columns.iter().position(|c| c == "name");
+        let source = format!(
+            "import:{}",
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        );
+        self.import_subscribers_from(display, source, file, options, rejects)
+            .await
+    }
 
+    /// The streaming importer over any blocking reader: a file, or an HTTP
+    /// upload bridged to one. The reader is only ever used on a blocking
+    /// thread, and at most two chunks wait in memory, so an upload of any
+    /// size is imported in constant memory. `display` names the input in
+    /// errors; `source` is recorded with each consent event.
+    pub async fn import_subscribers_from(
+        &self,
+        display: String,
+        source: String,
+        input: impl std::io::Read + Send + 'static,
+        options: ImportOptions<'_>,
+        rejects: &mut (dyn Write + Send),
+    ) -> Result<ImportReport, ImportError> {
         // The CSV parser is synchronous: it runs on a blocking thread and
         // hands validated chunks over a bounded channel.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(2);
-        let path_for_errors = display.clone();
         let reader_task = tokio::task::spawn_blocking(move || {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(true)
+                .trim(csv::Trim::All)
+                .from_reader(std::io::BufReader::with_capacity(1 << 16, input));
+            let (columns, email_col, name_col) = match read_header(&mut reader, &display) {
+                Ok(header) => header,
+                Err(e) => {
+                    let _ = tx.blocking_send(Chunk::Failed(e));
+                    return;
+                }
+            };
+            let path_for_errors = display;
             let mut record = csv::StringRecord::new();
             let mut rows = Vec::with_capacity(CHUNK);
             let mut rejected = Vec::new();
@@ -188,12 +191,6 @@ impl App {
         });
 
         let import_id = uuid::Uuid::new_v4().simple().to_string();
-        let source = format!(
-            "import:{}",
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
         let mut report = ImportReport::default();
         while let Some(chunk) = rx.recv().await {
             let (rows, rejected, bytes_read) = match chunk {
@@ -296,6 +293,43 @@ impl App {
             _ => Ok(false),
         }
     }
+}
+
+/// The header row: the lower-cased column names, the `email` column and
+/// the `name` column if any.
+fn read_header<R: std::io::Read>(
+    reader: &mut csv::Reader<R>,
+    display: &str,
+) -> Result<(Vec<String>, usize, Option<usize>), ImportError> {
+    let header = reader
+        .headers()
+        .map_err(|e| ImportError::NotCsv {
+            path: display.to_owned(),
+            message: e.to_string(),
+        })?
+        .clone();
+    let columns: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().trim_start_matches('\u{feff}').to_lowercase())
+        .collect();
+    let mut seen_columns = HashSet::new();
+    if let Some(dup) = columns.iter().find(|c| !seen_columns.insert(c.as_str())) {
+        return Err(ImportError::DuplicateColumn {
+            path: display.to_owned(),
+            column: dup.clone(),
+            header: columns.join(","),
+        });
+    }
+    let email_col =
+        columns
+            .iter()
+            .position(|c| c == "email")
+            .ok_or_else(|| ImportError::NoEmailColumn {
+                path: display.to_owned(),
+                header: columns.join(","),
+            })?;
+    let name_col = columns.iter().position(|c| c == "name");
+    Ok((columns, email_col, name_col))
 }
 
 type RowError = (String, String);

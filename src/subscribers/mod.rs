@@ -5,6 +5,7 @@
 pub mod confirmation_mail;
 pub mod import;
 pub mod links;
+pub mod paging;
 pub mod views;
 
 use std::time::Duration;
@@ -319,8 +320,22 @@ impl App {
         newsletter: &Newsletter,
         confirmed: bool,
     ) -> Result<SubscribeOutcome, SubscriberError> {
+        self.add_subscriber_from(email, name, newsletter, confirmed, "cli")
+            .await
+    }
+
+    /// `add_subscriber`, recording `source` (`cli`, `api:EDITOR`) as who
+    /// made the change in the consent history.
+    pub async fn add_subscriber_from(
+        &self,
+        email: &EmailAddress,
+        name: Option<&str>,
+        newsletter: &Newsletter,
+        confirmed: bool,
+        source: &str,
+    ) -> Result<SubscribeOutcome, SubscriberError> {
         let context = ConsentContext {
-            source: "cli".into(),
+            source: source.into(),
             method: Some("admin".into()),
             ..Default::default()
         };
@@ -383,13 +398,23 @@ impl App {
         email: &EmailAddress,
         newsletter: &Newsletter,
     ) -> Result<UnsubscribeOutcome, SubscriberError> {
+        self.remove_subscriber_from(email, newsletter, "cli").await
+    }
+
+    /// `remove_subscriber`, recording `source` as who made the change.
+    pub async fn remove_subscriber_from(
+        &self,
+        email: &EmailAddress,
+        newsletter: &Newsletter,
+        source: &str,
+    ) -> Result<UnsubscribeOutcome, SubscriberError> {
         let subscriber = self
             .db
             .subscriber_by_email(email)
             .await?
             .ok_or_else(|| SubscriberError::NotFound(email.to_string()))?;
         let context = ConsentContext {
-            source: "cli".into(),
+            source: source.into(),
             method: Some("admin".into()),
             ..Default::default()
         };

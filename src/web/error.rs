@@ -44,7 +44,7 @@ impl WebError {
         WebError::Internal(cause.to_string())
     }
 
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             WebError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             WebError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -56,7 +56,7 @@ impl WebError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             WebError::BadRequest { code, .. } | WebError::Unprocessable { code, .. } => code,
             WebError::NotFound => "not_found",

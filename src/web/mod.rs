@@ -3,8 +3,9 @@
 //! Every answer passes two layers: `error::error_bodies` (errors in the
 //! client's format, JSON or HTML) and `security_headers` (CSP and friends).
 
+pub mod api;
 mod client_ip;
-mod error;
+pub(crate) mod error;
 mod health;
 mod pages;
 mod rate_limit;
@@ -92,6 +93,8 @@ fn routes(state: WebState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(error::error_bodies))
         .layer(middleware::from_fn(security_headers::security_headers))
+        // After the layers above: the API has its own (see `api`).
+        .merge(api::router(&state))
         .with_state(state)
 }
 

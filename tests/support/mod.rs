@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests (`mod support;`).
 #![allow(dead_code)]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod db_proxy;

@@ -1,0 +1,83 @@
+//! `herald editor …`: who may use the HTTP API.
+
+use clap::Subcommand;
+
+use crate::app::App;
+use crate::domain::ms_to_datetime;
+use crate::editors::IssuedToken;
+use crate::subscribers::{clean_name, parse_email};
+
+#[derive(Subcommand, Debug)]
+pub enum EditorCommand {
+    /// Create an editor and print a new API token (shown once).
+    Add {
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Issue another API token for an editor (shown once; older ones stay valid).
+    Token { email: String },
+    /// List editors and their tokens (ids and dates, never the tokens).
+    List,
+    /// Revoke a token by its id (see `herald editor list`).
+    Revoke { token_id: i64 },
+}
+
+pub async fn run(app: &App, cmd: EditorCommand) -> anyhow::Result<()> {
+    match cmd {
+        EditorCommand::Add { email, name } => {
+            let email = parse_email(&email)?;
+            let name = clean_name(name.as_deref())?;
+            let issued = app.add_editor(&email, name).await?;
+            print_issued(&issued)
+        }
+        EditorCommand::Token { email } => {
+            let email = parse_email(&email)?;
+            let issued = app.new_editor_token(&email).await?;
+            print_issued(&issued)
+        }
+        EditorCommand::List => {
+            let (editors, tokens) = app.editors().await?;
+            if editors.is_empty() {
+                outln!("no editors yet: add one with `herald editor add EMAIL`")?;
+            }
+            for e in &editors {
+                outln!("{:<40} {}", e.email, e.name.as_deref().unwrap_or(""))?;
+                for t in tokens.iter().filter(|t| t.editor_id == e.id) {
+                    let state = match t.revoked_at {
+                        Some(at) => format!("revoked {}", date(at)),
+                        None => match t.last_used_at {
+                            Some(at) => format!("live, last used {}", date(at)),
+                            None => "live, never used".to_owned(),
+                        },
+                    };
+                    outln!(
+                        "    token {:<6} issued {}  {state}",
+                        t.id,
+                        date(t.created_at)
+                    )?;
+                }
+            }
+            Ok(())
+        }
+        EditorCommand::Revoke { token_id } => {
+            app.revoke_editor_token(token_id).await?;
+            println!("token {token_id} revoked: requests with it are refused from now on");
+            Ok(())
+        }
+    }
+}
+
+fn print_issued(issued: &IssuedToken) -> anyhow::Result<()> {
+    eprintln!(
+        "token {} for {}; it is shown only now, store it safely (only its hash is kept):",
+        issued.token_id, issued.editor.email
+    );
+    // Alone on stdout, so `TOKEN=$(herald editor token …)` works.
+    outln!("{}", issued.token.expose())?;
+    Ok(())
+}
+
+fn date(ms: crate::domain::Millis) -> String {
+    ms_to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
