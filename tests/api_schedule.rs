@@ -261,6 +261,12 @@ async fn send_at_is_listed_then_cancelled(backend: Backend) {
             "timezone",
             "IANA",
         ),
+        // Berlin's clocks skip 02:00-03:00 on 28 March 2027.
+        (
+            json!({"at": "2027-03-28 02:30", "timezone": "Europe/Berlin"}),
+            "at",
+            "does not exist",
+        ),
         (json!({"timezone": "UTC"}), "at", "at"),
         (json!({"at": wall, "zone": "UTC"}), "zone", "zone"),
     ] {

@@ -439,3 +439,58 @@ pub async fn cancel(
         status,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn berlin() -> ScheduleTz {
+        "Europe/Berlin".parse().unwrap()
+    }
+
+    fn wall(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap()
+    }
+
+    #[test]
+    fn wall_times_and_instants_become_the_zones_wall_time() {
+        assert_eq!(
+            parse_send_at(" 2026-05-08 09:00 ", berlin()).ok(),
+            Some(wall("2026-05-08 09:00"))
+        );
+        assert_eq!(
+            parse_send_at("2026-05-08T09:00:30", berlin()).ok(),
+            NaiveDateTime::parse_from_str("2026-05-08 09:00:30", "%Y-%m-%d %H:%M:%S").ok()
+        );
+        // 07:00 UTC is 09:00 in Berlin in summer, whatever offset it is written in.
+        for instant in ["2026-05-08T07:00:00Z", "2026-05-08T12:00:00+05:00"] {
+            assert_eq!(
+                parse_send_at(instant, berlin()).ok(),
+                Some(wall("2026-05-08 09:00")),
+                "{instant}"
+            );
+        }
+        assert!(matches!(
+            parse_send_at("Friday at nine", berlin()),
+            Err(ApiError::Invalid(e)) if e[0].field == "at"
+        ));
+    }
+
+    #[test]
+    fn an_instant_in_the_repeated_hour_is_refused_not_moved() {
+        // 25 October 2026: Berlin's 02:30 happens at 00:30 and at 01:30 UTC.
+        assert_eq!(
+            parse_send_at("2026-10-25T00:30:00Z", berlin()).ok(),
+            Some(wall("2026-10-25 02:30"))
+        );
+        assert!(matches!(
+            parse_send_at("2026-10-25T01:30:00Z", berlin()),
+            Err(ApiError::Invalid(e)) if e[0].field == "at" && e[0].detail.contains("repeated hour")
+        ));
+        let utc: ScheduleTz = "UTC".parse().unwrap();
+        assert_eq!(
+            parse_send_at("2026-10-25T01:30:00Z", utc).ok(),
+            Some(wall("2026-10-25 01:30"))
+        );
+    }
+}
