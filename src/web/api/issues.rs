@@ -45,7 +45,7 @@ pub struct Issue {
 }
 
 impl Issue {
-    fn new(app: &App, r: &IssueRow) -> Issue {
+    pub(super) fn new(app: &App, r: &IssueRow) -> Issue {
         Issue {
             id: r.id,
             number: r.number,

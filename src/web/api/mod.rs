@@ -21,6 +21,7 @@ mod idempotency;
 mod issues;
 mod items;
 mod problem;
+mod schedule;
 mod subscribers;
 
 use std::sync::Arc;
@@ -46,7 +47,7 @@ pub const PREFIX: &str = "/api/v1";
 #[openapi(
     info(
         title = "Herald editors' API",
-        description = "Items, issues and subscribers of a Herald newsletter. Authenticate with `Authorization: Bearer hrld_…` (issued by `herald editor token EMAIL`). Errors are RFC 9457 problem documents. Mutating requests accept an `Idempotency-Key` header: the first answer is replayed for retries with the same key.",
+        description = "Items, issues, the schedule and subscribers of a Herald newsletter. Authenticate with `Authorization: Bearer hrld_…` (issued by `herald editor token EMAIL`). Errors are RFC 9457 problem documents. Mutating requests accept an `Idempotency-Key` header: the first answer is replayed for retries with the same key.",
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -54,6 +55,7 @@ pub const PREFIX: &str = "/api/v1";
     tags(
         (name = "items", description = "The week's items, before they are composed into an issue"),
         (name = "issues", description = "Composed issues: preview, test, send, control, progress"),
+        (name = "schedule", description = "The weekly schedule: next slots, history, one-off sends; send at a time, hold, release, recompose, cancel"),
         (name = "subscribers", description = "Readers: list, add, import, export, show, unsubscribe, erase"),
         (name = "meta", description = "This document"),
     )
@@ -95,6 +97,12 @@ fn documented(state: &WebState) -> OpenApiRouter<WebState> {
         .routes(routes!(issues::cancel))
         .routes(routes!(issues::retry))
         .routes(routes!(issues::progress))
+        .routes(routes!(schedule::overview))
+        .routes(routes!(schedule::send_at))
+        .routes(routes!(schedule::hold))
+        .routes(routes!(schedule::release))
+        .routes(routes!(schedule::recompose))
+        .routes(routes!(schedule::cancel))
         .routes(routes!(subscribers::list, subscribers::add))
         .routes(routes!(subscribers::import))
         .routes(routes!(subscribers::export))
