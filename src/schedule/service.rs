@@ -123,7 +123,7 @@ impl App {
         .with_timezone(&Utc);
         if instant <= now {
             return Err(ScheduleError::BadTime(format!(
-                "{at} {zone} is in the past; run `herald send {}` to send now",
+                "{at} {zone} is in the past; give a later time, or send issue #{} now",
                 issue.number
             )));
         }

@@ -31,8 +31,7 @@ pub struct Issue {
     pub preheader: String,
     /// Markdown.
     pub intro: String,
-    /// `draft`, `sending`, `paused`, `sent`, `cancelled` (and `scheduled`
-    /// once the scheduler lands).
+    /// `draft`, `scheduled`, `sending`, `paused`, `sent` or `cancelled`.
     pub status: String,
     /// RFC 3339, UTC.
     pub created_at: String,
