@@ -214,23 +214,14 @@ impl App {
         issue: &IssueRow,
         now: DateTime<Utc>,
     ) -> Result<RunRow, ScheduleError> {
-        let run = self.open_run_of(issue).await?;
-        if !self
-            .db
-            .set_run_state(
-                run.id,
-                &[RunState::Composed, RunState::Waiting],
-                RunState::Held,
-                Some("held by an editor"),
-                now.timestamp_millis(),
-            )
-            .await?
-        {
-            return Err(ScheduleError::NotScheduled {
-                number: issue.number,
-            });
-        }
-        Ok(self.db.run_by_id(run.id).await?)
+        self.move_run(
+            issue,
+            &[RunState::Composed, RunState::Waiting],
+            RunState::Held,
+            "held by an editor",
+            now,
+        )
+        .await
     }
 
     /// Undoes `hold_scheduled`: the issue goes out at its slot, or at once
@@ -240,16 +231,30 @@ impl App {
         issue: &IssueRow,
         now: DateTime<Utc>,
     ) -> Result<RunRow, ScheduleError> {
+        self.move_run(
+            issue,
+            &[RunState::Held],
+            RunState::Waiting,
+            "released by an editor",
+            now,
+        )
+        .await
+    }
+
+    /// Moves the open run of a scheduled issue from one of `from` to `to`,
+    /// recording why; an issue whose run is elsewhere is not scheduled.
+    async fn move_run(
+        &self,
+        issue: &IssueRow,
+        from: &[RunState],
+        to: RunState,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRow, ScheduleError> {
         let run = self.open_run_of(issue).await?;
         if !self
             .db
-            .set_run_state(
-                run.id,
-                &[RunState::Held],
-                RunState::Waiting,
-                Some("released by an editor"),
-                now.timestamp_millis(),
-            )
+            .set_run_state(run.id, from, to, Some(reason), now.timestamp_millis())
             .await?
         {
             return Err(ScheduleError::NotScheduled {
