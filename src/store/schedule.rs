@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{Db, Result, StoreError};
+use super::{Db, Result, StoreError, push_list};
 use crate::domain::{IssueStatus, Millis, OneOffState, RunState};
 use crate::{with_pool, with_tx};
 
@@ -294,12 +294,8 @@ impl Db {
             q.push_bind(now);
             q.push(" WHERE id = ");
             q.push_bind(id);
-            q.push(" AND state IN (");
-            let mut sep = q.separated(", ");
-            for s in from {
-                sep.push_bind(*s);
-            }
-            q.push(")");
+            q.push(" AND state IN ");
+            push_list(&mut q, from.iter().copied());
             q.build().execute(p).await?.rows_affected()
         });
         Ok(n == 1)

@@ -662,12 +662,8 @@ impl Db {
                     "SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ",
                 );
                 q.push_bind(newsletter_id);
-                q.push(" AND subscriber_id IN (");
-                let mut sep = q.separated(", ");
-                for (id, _) in existing.values() {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                q.push(" AND subscriber_id IN ");
+                push_list(&mut q, existing.values().map(|(id, _)| *id));
                 states = q
                     .build_query_as::<(i64, SubscriptionState)>()
                     .fetch_all(&mut *tx)
@@ -759,12 +755,8 @@ impl Db {
             }
 
             if target_state == SubscriptionState::Pending && !subscribe_ids.is_empty() {
-                let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN (");
-                let mut sep = q.separated(", ");
-                for id in &subscribe_ids {
-                    sep.push_bind(*id);
-                }
-                q.push(")");
+                let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN ");
+                push_list(&mut q, subscribe_ids.iter().copied());
                 out.pending = q
                     .build_query_scalar::<String>()
                     .fetch_all(&mut *tx)

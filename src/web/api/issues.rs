@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::NewsletterQuery;
 use super::body::ApiJson;
 use super::problem::{ApiError, FieldError, Problem};
 use crate::app::App;
@@ -120,13 +121,6 @@ pub struct IssueListQuery {
     pub before: Option<i64>,
     /// Page size, 1 to 100 (default 20).
     pub limit: Option<usize>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct NewsletterQuery {
-    /// Newsletter slug; default: the configured newsletter.
-    pub newsletter: Option<String>,
 }
 
 /// Compose options; whatever is absent comes from the last imported

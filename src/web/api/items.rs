@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::NewsletterQuery;
 use super::body::{ApiJson, text_body};
 use super::problem::{ApiError, FieldError, Problem};
 use crate::digest_file::{ItemInput, MAX_FILE_BYTES};
@@ -105,13 +106,6 @@ pub struct ItemChanges {
 pub struct ListQuery {
     /// `draft`, `ready` or `published`; default: every state.
     pub state: Option<String>,
-    /// Newsletter slug; default: the configured newsletter.
-    pub newsletter: Option<String>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct NewsletterQuery {
     /// Newsletter slug; default: the configured newsletter.
     pub newsletter: Option<String>,
 }

@@ -32,8 +32,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Extension, Router};
+use serde::Deserialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -77,6 +78,15 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// `?newsletter=SLUG` on every route that acts on one newsletter (the
+/// configured default when absent).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NewsletterQuery {
+    /// Newsletter slug; default: the configured newsletter.
+    pub newsletter: Option<String>,
 }
 
 /// Every documented route, authenticated ones behind the bearer check.

@@ -12,8 +12,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::NewsletterQuery;
 use super::body::ApiJson;
-use super::issues::{Issue, NewsletterQuery};
+use super::issues::Issue;
 use super::problem::{ApiError, Problem};
 use crate::clock::{Clock, SystemClock};
 use crate::schedule::spec::ScheduleTz;

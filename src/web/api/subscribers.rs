@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::NewsletterQuery;
 use super::body::ApiJson;
 use super::problem::{ApiError, Problem};
 use crate::domain::{EmailAddress, SubscriptionState};
@@ -80,13 +81,6 @@ pub struct ListQuery {
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<i64>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct NewsletterQuery {
-    /// Newsletter slug; default: the configured newsletter.
-    pub newsletter: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
