@@ -43,8 +43,6 @@ use crate::subscribers::millis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("delivery.retry_schedule: {0}")]
-    RetrySchedule(String),
     #[error("dkim.private_key_file {path}: {message}")]
     DkimKey { path: String, message: String },
     #[error(transparent)]
