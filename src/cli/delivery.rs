@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::delivery::control::IssueStatusReport;
 use crate::delivery::engine::{Engine, EngineOptions, RunUntil};
-use crate::domain::{DeliveryState, ms_to_datetime};
+use crate::domain::{DeliveryState, ms_to_rfc3339};
 use crate::store::content::IssueRow;
 
 pub async fn find(
@@ -144,10 +144,7 @@ pub fn print_status(r: &IssueStatusReport) {
         );
     }
     if let Some(at) = r.next_retry_at {
-        println!(
-            "  next retry  {}",
-            ms_to_datetime(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        );
+        println!("  next retry  {}", ms_to_rfc3339(at));
     }
     if !r.top_replies.is_empty() {
         println!("  most common replies:");

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use crate::app::App;
-use crate::domain::ms_to_datetime;
+use crate::domain::ms_to_rfc3339;
 use crate::editors::IssuedToken;
 use crate::subscribers::{clean_name, parse_email};
 
@@ -45,16 +45,16 @@ pub async fn run(app: &App, cmd: EditorCommand) -> anyhow::Result<()> {
                 outln!("{:<40} {}", e.email, e.name.as_deref().unwrap_or(""))?;
                 for t in tokens.iter().filter(|t| t.editor_id == e.id) {
                     let state = match t.revoked_at {
-                        Some(at) => format!("revoked {}", date(at)),
+                        Some(at) => format!("revoked {}", ms_to_rfc3339(at)),
                         None => match t.last_used_at {
-                            Some(at) => format!("live, last used {}", date(at)),
+                            Some(at) => format!("live, last used {}", ms_to_rfc3339(at)),
                             None => "live, never used".to_owned(),
                         },
                     };
                     outln!(
                         "    token {:<6} issued {}  {state}",
                         t.id,
-                        date(t.created_at)
+                        ms_to_rfc3339(t.created_at)
                     )?;
                 }
             }
@@ -76,8 +76,4 @@ fn print_issued(issued: &IssuedToken) -> anyhow::Result<()> {
     // Alone on stdout, so `TOKEN=$(herald editor token …)` works.
     outln!("{}", issued.token.expose())?;
     Ok(())
-}
-
-fn date(ms: crate::domain::Millis) -> String {
-    ms_to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

