@@ -82,6 +82,11 @@ pub fn classify(result: &Result<SmtpReply, SendFailure>) -> Verdict {
         Err(SendFailure::Io(_)) => Verdict::Transient,
         // An address lettre cannot parse will never work.
         Err(SendFailure::InvalidAddress(_)) => Verdict::Permanent,
+        // Placeholders until relay-level failures get their own verdict (issue #9).
+        Err(SendFailure::CertificateUntrusted(_) | SendFailure::NoAuthMechanism(_)) => {
+            Verdict::Transient
+        }
+        Err(SendFailure::TooBigForRelay { .. }) => Verdict::MessageDefect,
     }
 }
 

@@ -189,6 +189,17 @@ pub enum SendFailure {
     /// An envelope address lettre cannot parse; nothing was sent.
     #[error("invalid envelope address: {0}")]
     InvalidAddress(String),
+    /// The relay's TLS certificate does not chain to a trusted root: nothing will get
+    /// through until the operator fixes the trust (`smtp.ca_file`) or the relay's certificate.
+    #[error("TLS certificate of the relay not trusted: {0}")]
+    CertificateUntrusted(String),
+    /// The relay offers no authentication mechanism Herald can use (often: AUTH is only
+    /// offered after STARTTLS, and the URL does not ask for it).
+    #[error("no usable authentication mechanism at the relay: {0}")]
+    NoAuthMechanism(String),
+    /// The message is larger than the relay's advertised `SIZE` limit; nothing was sent.
+    #[error("message of {size} bytes exceeds the relay's SIZE limit of {limit} bytes")]
+    TooBigForRelay { size: usize, limit: usize },
 }
 
 impl SendFailure {
