@@ -371,7 +371,10 @@ impl Mailer {
         match &*self.backend {
             Backend::File { dir, .. } => format!("file outbox {}", dir.display()),
             Backend::Smtp(s) if s.trust.insecure => {
-                format!("{}, any certificate accepted (smtp.tls_insecure)", s.endpoint.describe())
+                format!(
+                    "{}, any certificate accepted (smtp.tls_insecure)",
+                    s.endpoint.describe()
+                )
             }
             Backend::Smtp(s) => match &s.trust.ca_file {
                 Some(f) if s.endpoint.tls != Tls::None => format!(
@@ -761,8 +764,14 @@ fn needs_smtputf8(
     }
     let utf8 = |a: &Address| !a.user().is_ascii();
     match from.as_ref().filter(|a| utf8(a)) {
-        Some(a) => Err((SmtpStage::MailFrom, SendFailure::NeedsSmtpUtf8(a.to_string()))),
-        None if utf8(rcpt) => Err((SmtpStage::RcptTo, SendFailure::NeedsSmtpUtf8(rcpt.to_string()))),
+        Some(a) => Err((
+            SmtpStage::MailFrom,
+            SendFailure::NeedsSmtpUtf8(a.to_string()),
+        )),
+        None if utf8(rcpt) => Err((
+            SmtpStage::RcptTo,
+            SendFailure::NeedsSmtpUtf8(rcpt.to_string()),
+        )),
         None => Ok(()),
     }
 }

@@ -24,13 +24,19 @@ pub struct CaFile {
 /// Why `smtp.ca_file` cannot be used. Each message names the path and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CaFileError {
-    #[error("cannot read {path}: {reason}; expected a readable PEM file with the relay's CA certificate(s)")]
+    #[error(
+        "cannot read {path}: {reason}; expected a readable PEM file with the relay's CA certificate(s)"
+    )]
     Read { path: PathBuf, reason: String },
     #[error("{path} is not valid PEM ({reason}); expected -----BEGIN CERTIFICATE----- blocks")]
     Pem { path: PathBuf, reason: String },
-    #[error("{path} holds no certificate; expected one or more -----BEGIN CERTIFICATE----- blocks (the CA that signed the relay's certificate)")]
+    #[error(
+        "{path} holds no certificate; expected one or more -----BEGIN CERTIFICATE----- blocks (the CA that signed the relay's certificate)"
+    )]
     Empty { path: PathBuf },
-    #[error("certificate #{index} in {path} cannot be a trust anchor ({reason}); expected the CA's certificate in PEM")]
+    #[error(
+        "certificate #{index} in {path} cannot be a trust anchor ({reason}); expected the CA's certificate in PEM"
+    )]
     Anchor {
         path: PathBuf,
         index: usize,
@@ -127,7 +133,10 @@ impl TlsTrust {
 
     /// lettre's TLS parameters for `host`. Blocking (reads the system store the first time):
     /// call it from `spawn_blocking`.
-    pub(crate) fn parameters(&self, host: &str) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+    pub(crate) fn parameters(
+        &self,
+        host: &str,
+    ) -> Result<TlsParameters, lettre::transport::smtp::Error> {
         let mut builder = TlsParameters::builder(host.to_owned())
             .certificate_store(CertificateStore::WebpkiRoots);
         if self.insecure {
@@ -201,7 +210,9 @@ pub(crate) fn certificate_problem(
         other if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
             "{at} (CaUsedAsEndEntity): the relay presents a CA certificate as its own, as a self-signed `openssl req -x509` certificate is; give the relay a server certificate (CA:FALSE) signed by a CA and set smtp.ca_file to that CA's PEM, or for a test setup set smtp.tls_insecure = true"
         ),
-        other => format!("{at} ({other:?}): check the relay's certificate, or set smtp.ca_file to the CA that signed it"),
+        other => format!(
+            "{at} ({other:?}): check the relay's certificate, or set smtp.ca_file to the CA that signed it"
+        ),
     })
 }
 
@@ -237,11 +248,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.pem");
         let err = CaFile::load(&missing).unwrap_err().to_string();
-        assert!(err.contains("missing.pem") && err.contains("cannot read"), "{err}");
+        assert!(
+            err.contains("missing.pem") && err.contains("cannot read"),
+            "{err}"
+        );
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "just text\n").unwrap();
         let err = CaFile::load(&empty).unwrap_err().to_string();
-        assert!(err.contains("empty.pem") && err.contains("no certificate"), "{err}");
+        assert!(
+            err.contains("empty.pem") && err.contains("no certificate"),
+            "{err}"
+        );
         let broken = dir.join("broken.pem");
         std::fs::write(
             &broken,
@@ -255,7 +272,10 @@ mod tests {
 
     #[test]
     fn describe_says_what_is_trusted() {
-        assert_eq!(TlsTrust::default().describe(), "web PKI roots and system store");
+        assert_eq!(
+            TlsTrust::default().describe(),
+            "web PKI roots and system store"
+        );
         let insecure = TlsTrust {
             insecure: true,
             ..TlsTrust::default()

@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
@@ -71,10 +69,9 @@ impl TestPki {
         let issuer = Issuer::new(ca, ca_key);
         let leaf = |names: &[&str]| {
             let key = KeyPair::generate().expect("server key");
-            let mut p = CertificateParams::new(
-                names.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-            )
-            .expect("server params");
+            let mut p =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .expect("server params");
             p.is_ca = IsCa::ExplicitNoCa;
             p.distinguished_name.push(DnType::CommonName, names[0]);
             let cert = p.signed_by(&key, &issuer).expect("server certificate");
@@ -249,7 +246,10 @@ impl Security {
                 .ok()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
         };
-        let mech = args.first().map(|m| m.to_ascii_uppercase()).unwrap_or_default();
+        let mech = args
+            .first()
+            .map(|m| m.to_ascii_uppercase())
+            .unwrap_or_default();
         let given = match mech.as_str() {
             "PLAIN" => args
                 .get(1)
