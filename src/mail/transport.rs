@@ -283,7 +283,7 @@ fn no_auth_mechanism(ep: &SmtpEndpoint, conn: &AsyncSmtpConnection) -> SendFailu
         .collect();
     SendFailure::NoAuthMechanism(if !offered.is_empty() {
         format!(
-            "{at} offers AUTH {} only, Herald needs PLAIN or LOGIN: ask the relay's administrator to enable one",
+            "{at} offers AUTH {} only, and Herald needs PLAIN or LOGIN: ask the relay's administrator for one of them",
             offered.join(" ")
         )
     } else if ep.tls == Tls::None {
@@ -297,7 +297,7 @@ fn no_auth_mechanism(ep: &SmtpEndpoint, conn: &AsyncSmtpConnection) -> SendFailu
         )
     } else {
         format!(
-            "{at} offers no AUTH at all, even over TLS: check the port in smtp.url (submission is 587 or 465), or remove user:password from it if the relay needs none"
+            "{at} offers neither AUTH PLAIN nor LOGIN, even over TLS: ask the relay's administrator for one of them, check the port in smtp.url (submission is 587 or 465), or remove user:password from it if the relay needs no login"
         )
     })
 }

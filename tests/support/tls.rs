@@ -142,6 +142,8 @@ pub struct Security {
     auth_required: bool,
     auth_tls_only: bool,
     smtputf8: bool,
+    /// What the EHLO's AUTH line offers; `None` = the base reply's (PLAIN LOGIN).
+    mechanisms: Option<String>,
 }
 
 impl Default for Security {
@@ -153,6 +155,7 @@ impl Default for Security {
             auth_required: false,
             auth_tls_only: false,
             smtputf8: true,
+            mechanisms: None,
         }
     }
 }
@@ -189,6 +192,12 @@ impl Security {
         self
     }
 
+    /// Advertise these AUTH mechanisms instead, e.g. `"LOGIN"` or `"CRAM-MD5"`.
+    pub fn mechanisms(mut self, list: &str) -> Security {
+        self.mechanisms = Some(list.to_string());
+        self
+    }
+
     /// Do not advertise SMTPUTF8.
     pub fn without_smtputf8(mut self) -> Security {
         self.smtputf8 = false;
@@ -213,10 +222,15 @@ impl Security {
     /// The EHLO reply: `base` with STARTTLS added before TLS, AUTH dropped where it is not
     /// offered, SMTPUTF8 dropped when disabled.
     pub fn ehlo(&self, base: &str, secured: bool) -> String {
+        let auth = self.mechanisms.as_ref().map(|m| format!("AUTH {m}"));
         let mut lines: Vec<&str> = base
             .split("\r\n")
             .filter(|l| !l.is_empty())
             .map(|l| l.get(4..).unwrap_or(""))
+            .map(|kw| match &auth {
+                Some(a) if kw.starts_with("AUTH ") => a.as_str(),
+                _ => kw,
+            })
             .filter(|kw| {
                 let word = kw.split_whitespace().next().unwrap_or("");
                 !(word.eq_ignore_ascii_case("AUTH") && !self.auth_offered(secured)
