@@ -99,7 +99,9 @@ async fn starttls_with_the_company_ca_and_auth_plain_and_login() {
             "{commands:?}"
         );
         assert!(
-            commands.iter().any(|c| c.to_ascii_uppercase().starts_with(&format!("AUTH {mechanism}"))),
+            commands.iter().any(|c| c
+                .to_ascii_uppercase()
+                .starts_with(&format!("AUTH {mechanism}"))),
             "{mechanism}: {commands:?}"
         );
 
@@ -113,11 +115,18 @@ async fn starttls_with_the_company_ca_and_auth_plain_and_login() {
                 reply,
             }) => {
                 assert_eq!(reply.code, 535, "{mechanism}: {reply}");
-                assert_eq!(reply.enhanced.map(|e| e.to_string()).as_deref(), Some("5.7.8"));
+                assert_eq!(
+                    reply.enhanced.map(|e| e.to_string()).as_deref(),
+                    Some("5.7.8")
+                );
             }
             other => panic!("{mechanism}: expected a 535 at AUTH, got {other:?}"),
         }
-        assert_eq!(server.message_count(), 1, "nothing sent after a failed login");
+        assert_eq!(
+            server.message_count(),
+            1,
+            "nothing sent after a failed login"
+        );
     }
 }
 
@@ -135,7 +144,10 @@ async fn a_certificate_from_an_unknown_ca_needs_smtp_ca_file() {
     let err = untrusted_text(send(&mailer(&u, TlsTrust::default()), "a@x.test").await);
     assert!(err.contains("UnknownIssuer"), "{err}");
     assert!(err.contains("set smtp.ca_file"), "{err}");
-    assert!(err.contains(&server.addr().to_string()), "names host:port: {err}");
+    assert!(
+        err.contains(&server.addr().to_string()),
+        "names host:port: {err}"
+    );
     let shown = SendFailure::CertificateUntrusted(err.clone()).to_string();
     assert!(
         !shown.contains("Connection error") && shown.matches("not trusted").count() == 1,
@@ -184,7 +196,11 @@ async fn self_signed_and_wrong_name_certificates_are_refused_unless_insecure() {
         .await
         .expect("smtp.tls_insecure accepts any name");
     let m = mailer(&u, insecure());
-    assert!(m.describe().contains("smtp.tls_insecure"), "{}", m.describe());
+    assert!(
+        m.describe().contains("smtp.tls_insecure"),
+        "{}",
+        m.describe()
+    );
 }
 
 #[tokio::test]
@@ -312,7 +328,9 @@ async fn connection_errors_name_the_step_and_host_once() {
 async fn utf8_addresses_go_only_to_relays_with_smtputf8() {
     let with = TestSmtpServer::start(Script::new()).await;
     let m = mailer(&with.url(), TlsTrust::default());
-    send(&m, "jürgen@example.org").await.expect("relay with SMTPUTF8");
+    send(&m, "jürgen@example.org")
+        .await
+        .expect("relay with SMTPUTF8");
     let mail_from = with
         .commands()
         .into_iter()
@@ -323,8 +341,7 @@ async fn utf8_addresses_go_only_to_relays_with_smtputf8() {
     assert_eq!(with.messages()[0].rcpt_to, vec!["jürgen@example.org"]);
 
     let without =
-        TestSmtpServer::start_secured(Script::new(), Security::default().without_smtputf8())
-            .await;
+        TestSmtpServer::start_secured(Script::new(), Security::default().without_smtputf8()).await;
     let m = mailer(&without.url(), TlsTrust::default());
     match send(&m, "jürgen@example.org").await {
         Err(failure @ SendFailure::NeedsSmtpUtf8(_)) => {
@@ -441,7 +458,10 @@ async fn the_binary_never_logs_the_password(backend: Backend) {
         .await;
         let to = format!("{}@example.org", mechanism.to_lowercase());
         let out = herald_command(&t, &["subscribers", "add", &to])
-            .env("HERALD_SMTP_URL", url(&server, "smtp", "?tls=starttls", Some(PASSWORD)))
+            .env(
+                "HERALD_SMTP_URL",
+                url(&server, "smtp", "?tls=starttls", Some(PASSWORD)),
+            )
             .env("HERALD_SMTP_CA_FILE", &ca)
             .env("HERALD_LOG", level)
             .output()

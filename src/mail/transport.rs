@@ -523,6 +523,13 @@ async fn open(s: &SmtpSettings, deadline: Instant) -> Result<AsyncSmtpConnection
             Ok(Ok(_)) => {}
         }
     }
+    // lettre's own protocol log is capped in the subscriber (it carries the password).
+    tracing::debug!(
+        relay = %format_args!("{}:{}", ep.host, ep.port),
+        tls = ep.tls.as_str(),
+        authenticated = ep.credentials.is_some(),
+        "connected to the relay"
+    );
     Ok(conn)
 }
 

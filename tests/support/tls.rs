@@ -233,8 +233,9 @@ impl Security {
             })
             .filter(|kw| {
                 let word = kw.split_whitespace().next().unwrap_or("");
-                !(word.eq_ignore_ascii_case("AUTH") && !self.auth_offered(secured)
-                    || word.eq_ignore_ascii_case("SMTPUTF8") && !self.smtputf8)
+                let hidden_auth = word.eq_ignore_ascii_case("AUTH") && !self.auth_offered(secured);
+                let hidden_utf8 = word.eq_ignore_ascii_case("SMTPUTF8") && !self.smtputf8;
+                !hidden_auth && !hidden_utf8
             })
             .collect();
         if self.can_starttls(secured) {
