@@ -113,7 +113,7 @@ mod ca_file_path {
         }
         CaFile::load(Path::new(s.trim()))
             .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+            .map_err(|e| serde::de::Error::custom(e.to_string()))
     }
 
     pub fn serialize<S: Serializer>(f: &Option<CaFile>, s: S) -> Result<S::Ok, S::Error> {
@@ -661,6 +661,10 @@ const RANGES: &[(&str, &str)] = &[
         "expected a duration from 1s to 10m, like \"30s\"",
     ),
     (
+        "smtp.tls_insecure",
+        "expected true or false (true only for test setups)",
+    ),
+    (
         "subscribe.confirm_ttl",
         "expected a duration above 0 and at most 365d, like \"7d\"",
     ),
@@ -1036,6 +1040,35 @@ mod tests {
         jail.clear_env();
         jail.set_env(var, value);
         Config::load(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ca_file_and_tls_insecure_errors_name_the_key_and_the_fix() {
+        figment::Jail::expect_with(|jail| {
+            let err = load_err(jail, "HERALD_SMTP_TLS_INSECURE", "maybe");
+            assert_eq!(
+                err,
+                "invalid configuration: smtp.tls_insecure = \"maybe\": expected true or false (true only for test setups) (from HERALD_SMTP_TLS_INSECURE)"
+            );
+            let err = load_err(jail, "HERALD_SMTP_CA_FILE", "company-ca.pem");
+            assert!(
+                err.contains("smtp.ca_file: cannot read company-ca.pem")
+                    && err.contains("expected a readable PEM file"),
+                "{err}"
+            );
+            jail.create_file("empty.pem", "no certificate here\n")?;
+            let err = load_err(jail, "HERALD_SMTP_CA_FILE", "empty.pem");
+            assert!(
+                err.contains("smtp.ca_file: empty.pem holds no certificate"),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.set_env("HERALD_SMTP_CA_FILE", "");
+            jail.set_env("HERALD_SMTP_TLS_INSECURE", "true");
+            let cfg = Config::load(None).expect("empty ca_file is none");
+            assert!(cfg.smtp.ca_file.is_none() && cfg.smtp.tls_insecure);
+            Ok(())
+        });
     }
 
     #[test]
