@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::domain::{Secret, UnsubscribeToken};
 use crate::mail::transport::{Mailer, TransportConfig};
+use crate::mail::trust::TlsTrust;
 use crate::store::{Db, Newsletter, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +48,7 @@ impl App {
         } else {
             config.security.secret.clone()
         };
-        let mailer = Mailer::new(transport_config(&config));
+        let mailer = Mailer::with_trust(transport_config(&config), tls_trust(&config));
         Ok(App {
             links: Links::new(config.base_url()),
             config: Arc::new(config),
@@ -139,6 +140,14 @@ fn transport_config(config: &Config) -> TransportConfig {
             hello_name: (!smtp.hello_name.is_empty()).then(|| smtp.hello_name.clone()),
             timeout: smtp.timeout.0,
         },
+    }
+}
+
+/// `smtp.ca_file` and `smtp.tls_insecure`, already parsed at load.
+fn tls_trust(config: &Config) -> TlsTrust {
+    TlsTrust {
+        ca_file: config.smtp.ca_file.clone(),
+        insecure: config.smtp.tls_insecure,
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::delivery::retry::RetrySchedule;
 use crate::domain::{EmailAddress, Mailbox, Secret};
 use crate::mail::smtp_url::SmtpUrl;
+use crate::mail::trust::CaFile;
 use crate::schedule::spec::{AddressList, CronSchedule, OnEmpty, ScheduleTz};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,28 @@ mod optional_address {
 
     pub fn serialize<S: Serializer>(a: &Option<EmailAddress>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(a.as_ref().map(EmailAddress::as_str).unwrap_or(""))
+    }
+}
+
+/// `smtp.ca_file`: a path in the file, the certificates in the `Config` (read once, at load).
+mod ca_file_path {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<CaFile>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        CaFile::load(Path::new(s.trim()))
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(e.to_string()))
+    }
+
+    pub fn serialize<S: Serializer>(f: &Option<CaFile>, s: S) -> Result<S::Ok, S::Error> {
+        match f {
+            Some(f) => s.collect_str(&f.path().display()),
+            None => s.serialize_str(""),
+        }
     }
 }
 
@@ -211,6 +234,13 @@ pub struct SmtpConfig {
     /// literal such as `[192.0.2.1]` (checked at load: it goes onto the wire).
     #[serde(deserialize_with = "hello_name_text")]
     pub hello_name: String,
+    /// PEM file with the CA certificate(s) of a relay whose certificate comes from a private
+    /// (company) CA; trusted besides the web PKI roots and the system store. Read and parsed
+    /// at load; empty = none.
+    #[serde(with = "ca_file_path")]
+    pub ca_file: Option<CaFile>,
+    /// Accept any relay certificate: only for test setups (loudly logged).
+    pub tls_insecure: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -329,6 +359,8 @@ impl Default for SmtpConfig {
             timeout: secs(30),
             envelope_from: None,
             hello_name: String::new(),
+            ca_file: None,
+            tls_insecure: false,
         }
     }
 }
@@ -629,6 +661,10 @@ const RANGES: &[(&str, &str)] = &[
         "expected a duration from 1s to 10m, like \"30s\"",
     ),
     (
+        "smtp.tls_insecure",
+        "expected true or false (true only for test setups)",
+    ),
+    (
         "subscribe.confirm_ttl",
         "expected a duration above 0 and at most 365d, like \"7d\"",
     ),
@@ -879,6 +915,11 @@ concurrency = 8
 rate = 0
 # Bounce address used as MAIL FROM (empty: the newsletter's From address).
 envelope_from = ""
+# The relay's certificate must chain to the web PKI roots or the system store.
+# A relay with a certificate from a company CA: that CA's PEM file here.
+ca_file = ""
+# true: accept ANY certificate (test setups only; logged as a warning).
+tls_insecure = false
 
 [security]
 # Keys every unsubscribe link. Changing it breaks links in mail already sent.
@@ -999,6 +1040,35 @@ mod tests {
         jail.clear_env();
         jail.set_env(var, value);
         Config::load(None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn ca_file_and_tls_insecure_errors_name_the_key_and_the_fix() {
+        figment::Jail::expect_with(|jail| {
+            let err = load_err(jail, "HERALD_SMTP_TLS_INSECURE", "maybe");
+            assert_eq!(
+                err,
+                "invalid configuration: smtp.tls_insecure = \"maybe\": expected true or false (true only for test setups) (from HERALD_SMTP_TLS_INSECURE)"
+            );
+            let err = load_err(jail, "HERALD_SMTP_CA_FILE", "company-ca.pem");
+            assert!(
+                err.contains("smtp.ca_file: cannot read company-ca.pem")
+                    && err.contains("expected a readable PEM file"),
+                "{err}"
+            );
+            jail.create_file("empty.pem", "no certificate here\n")?;
+            let err = load_err(jail, "HERALD_SMTP_CA_FILE", "empty.pem");
+            assert!(
+                err.contains("smtp.ca_file: empty.pem holds no certificate"),
+                "{err}"
+            );
+            jail.clear_env();
+            jail.set_env("HERALD_SMTP_CA_FILE", "");
+            jail.set_env("HERALD_SMTP_TLS_INSECURE", "true");
+            let cfg = Config::load(None).expect("empty ca_file is none");
+            assert!(cfg.smtp.ca_file.is_none() && cfg.smtp.tls_insecure);
+            Ok(())
+        });
     }
 
     #[test]

@@ -2,16 +2,28 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let filter =
         EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes are noise in a log file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal())
+    // lettre logs every line it writes at debug level: `AUTH PLAIN <base64 password>` and
+    // whole messages. Whatever HERALD_LOG says, it gets no further than info; Herald logs
+    // the SMTP outcomes it cares about itself.
+    let lettre_cap = Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_target("lettre", LevelFilter::INFO);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lettre_cap)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes are noise in a log file or a pipe.
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
         .init();
     let cli = herald::cli::Cli::parse();
     match herald::cli::run(cli).await {

@@ -87,6 +87,7 @@ pub fn classify(result: &Result<SmtpReply, SendFailure>) -> Verdict {
             Verdict::Transient
         }
         Err(SendFailure::TooBigForRelay { .. }) => Verdict::MessageDefect,
+        Err(SendFailure::NeedsSmtpUtf8(_)) => Verdict::Permanent,
     }
 }
 

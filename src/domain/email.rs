@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use unicode_normalization::UnicodeNormalization;
 
 /// Why an address was refused. The message is shown to users as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,13 +54,27 @@ impl EmailAddress {
         if local.is_empty() {
             return Err(EmailError::EmptyLocal);
         }
+        // RFC 6531: a UTF-8 local part (`jürgen@`) is deliverable through relays that offer
+        // SMTPUTF8. It is kept in NFC and lower-cased, its one spelling: SQL lower() (the
+        // unique index, lookups) folds only ASCII on SQLite, so a stored non-ASCII capital
+        // would escape the identity rule.
+        let utf8_local;
+        let local = if local.is_ascii() {
+            local
+        } else {
+            utf8_local = local.nfc().collect::<String>().to_lowercase();
+            utf8_local.as_str()
+        };
         if local.len() > 64 {
             return Err(EmailError::LocalTooLong);
         }
-        let local_ok = local
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || LOCAL_SPECIALS.contains(c))
-            && !local.starts_with('.')
+        // Beyond ASCII only letters and digits: no invisible, bidi-control or symbol
+        // characters that would make two addresses look alike.
+        let local_ok = local.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || LOCAL_SPECIALS.contains(c)
+                || (!c.is_ascii() && c.is_alphanumeric())
+        }) && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..");
         if !local_ok {
@@ -108,8 +123,9 @@ impl EmailAddress {
     /// major provider does, and treating them as two readers sends one
     /// person an issue twice or mails someone who unsubscribed in another
     /// case. The address is ASCII by construction (dot-atom local part,
-    /// punycode domain), so this equals SQL `lower(email)`, which the
-    /// database's unique index and queries use.
+    /// punycode domain) except for a UTF-8 local part, which is stored
+    /// lower-cased already, so this equals SQL `lower(email)` on both
+    /// backends, which the database's unique index and queries use.
     pub fn canonical(&self) -> String {
         self.0.to_ascii_lowercase()
     }
@@ -223,6 +239,34 @@ mod tests {
         assert_eq!(a.canonical(), b.canonical());
         assert_eq!(a.as_str(), "Ok1@example.com");
         assert_eq!(a.redacted(), "O***@example.com");
+    }
+
+    #[test]
+    fn utf8_local_parts_are_one_lower_case_nfc_spelling() {
+        let a = EmailAddress::parse("Jürgen@Example.org").unwrap();
+        let b = EmailAddress::parse("JÜRGEN@example.org").unwrap();
+        // "u" + combining diaeresis (NFD) is the same reader as the composed "ü".
+        let c = EmailAddress::parse("ju\u{308}rgen@example.org").unwrap();
+        assert_eq!(a.as_str(), "jürgen@example.org");
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.canonical(), "jürgen@example.org");
+        assert_eq!(a.suppression_hash(), c.suppression_hash());
+        assert!(EmailAddress::parse("用户@例子.广告").is_ok());
+        for bad in [
+            "jü rgen@example.org",
+            "a\u{200b}b@example.org",
+            "a\u{202e}b@example.org",
+            "smile\u{263a}@example.org",
+            "ü..x@example.org",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+        let long = format!("{}@example.org", "ü".repeat(33));
+        assert_eq!(EmailAddress::parse(&long), Err(EmailError::LocalTooLong));
     }
 
     #[test]

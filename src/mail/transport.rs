@@ -39,7 +39,9 @@ use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+#[allow(deprecated)]
+use lettre::transport::smtp::client::AsyncNetworkStream;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
@@ -47,6 +49,7 @@ use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use tokio::time::{Instant, timeout_at};
 
 use super::smtp_url::{SmtpEndpoint, Tls};
+use super::trust::{self, TlsTrust};
 
 /// Which transport the app uses.
 #[derive(Clone, Debug)]
@@ -200,6 +203,10 @@ pub enum SendFailure {
     /// The message is larger than the relay's advertised `SIZE` limit; nothing was sent.
     #[error("message of {size} bytes exceeds the relay's SIZE limit of {limit} bytes")]
     TooBigForRelay { size: usize, limit: usize },
+    /// An envelope address has a UTF-8 local part and the relay does not offer SMTPUTF8
+    /// (RFC 6531); nothing was sent, and this relay never will take it.
+    #[error("{0} needs SMTPUTF8, which the relay does not offer")]
+    NeedsSmtpUtf8(String),
 }
 
 impl SendFailure {
@@ -225,15 +232,83 @@ fn map_err(stage: SmtpStage, err: lettre::transport::smtp::Error) -> SendFailure
         return SendFailure::Timeout(stage);
     }
     if err.is_tls() {
-        return SendFailure::Tls(err.to_string());
+        return SendFailure::Tls(format!("{stage}: {}", root_cause(&err)));
     }
-    SendFailure::Network(format!("{stage}: {err}"))
+    SendFailure::Network(format!("{stage}: {}", root_cause(&err)))
+}
+
+/// The innermost message of a lettre error: lettre nests "Connection error: Connection
+/// error: …" labels around the one that says what happened.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = err;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// A failure while setting the connection up (greeting, TLS, STARTTLS, AUTH), saying which
+/// step at which `host:port`, once.
+fn setup_failure(
+    ep: &SmtpEndpoint,
+    stage: SmtpStage,
+    what: &str,
+    err: lettre::transport::smtp::Error,
+) -> SendFailure {
+    if let Some(problem) = trust::certificate_problem(&ep.host, ep.port, &err) {
+        return SendFailure::CertificateUntrusted(problem);
+    }
+    if err.status().is_some() {
+        return map_err(stage, err);
+    }
+    if err.is_timeout() {
+        return SendFailure::Timeout(stage);
+    }
+    let at = format!("{what} {}:{}: {}", ep.host, ep.port, root_cause(&err));
+    if err.is_tls() || trust::find_rustls_error(&err).is_some() {
+        SendFailure::Tls(at)
+    } else {
+        SendFailure::Network(at)
+    }
+}
+
+/// Why AUTH could not even start: what the relay offers, and which URL would do.
+fn no_auth_mechanism(ep: &SmtpEndpoint, conn: &AsyncSmtpConnection) -> SendFailure {
+    let info = conn.server_info();
+    let at = format!("{}:{}", ep.host, ep.port);
+    let offered: Vec<String> = [Mechanism::Plain, Mechanism::Login, Mechanism::Xoauth2]
+        .into_iter()
+        .filter(|m| info.supports_auth_mechanism(*m))
+        .map(|m| m.to_string())
+        .collect();
+    SendFailure::NoAuthMechanism(if !offered.is_empty() {
+        format!(
+            "{at} offers AUTH {} only, and Herald needs PLAIN or LOGIN: ask the relay's administrator for one of them",
+            offered.join(" ")
+        )
+    } else if ep.tls == Tls::None {
+        let starttls = if info.supports_feature(Extension::StartTls) {
+            " (it offers STARTTLS)"
+        } else {
+            ""
+        };
+        format!(
+            "{at} offers no AUTH on a plain connection{starttls}; relays offer it only after TLS: use STARTTLS (smtp://…:587, or ?tls=starttls in smtp.url) or implicit TLS (smtps://…:465)"
+        )
+    } else {
+        format!(
+            "{at} offers neither AUTH PLAIN nor LOGIN, even over TLS: ask the relay's administrator for one of them, check the port in smtp.url (submission is 587 or 465), or remove user:password from it if the relay needs no login"
+        )
+    })
 }
 
 struct SmtpSettings {
     endpoint: SmtpEndpoint,
     client_id: ClientId,
     timeout: Duration,
+    trust: TlsTrust,
+    /// Built once, on the first TLS connection (reading the system store blocks).
+    tls: tokio::sync::OnceCell<TlsParameters>,
 }
 
 enum Backend {
@@ -257,7 +332,18 @@ impl std::fmt::Debug for Mailer {
 }
 
 impl Mailer {
+    /// A mailer trusting the web PKI roots and the system store.
     pub fn new(cfg: TransportConfig) -> Mailer {
+        Mailer::with_trust(cfg, TlsTrust::default())
+    }
+
+    /// A mailer checking the relay's certificate with `trust` (`smtp.ca_file`, `smtp.tls_insecure`).
+    pub fn with_trust(cfg: TransportConfig, trust: TlsTrust) -> Mailer {
+        if trust.insecure && matches!(cfg, TransportConfig::Smtp { .. }) {
+            tracing::warn!(
+                "smtp.tls_insecure = true: the relay's TLS certificate is NOT checked, anyone on the path can read and change every message and the SMTP password; only for test setups"
+            );
+        }
         let backend = match cfg {
             TransportConfig::FileOutbox { dir } => Backend::File {
                 transport: AsyncFileTransport::new(&dir),
@@ -271,6 +357,8 @@ impl Mailer {
                 endpoint,
                 client_id: hello_name.map(ClientId::Domain).unwrap_or_default(),
                 timeout,
+                trust,
+                tls: tokio::sync::OnceCell::new(),
             }),
         };
         Mailer {
@@ -282,7 +370,20 @@ impl Mailer {
     pub fn describe(&self) -> String {
         match &*self.backend {
             Backend::File { dir, .. } => format!("file outbox {}", dir.display()),
-            Backend::Smtp(s) => s.endpoint.describe(),
+            Backend::Smtp(s) if s.trust.insecure => {
+                format!(
+                    "{}, any certificate accepted (smtp.tls_insecure)",
+                    s.endpoint.describe()
+                )
+            }
+            Backend::Smtp(s) => match &s.trust.ca_file {
+                Some(f) if s.endpoint.tls != Tls::None => format!(
+                    "{}, also trusting {}",
+                    s.endpoint.describe(),
+                    f.path().display()
+                ),
+                _ => s.endpoint.describe(),
+            },
         }
     }
 
@@ -338,31 +439,37 @@ async fn step<T>(
     }
 }
 
-/// TCP connect, greeting, EHLO, optional STARTTLS + EHLO, optional AUTH.
+/// The TLS parameters for the relay, built on first use.
+async fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, SendFailure> {
+    let ep = &s.endpoint;
+    s.tls
+        .get_or_try_init(|| async {
+            let (trust, host) = (s.trust.clone(), ep.host.clone());
+            tokio::task::spawn_blocking(move || trust.parameters(&host))
+                .await
+                .map_err(|e| SendFailure::Tls(format!("preparing TLS for {}: {e}", ep.host)))?
+                .map_err(|e| {
+                    SendFailure::Tls(format!(
+                        "preparing TLS for {}:{}: {}",
+                        ep.host,
+                        ep.port,
+                        root_cause(&e)
+                    ))
+                })
+        })
+        .await
+        .cloned()
+}
+
+/// TCP connect (always our own socket, for TCP_NODELAY), implicit TLS, greeting, EHLO,
+/// optional STARTTLS + EHLO, optional AUTH.
 async fn open(s: &SmtpSettings, deadline: Instant) -> Result<AsyncSmtpConnection, SendFailure> {
     let ep = &s.endpoint;
-    let tls_params =
-        || TlsParameters::new(ep.host.clone()).map_err(|e| SendFailure::Tls(e.to_string()));
-    let implicit = match ep.tls {
-        Tls::Implicit => Some(tls_params()?),
-        _ => None,
-    };
     let connect = async {
-        if implicit.is_some() {
-            let conn = AsyncSmtpConnection::connect_tokio1(
-                (ep.host.as_str(), ep.port),
-                Some(s.timeout),
-                &s.client_id,
-                implicit,
-                None,
-            );
-            return Ok(conn.await);
-        }
-        // Our own socket, for TCP_NODELAY: lettre writes a message and its
-        // final "." in two writes, and with Nagle's algorithm the second
-        // waits for the server's delayed ACK (40 ms on Linux) on every
-        // message: 25 messages/s per connection at most. STARTTLS still
-        // works on this stream (lettre upgrades any boxed stream).
+        // TCP_NODELAY: lettre writes a message and its final "." in two writes, and with
+        // Nagle's algorithm the second waits for the server's delayed ACK (40 ms on Linux) on
+        // every message: 25 messages/s per connection at most. lettre's own connect
+        // (`connect_tokio1`, which smtps used) does not set it.
         let network = |e: std::io::Error| {
             SendFailure::Network(format!("connecting to {}:{}: {e}", ep.host, ep.port))
         };
@@ -370,21 +477,25 @@ async fn open(s: &SmtpSettings, deadline: Instant) -> Result<AsyncSmtpConnection
             .await
             .map_err(network)?;
         tcp.set_nodelay(true).map_err(network)?;
-        Ok(AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &s.client_id).await)
+        let stream: Box<dyn AsyncTokioStream> = if ep.tls == Tls::Implicit {
+            let params = tls_parameters(s).await?;
+            // lettre's own TLS upgrade, so both kinds of TLS share one trust configuration.
+            #[allow(deprecated)]
+            let mut tls = AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
+            tls.upgrade_tls(params)
+                .await
+                .map_err(|e| setup_failure(ep, SmtpStage::Connect, "TLS handshake with", e))?;
+            Box::new(ImplicitTls(tls))
+        } else {
+            Box::new(tcp)
+        };
+        AsyncSmtpConnection::connect_with_transport(stream, &s.client_id)
+            .await
+            .map_err(|e| setup_failure(ep, SmtpStage::Greeting, "greeting/EHLO from", e))
     };
     let mut conn = match tokio::time::timeout_at(deadline, connect).await {
         Err(_) => return Err(SendFailure::Timeout(SmtpStage::Connect)),
-        Ok(Err(failure)) => return Err(failure),
-        Ok(Ok(Ok(conn))) => conn,
-        Ok(Ok(Err(e))) if e.status().is_some() => return Err(map_err(SmtpStage::Greeting, e)),
-        Ok(Ok(Err(e))) if e.is_tls() => return Err(SendFailure::Tls(e.to_string())),
-        Ok(Ok(Err(e))) if e.is_timeout() => return Err(SendFailure::Timeout(SmtpStage::Connect)),
-        Ok(Ok(Err(e))) => {
-            return Err(SendFailure::Network(format!(
-                "connecting to {}:{}: {e}",
-                ep.host, ep.port
-            )));
-        }
+        Ok(result) => result?,
     };
     if ep.tls == Tls::StartTls {
         if !conn.can_starttls() {
@@ -393,20 +504,86 @@ async fn open(s: &SmtpSettings, deadline: Instant) -> Result<AsyncSmtpConnection
                 ep.host, ep.port
             )));
         }
-        let params = tls_params()?;
-        step(
-            SmtpStage::Ehlo,
-            deadline,
-            conn.starttls(params, &s.client_id),
-        )
-        .await?;
+        let params = tls_parameters(s).await?;
+        match timeout_at(deadline, conn.starttls(params, &s.client_id)).await {
+            Err(_) => return Err(SendFailure::Timeout(SmtpStage::Ehlo)),
+            Ok(Err(e)) => return Err(setup_failure(ep, SmtpStage::Ehlo, "STARTTLS with", e)),
+            Ok(Ok(())) => {}
+        }
     }
     if let Some((user, password)) = &ep.credentials {
+        let mechanisms = [Mechanism::Plain, Mechanism::Login];
+        if conn.server_info().get_auth_mechanism(&mechanisms).is_none() {
+            return Err(no_auth_mechanism(ep, &conn));
+        }
         let creds = Credentials::new(user.clone(), password.clone());
-        let auth = conn.auth(&[Mechanism::Plain, Mechanism::Login], &creds);
-        step(SmtpStage::Auth, deadline, auth).await?;
+        match timeout_at(deadline, conn.auth(&mechanisms, &creds)).await {
+            Err(_) => return Err(SendFailure::Timeout(SmtpStage::Auth)),
+            Ok(Err(e)) => return Err(setup_failure(ep, SmtpStage::Auth, "AUTH at", e)),
+            Ok(Ok(_)) => {}
+        }
     }
+    // lettre's own protocol log is capped in the subscriber (it carries the password).
+    tracing::debug!(
+        relay = %format_args!("{}:{}", ep.host, ep.port),
+        tls = ep.tls.as_str(),
+        authenticated = ep.credentials.is_some(),
+        "connected to the relay"
+    );
     Ok(conn)
+}
+
+/// lettre's TLS stream (a futures-io stream) as the tokio stream `connect_with_transport` takes.
+#[allow(deprecated)]
+#[derive(Debug)]
+struct ImplicitTls(AsyncNetworkStream);
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let dst = buf.initialize_unfilled();
+        match futures::io::AsyncRead::poll_read(std::pin::Pin::new(&mut self.0), cx, dst) {
+            std::task::Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                std::task::Poll::Ready(Ok(()))
+            }
+            std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        futures::io::AsyncWrite::poll_write(std::pin::Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        futures::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        futures::io::AsyncWrite::poll_close(std::pin::Pin::new(&mut self.0), cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.peer_addr()
+    }
 }
 
 /// One open connection (SMTP) or a handle on the outbox directory.
@@ -543,6 +720,7 @@ async fn transaction(
     rcpt: &Address,
     message: &[u8],
 ) -> Result<SmtpReply, (SmtpStage, SendFailure)> {
+    needs_smtputf8(conn, from, rcpt)?;
     let info = conn.server_info();
     let mut params = Vec::new();
     let ascii = |a: &Address| AsRef::<str>::as_ref(a).is_ascii();
@@ -579,6 +757,30 @@ async fn transaction(
     }
     .map_err(at(SmtpStage::Data))?;
     Ok(SmtpReply::from_response(&response))
+}
+
+/// RFC 6531: an address with a UTF-8 local part can only go to a relay that offers SMTPUTF8;
+/// without it the relay would refuse it or mangle it, so nothing is sent.
+fn needs_smtputf8(
+    conn: &AsyncSmtpConnection,
+    from: &Option<Address>,
+    rcpt: &Address,
+) -> Result<(), (SmtpStage, SendFailure)> {
+    if conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+        return Ok(());
+    }
+    let utf8 = |a: &Address| !a.user().is_ascii();
+    match from.as_ref().filter(|a| utf8(a)) {
+        Some(a) => Err((
+            SmtpStage::MailFrom,
+            SendFailure::NeedsSmtpUtf8(a.to_string()),
+        )),
+        None if utf8(rcpt) => Err((
+            SmtpStage::RcptTo,
+            SendFailure::NeedsSmtpUtf8(rcpt.to_string()),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A message body as the DATA payload: dot-stuffed and terminated, the

@@ -7,3 +7,4 @@ pub mod cli;
 pub mod db_proxy;
 pub mod engine;
 pub mod smtp_server;
+pub mod tls;

@@ -1,7 +1,8 @@
 //! A small, scriptable SMTP server for integration tests.
 //!
 //! It listens on `127.0.0.1:0`, speaks enough ESMTP for lettre's client (EHLO, HELO, AUTH PLAIN/LOGIN,
-//! MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT; plain TCP only), records every accepted
+//! MAIL, RCPT, DATA with dot-unstuffing, RSET, NOOP, QUIT; STARTTLS, implicit TLS and checked AUTH
+//! through `support::tls::Security`), records every accepted
 //! message and counts connections. Replies can be scripted per recipient and per stage:
 //!
 //! ```ignore
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+
+use super::tls::Security;
 
 /// One single-line SMTP reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +287,7 @@ struct State {
 struct Shared {
     script: Mutex<Script>,
     state: Mutex<State>,
+    security: Security,
 }
 
 /// The running server; stops when dropped.
@@ -302,6 +306,11 @@ impl Drop for TestSmtpServer {
 
 impl TestSmtpServer {
     pub async fn start(script: Script) -> TestSmtpServer {
+        TestSmtpServer::start_secured(script, Security::default()).await
+    }
+
+    /// A server with TLS and/or AUTH (see `support::tls`).
+    pub async fn start_secured(script: Script, security: Security) -> TestSmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -309,6 +318,7 @@ impl TestSmtpServer {
         let shared = Arc::new(Shared {
             script: Mutex::new(script),
             state: Mutex::new(State::default()),
+            security,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         TestSmtpServer { addr, shared, task }
@@ -443,7 +453,9 @@ fn unstuff(body: &[u8]) -> Vec<u8> {
 }
 
 async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<()> {
-    let (r, mut w) = stream.into_split();
+    let (stream, mut secured) = shared.security.accept_connection(stream).await?;
+    let mut authed = false;
+    let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
     w.write_all(b"220 herald-test ESMTP ready\r\n").await?;
     let mut mail_from: Option<String> = None;
@@ -477,16 +489,30 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
         }
         let reply = match verb.as_str() {
             "EHLO" => {
-                w.write_all(EHLO_REPLY.as_bytes()).await?;
+                let ehlo = shared.security.ehlo(EHLO_REPLY, secured);
+                w.write_all(ehlo.as_bytes()).await?;
                 continue;
             }
             "HELO" => Reply::code(250, "herald-test"),
+            "STARTTLS" if shared.security.can_starttls(secured) => {
+                w.write_all(b"220 2.0.0 Ready to start TLS\r\n").await?;
+                let tls = shared.security.upgrade(r.into_inner().unsplit(w)).await?;
+                let (tr, tw) = tokio::io::split(tls);
+                (r, w, secured) = (BufReader::new(tr), tw, true);
+                (mail_from, authed) = (None, false);
+                rcpts.clear();
+                continue;
+            }
+            "AUTH" if !shared.security.auth_offered(secured) => {
+                Reply::code(503, "5.5.1 Error: authentication not enabled")
+            }
             "AUTH" => {
                 let args: Vec<&str> = text.split_whitespace().skip(1).collect();
                 let mech = args
                     .first()
                     .map(|m| m.to_ascii_uppercase())
                     .unwrap_or_default();
+                let mut answers = Vec::new();
                 let prompts: &[&str] = match (mech.as_str(), args.len()) {
                     ("PLAIN", 1) => &["334 "],
                     ("LOGIN", 1) => &["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6"],
@@ -499,8 +525,14 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                     if r.read_until(b'\n', &mut line).await? == 0 {
                         return Ok(());
                     }
+                    answers.push(String::from_utf8_lossy(&line).trim_end().to_string());
                 }
-                Reply::code(235, "2.7.0 Authentication successful")
+                let reply = shared.security.auth_reply(&args, &answers);
+                authed = reply.code == 235;
+                reply
+            }
+            "MAIL" if shared.security.needs_auth(authed) => {
+                Reply::code(530, "5.7.0 Authentication required")
             }
             "MAIL" => {
                 mail_from = Some(parse_path(&text));
