@@ -52,6 +52,8 @@ enum Variant {
 struct PageReport {
     inner_width: f64,
     scroll_width: f64,
+    /// How many text nodes a reader can see (a page that failed to load has none).
+    visible_texts: u64,
     /// The widest unbreakable text runs and empty boxes sticking out (width in `value`).
     wide: Vec<Offender>,
     /// Visible text below the minimum size.
@@ -156,6 +158,13 @@ async fn measure_all() -> Option<Vec<Measured>> {
                     report.inner_width, width as f64,
                     "the viewport must be exactly {width} px wide"
                 );
+                // Every check below passes on an empty page; make sure this is the issue.
+                assert!(
+                    report.visible_texts >= 20,
+                    "{} at {width} px shows only {} texts: the page did not load",
+                    fixture.name(),
+                    report.visible_texts
+                );
                 out.push(Measured {
                     fixture,
                     variant,
@@ -250,11 +259,13 @@ const wide = [];
 // Font size of every visible text.
 const small = [];
 const seen = new Set();
+let visibleTexts = 0;
 const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
 for (let n = walker.nextNode(); n; n = walker.nextNode()) {
   if (!n.nodeValue.trim()) continue;
   const el = n.parentElement;
   if (!el || ['SCRIPT', 'STYLE', 'TITLE'].includes(el.tagName) || !textVisible(n)) continue;
+  visibleTexts += 1;
   const size = parseFloat(getComputedStyle(el).fontSize);
   if (size < minFont) {
     const key = selectorOf(el) + '|' + short(n.nodeValue);
@@ -303,6 +314,7 @@ for (const h of document.querySelectorAll('.headline')) {
 return {
   innerWidth: W,
   scrollWidth: document.documentElement.scrollWidth,
+  visibleTexts,
   wide: wide.slice(0, 8),
   small,
   buttons,
