@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod app;
+pub mod browser;
 pub mod cli;
 pub mod db_proxy;
+pub mod delivered;
 pub mod engine;
 pub mod smtp_server;
 pub mod tls;
