@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use herald::config::HumanDuration;
 use herald::delivery::policy::POLICY_STREAK_PAUSE;
 use herald::domain::DeliveryState;
+use support::api::Api;
+use support::app::TestApp;
 use support::engine::{Backend, Fixture, TestDb, test_config};
 use support::smtp_server::{Reply, Script, TestSmtpServer};
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,7 @@ crate::on_each_backend!(
     policy_refusals_fail_without_suppressing_and_a_run_of_them_pauses,
     greylisting_delays_only_its_recipients,
     an_unreachable_relay_pauses_the_issue_after_the_bound,
+    the_api_shows_why_an_issue_paused,
 );
 
 fn readers(prefix: &str, n: usize) -> Vec<String> {
@@ -169,6 +172,13 @@ async fn auth_required_pauses_at_once_and_resume_sends_everyone_once(backend: Ba
         json["pause_reason"].as_str(),
         Some(reason.as_str()),
         "{json}"
+    );
+
+    let listing = herald(&fx, &server, &["deliveries", "1"], &[]).await;
+    let listing = text(&listing.stdout);
+    assert!(
+        listing.starts_with(&format!("issue #1 is paused: {reason}")),
+        "{listing}"
     );
 
     // Nothing is retried while paused: a second `send --wait` refuses at once.
@@ -489,4 +499,71 @@ async fn an_unreachable_relay_pauses_the_issue_after_the_bound(backend: Backend)
         None,
         "nobody failed for it: {by:?}"
     );
+}
+
+/// The API's issue and progress carry the engine's pause reason, and resume clears it.
+async fn the_api_shows_why_an_issue_paused(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let api = Api::new(&t).await;
+    api.item("A story", true).await;
+    let issue = api.post("/issues", serde_json::json!({})).await.json();
+    let issue_id = issue["id"].as_i64().expect("issue id");
+    assert!(issue["pause_reason"].is_null(), "{issue}");
+    for e in readers("api", 3) {
+        t.add_confirmed(&e).await;
+    }
+    t.smtp
+        .set_script(Script::new().mail_reply([Reply::code(530, "5.7.0 Authentication required")]));
+    let sent = api.post_empty("/issues/1/send").await;
+    assert_eq!(sent.status, 202, "{}", sent.text());
+    let engine = herald::delivery::engine::Engine::new(
+        t.app.clone(),
+        herald::delivery::engine::EngineOptions::from_app(&t.app).expect("options"),
+    );
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        engine.run(
+            herald::delivery::engine::RunUntil::IssueComplete(issue_id),
+            CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("the run ends when the issue pauses")
+    .expect("engine run");
+
+    let shown = api.get("/issues/1").await.json();
+    assert_eq!(shown["status"], "paused", "{shown}");
+    let reason = shown["pause_reason"]
+        .as_str()
+        .expect("a pause reason")
+        .to_owned();
+    assert!(
+        reason.contains("requires authentication") && reason.contains("530 5.7.0"),
+        "{reason}"
+    );
+    let progress = api.get("/issues/1/progress").await.json();
+    assert_eq!(
+        progress["pause_reason"].as_str(),
+        Some(reason.as_str()),
+        "{progress}"
+    );
+    assert_eq!(
+        progress["summary"], "paused: 0 sent, 3 not sent yet",
+        "{progress}"
+    );
+    let openapi = t.get(&t.url("/api/v1/openapi.json")).await.body;
+    let openapi: serde_json::Value = serde_json::from_str(&openapi).expect("openapi json");
+    let schemas = &openapi["components"]["schemas"];
+    for schema in ["Issue", "Progress"] {
+        assert!(
+            schemas[schema]["properties"]["pause_reason"].is_object(),
+            "{schema} documents pause_reason"
+        );
+    }
+
+    let resumed = api.post_empty("/issues/1/resume").await;
+    assert_eq!(resumed.status, 200, "{}", resumed.text());
+    let shown = api.get("/issues/1").await.json();
+    assert_eq!(shown["status"], "sending", "{shown}");
+    assert!(shown["pause_reason"].is_null(), "{shown}");
 }
