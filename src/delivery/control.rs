@@ -302,3 +302,87 @@ impl App {
         self.db.delivery_counts(issue.id).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(status: IssueStatus, pause_reason: Option<&str>) -> IssueRow {
+        IssueRow {
+            id: 1,
+            newsletter_id: 1,
+            number: 4,
+            slug: "week-4".into(),
+            title: String::new(),
+            subject: String::new(),
+            preheader: String::new(),
+            intro: String::new(),
+            html: String::new(),
+            text_body: String::new(),
+            web_html: String::new(),
+            status,
+            created_at: 0,
+            send_started_at: None,
+            completed_at: None,
+            final_counts: None,
+            pause_reason: pause_reason.map(str::to_owned),
+        }
+    }
+
+    fn counts(by: &[(DeliveryState, i64)]) -> DeliveryCounts {
+        DeliveryCounts {
+            by_state: by.iter().copied().collect(),
+            total: by.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    #[test]
+    fn every_end_state_says_what_happened() {
+        use DeliveryState::*;
+        let cases = [
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Failed, 50)]),
+                "finished: 0 sent, 50 failed",
+            ),
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Sent, 48), (Failed, 2)]),
+                "finished: 48 sent, 2 failed",
+            ),
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Sent, 49), (Skipped, 1)]),
+                "finished: 49 sent, 1 skipped",
+            ),
+            (
+                issue(IssueStatus::Sending, None),
+                counts(&[(Sent, 10), (Queued, 5), (Sending, 2), (RetryWait, 3)]),
+                "sending: 10 sent, 7 to go, 3 waiting to retry",
+            ),
+            (
+                issue(IssueStatus::Paused, Some("relay refuses")),
+                counts(&[(Sent, 3), (Queued, 17)]),
+                "paused: 3 sent, 17 not sent yet",
+            ),
+            (
+                issue(IssueStatus::Paused, None),
+                counts(&[(Sent, 3), (Queued, 17)]),
+                "paused by an editor: 3 sent, 17 not sent yet; `herald resume 4` goes on",
+            ),
+            (
+                issue(IssueStatus::Cancelled, None),
+                counts(&[(Sent, 3), (Cancelled, 17)]),
+                "cancelled: 3 sent before it was cancelled, 17 not sent",
+            ),
+            (
+                issue(IssueStatus::Draft, None),
+                counts(&[]),
+                "draft: not sent yet",
+            ),
+        ];
+        for (issue, counts, want) in cases {
+            assert_eq!(status_summary(&issue, &counts), want);
+        }
+    }
+}
