@@ -190,6 +190,9 @@ pub struct Engine {
     pacer: Pacer,
     readiness: Readiness,
     relay: RelayWatch,
+    /// Cancelled once the claimer is done: a worker waiting out a throttle stops waiting,
+    /// so a run whose work is over ends at once.
+    claiming_over: CancellationToken,
 }
 
 /// What one round of the claimer did.
@@ -220,6 +223,7 @@ impl Engine {
             pacer,
             readiness,
             relay,
+            claiming_over: CancellationToken::new(),
         })
     }
 
@@ -279,6 +283,7 @@ impl Engine {
         }
         drop(results_tx);
         let claimed = self.clone().claim_loop(until, jobs_tx, stop_claiming).await;
+        self.claiming_over.cancel();
         if claimed.is_err() {
             // The claimer gave up: workers stop too rather than work through
             // their queue against a database that is not there.
@@ -506,6 +511,16 @@ impl Engine {
         let mut throttle = Duration::ZERO;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
         loop {
+            // The pause a throttling server asked for comes before taking the next job, so
+            // that a connection not asked to slow down sends it meanwhile; it is cut short
+            // when the run is over, so that the end of `send --wait` never sits it out.
+            if !throttle.is_zero() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.claiming_over.cancelled() => {}
+                    _ = tokio::time::sleep(throttle) => {}
+                }
+            }
             let job = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -513,11 +528,6 @@ impl Engine {
             };
             let delivery_id = job.delivery_id;
             let held = Held(&self.held, delivery_id);
-            // The pause a throttling server asked for comes before the next send, not after
-            // the last: a run whose work is done ends without sitting it out.
-            if !throttle.is_zero() {
-                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(throttle) => {} }
-            }
             let result = match self
                 .deliver(job, &mut conn, &mut buf, &mut rng, &stop)
                 .await
