@@ -3,7 +3,8 @@
 //! a relay that wants authentication pauses the issue after one attempt and `resume` sends
 //! everyone exactly once; a refused message fails once and pauses; policy refusals fail
 //! without suppressing, and a long run of them pauses; greylisting delays only its
-//! recipients; an unreachable relay pauses the issue after `delivery.relay_down_pause_after`.
+//! recipients; an unreachable relay pauses the issue after `delivery.relay_down_pause_after`;
+//! the API shows the reason; other issues keep going while one is paused.
 //! Every test runs on SQLite, and on PostgreSQL when `HERALD_TEST_POSTGRES_URL` is set.
 
 mod support;
@@ -28,6 +29,7 @@ crate::on_each_backend!(
     greylisting_delays_only_its_recipients,
     an_unreachable_relay_pauses_the_issue_after_the_bound,
     the_api_shows_why_an_issue_paused,
+    other_issues_keep_going_while_one_is_paused,
 );
 
 fn readers(prefix: &str, n: usize) -> Vec<String> {
@@ -566,4 +568,58 @@ async fn the_api_shows_why_an_issue_paused(backend: Backend) {
     let shown = api.get("/issues/1").await.json();
     assert_eq!(shown["status"], "sending", "{shown}");
     assert!(shown["pause_reason"].is_null(), "{shown}");
+}
+
+/// Like `herald serve`: one engine, two issues. The first is paused by a refused message;
+/// the engine goes on and delivers the second in full, and the first stays paused.
+async fn other_issues_keep_going_while_one_is_paused(backend: Backend) {
+    let big = "big@example.net";
+    let server = TestSmtpServer::start(Script::new().data_reply_for(
+        big,
+        [Reply::code(552, "5.3.4 Message size exceeds fixed limit")],
+    ))
+    .await;
+    let fx = Fixture::new(TestDb::new(backend).await, test_config("", &server.url())).await;
+    let ids = fx.add_confirmed(&[big.into()]).await;
+    fx.send(&fx.issue).await;
+    let engine = herald::delivery::engine::Engine::new(
+        fx.app.clone(),
+        herald::delivery::engine::EngineOptions::from_app(&fx.app).expect("options"),
+    );
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(engine.run(herald::delivery::engine::RunUntil::Shutdown, stop.clone()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.issue(fx.issue.id).await.status.to_string() != "paused" {
+        assert!(Instant::now() < deadline, "issue 1 was not paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The refused reader leaves; the next issue goes to the others only.
+    fx.app
+        .unsubscribe(
+            herald::domain::UnsubscribeToken::new(ids[0], fx.app.newsletter.id),
+            herald::store::subscribers::ConsentContext {
+                source: "test".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("unsubscribe");
+    let emails = readers("going", 8);
+    fx.add_confirmed(&emails).await;
+    let next = fx.compose_next_issue("The week after").await;
+    assert_eq!(fx.send(&next).await, 8);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.issue(next.id).await.status.to_string() != "sent" {
+        assert!(Instant::now() < deadline, "issue 2 was not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    run.await.expect("engine task").expect("engine run");
+    for e in &emails {
+        assert_eq!(server.messages_to(e).len(), 1, "{e}");
+    }
+    let first = fx.issue(fx.issue.id).await;
+    assert_eq!(first.status.to_string(), "paused");
+    assert!(first.pause_reason.is_some_and(|r| r.contains("552 5.3.4")));
 }
