@@ -589,7 +589,7 @@ async fn other_issues_keep_going_while_one_is_paused(backend: Backend) {
     let stop = CancellationToken::new();
     let run = tokio::spawn(engine.run(herald::delivery::engine::RunUntil::Shutdown, stop.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while fx.issue(fx.issue.id).await.status.to_string() != "paused" {
+    while fx.issue(fx.issue.id).await.status != "paused" {
         assert!(Instant::now() < deadline, "issue 1 was not paused");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -610,7 +610,7 @@ async fn other_issues_keep_going_while_one_is_paused(backend: Backend) {
     let next = fx.compose_next_issue("The week after").await;
     assert_eq!(fx.send(&next).await, 8);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while fx.issue(next.id).await.status.to_string() != "sent" {
+    while fx.issue(next.id).await.status != "sent" {
         assert!(Instant::now() < deadline, "issue 2 was not delivered");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
