@@ -308,6 +308,9 @@ pub struct DeliveryConfig {
     pub flush_interval: HumanDuration,
     /// How long delivery retries through a database outage before the process exits non-zero.
     pub max_outage: HumanDuration,
+    /// How long the relay may stay unreachable (refused connections, timeouts) before the
+    /// issue being sent is paused with the reason.
+    pub relay_down_pause_after: HumanDuration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -412,6 +415,7 @@ impl Default for DeliveryConfig {
             batch_size: 200,
             flush_interval: HumanDuration(Duration::from_millis(200)),
             max_outage: secs(600),
+            relay_down_pause_after: secs(900),
         }
     }
 }
@@ -598,6 +602,12 @@ impl Config {
             60 * SEC,
         )?;
         check_duration("delivery.max_outage", del.max_outage, SEC, 7 * DAY)?;
+        check_duration(
+            "delivery.relay_down_pause_after",
+            del.relay_down_pause_after,
+            SEC,
+            7 * DAY,
+        )?;
         let nl = &self.newsletter;
         check_duration("newsletter.catch_up", nl.catch_up, Duration::ZERO, 30 * DAY)?;
         check_duration("newsletter.jitter", nl.jitter, Duration::ZERO, DAY)?;
@@ -696,6 +706,10 @@ const RANGES: &[(&str, &str)] = &[
     (
         "delivery.max_outage",
         "expected a duration from 1s to 7d, like \"10m\"",
+    ),
+    (
+        "delivery.relay_down_pause_after",
+        "expected a duration from 1s to 7d, like \"15m\"",
     ),
     (
         "newsletter.catch_up",
@@ -966,6 +980,9 @@ lease = "5m"
 # How long delivery rides out an unreachable database before `herald serve`
 # exits non-zero for its supervisor to restart it (1s to 7d).
 max_outage = "10m"
+# How long the relay may stay unreachable before the issue being sent is
+# paused with the reason (1s to 7d); `herald resume N` goes on.
+relay_down_pause_after = "15m"
 
 # [dkim]
 # domain = "example.com"

@@ -110,6 +110,10 @@ const KEYS: &[(&str, Kind)] = &[
     ("delivery.lease", Kind::Duration { zero_ok: false }),
     ("delivery.flush_interval", Kind::Duration { zero_ok: false }),
     ("delivery.max_outage", Kind::Duration { zero_ok: false }),
+    (
+        "delivery.relay_down_pause_after",
+        Kind::Duration { zero_ok: false },
+    ),
     ("delivery.retry_schedule", Kind::Schedule),
 ];
 

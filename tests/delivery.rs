@@ -18,7 +18,8 @@ crate::on_each_backend!(
     hourly_cap_holds_across_engine_runs,
     scripted_outcomes,
     pause_stops_and_resume_finishes,
-    retry_failed_after_fix_and_expiry
+    retry_failed_after_fix_and_expiry,
+    a_throttled_connection_does_not_hold_up_the_end
 );
 
 /// Attempts other than the scripted `421` that closes a connection after 5 messages: which
@@ -481,5 +482,41 @@ async fn hourly_cap_holds_across_engine_runs(backend: Backend) {
         counts.get(herald::domain::DeliveryState::Queued),
         2,
         "the rest wait, unclaimed: {counts:?}"
+    );
+}
+
+/// A `421` slows down the connection that got it (5 s, doubling) before it takes another
+/// job; another connection sends the retry meanwhile, and once the issue is complete the run
+/// ends without sitting the pause out. (It used to sleep after the result, so the run could
+/// not end before the pause did: at least 5 s here.)
+async fn a_throttled_connection_does_not_hold_up_the_end(backend: Backend) {
+    let slowed = "slowed@example.net";
+    let server = TestSmtpServer::start(Script::new().rcpt(
+        slowed,
+        [
+            Reply::code(421, "4.7.0 Too many messages, slow down"),
+            Reply::ok(),
+        ],
+    ))
+    .await;
+    let mut config = test_config("", &server.url());
+    config.smtp.concurrency = 2;
+    let fx = Fixture::new(TestDb::new(backend).await, config).await;
+    fx.add_confirmed(&[slowed.into(), "other@example.net".into()])
+        .await;
+    fx.send(&fx.issue).await;
+    let started = std::time::Instant::now();
+    fx.run_until_complete(fx.issue.id, Duration::from_secs(60))
+        .await;
+    let took = started.elapsed();
+    eprintln!("complete after {took:.1?}");
+    let d = fx.deliveries(fx.issue.id).await;
+    let outcomes: Vec<&str> = d[slowed].1.iter().map(|a| a.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["throttle", "sent"]);
+    assert_eq!(server.messages_to(slowed).len(), 1);
+    // The retry waits 1 s (± jitter) and a poll; the pause would be 5 s.
+    assert!(
+        took < Duration::from_millis(4500),
+        "the run waited for the throttled connection: {took:?}"
     );
 }

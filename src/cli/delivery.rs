@@ -61,6 +61,16 @@ pub async fn send(
     result?;
     let report = app.issue_status(&issue).await?;
     print_status(&report);
+    if report.is_paused() {
+        match &report.pause_reason {
+            Some(reason) => anyhow::bail!("issue #{} was paused: {reason}", issue.number),
+            None => anyhow::bail!(
+                "issue #{} was paused; `herald resume {}` goes on",
+                issue.number,
+                issue.number
+            ),
+        }
+    }
     if interrupted {
         anyhow::bail!(
             "interrupted: unsent deliveries were handed back; run `herald send {} --wait` again to continue",
@@ -129,7 +139,10 @@ pub(crate) async fn show_progress(app: App, issue: IssueRow, stop: CancellationT
 }
 
 pub fn print_status(r: &IssueStatusReport) {
-    println!("issue #{} {} — {}", r.number, r.slug, r.status);
+    println!("issue #{} {} — {}", r.number, r.slug, r.summary);
+    if let Some(reason) = &r.pause_reason {
+        println!("  why paused  {reason}");
+    }
     println!("  total {}", r.counts.total);
     for state in DeliveryState::ALL {
         let n = r.counts.get(*state);

@@ -216,6 +216,10 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
             if json {
                 outln!("{}", serde_json::to_string_pretty(&deliveries)?)?;
             } else {
+                // Deliveries handed back by a relay-level pause look untouched: say why.
+                if let Some(reason) = &issue.pause_reason {
+                    outln!("issue #{} is paused: {reason}", issue.number)?;
+                }
                 for d in &deliveries {
                     let r = &d.delivery;
                     outln!(

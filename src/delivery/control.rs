@@ -31,6 +31,10 @@ pub struct IssueStatusReport {
     pub number: i64,
     pub slug: String,
     pub status: String,
+    /// What happened in words: "finished: 0 sent, 50 failed", "paused: 3 sent, 17 not sent yet".
+    pub summary: String,
+    /// Why the engine paused the issue, with what to do (None when an editor paused it).
+    pub pause_reason: Option<String>,
     pub counts: DeliveryCounts,
     /// Messages per second over the last minute.
     pub rate_per_sec: f64,
@@ -84,6 +88,7 @@ impl App {
         Ok(())
     }
 
+    /// Resumes a paused issue (and forgets why the engine paused it).
     pub async fn resume_issue(&self, issue: &IssueRow) -> Result<(), ControlError> {
         if !self
             .db
@@ -157,6 +162,8 @@ impl App {
             number: issue.number,
             slug: issue.slug.clone(),
             status: issue.status.to_string(),
+            summary: status_summary(&issue, &counts),
+            pause_reason: issue.pause_reason.clone(),
             rate_per_sec: recent as f64 * 1000.0 / window as f64,
             next_retry_at: self.db.next_retry_at(issue.id).await?,
             top_replies: self.db.top_failure_replies(issue.id, 5).await?,
@@ -194,6 +201,62 @@ impl App {
 impl IssueStatusReport {
     pub fn failed(&self) -> i64 {
         self.counts.get(DeliveryState::Failed)
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.status == IssueStatus::Paused.as_str()
+    }
+}
+
+/// Where an issue stands, in words: what its status means with the counts behind it.
+pub fn status_summary(issue: &IssueRow, counts: &DeliveryCounts) -> String {
+    let sent = counts.get(DeliveryState::Sent);
+    let failed = counts.get(DeliveryState::Failed);
+    let skipped = counts.get(DeliveryState::Skipped);
+    let cancelled = counts.get(DeliveryState::Cancelled);
+    let retrying = counts.get(DeliveryState::RetryWait);
+    let waiting = counts.get(DeliveryState::Queued) + counts.get(DeliveryState::Sending);
+    let mut parts = vec![format!("{sent} sent")];
+    let mut push = |n: i64, what: &str| {
+        if n > 0 {
+            parts.push(format!("{n} {what}"));
+        }
+    };
+    push(failed, "failed");
+    push(skipped, "skipped");
+    let done = parts.join(", ");
+    let n = issue.number;
+    match issue.status {
+        IssueStatus::Draft => "draft: not sent yet".to_owned(),
+        IssueStatus::Scheduled => "scheduled: not sent yet".to_owned(),
+        IssueStatus::Sending => {
+            let mut open = Vec::new();
+            if waiting > 0 {
+                open.push(format!("{waiting} to go"));
+            }
+            if retrying > 0 {
+                open.push(format!("{retrying} waiting to retry"));
+            }
+            if open.is_empty() {
+                format!("sending: {done}")
+            } else {
+                format!("sending: {done}, {}", open.join(", "))
+            }
+        }
+        IssueStatus::Paused => {
+            let left = waiting + retrying;
+            // The engine's reason (`pause_reason`) is shown beside this, not in it.
+            match issue.pause_reason {
+                Some(_) => format!("paused: {done}, {left} not sent yet"),
+                None => format!(
+                    "paused by an editor: {done}, {left} not sent yet; `herald resume {n}` goes on"
+                ),
+            }
+        }
+        IssueStatus::Sent => format!("finished: {done}"),
+        IssueStatus::Cancelled => {
+            format!("cancelled: {done} before it was cancelled, {cancelled} not sent")
+        }
     }
 }
 
@@ -237,5 +300,89 @@ impl App {
     /// How many of an issue's deliveries are in each state.
     pub async fn delivery_counts(&self, issue: &IssueRow) -> Result<DeliveryCounts, StoreError> {
         self.db.delivery_counts(issue.id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(status: IssueStatus, pause_reason: Option<&str>) -> IssueRow {
+        IssueRow {
+            id: 1,
+            newsletter_id: 1,
+            number: 4,
+            slug: "week-4".into(),
+            title: String::new(),
+            subject: String::new(),
+            preheader: String::new(),
+            intro: String::new(),
+            html: String::new(),
+            text_body: String::new(),
+            web_html: String::new(),
+            status,
+            created_at: 0,
+            send_started_at: None,
+            completed_at: None,
+            final_counts: None,
+            pause_reason: pause_reason.map(str::to_owned),
+        }
+    }
+
+    fn counts(by: &[(DeliveryState, i64)]) -> DeliveryCounts {
+        DeliveryCounts {
+            by_state: by.iter().copied().collect(),
+            total: by.iter().map(|(_, n)| n).sum(),
+        }
+    }
+
+    #[test]
+    fn every_end_state_says_what_happened() {
+        use DeliveryState::*;
+        let cases = [
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Failed, 50)]),
+                "finished: 0 sent, 50 failed",
+            ),
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Sent, 48), (Failed, 2)]),
+                "finished: 48 sent, 2 failed",
+            ),
+            (
+                issue(IssueStatus::Sent, None),
+                counts(&[(Sent, 49), (Skipped, 1)]),
+                "finished: 49 sent, 1 skipped",
+            ),
+            (
+                issue(IssueStatus::Sending, None),
+                counts(&[(Sent, 10), (Queued, 5), (Sending, 2), (RetryWait, 3)]),
+                "sending: 10 sent, 7 to go, 3 waiting to retry",
+            ),
+            (
+                issue(IssueStatus::Paused, Some("relay refuses")),
+                counts(&[(Sent, 3), (Queued, 17)]),
+                "paused: 3 sent, 17 not sent yet",
+            ),
+            (
+                issue(IssueStatus::Paused, None),
+                counts(&[(Sent, 3), (Queued, 17)]),
+                "paused by an editor: 3 sent, 17 not sent yet; `herald resume 4` goes on",
+            ),
+            (
+                issue(IssueStatus::Cancelled, None),
+                counts(&[(Sent, 3), (Cancelled, 17)]),
+                "cancelled: 3 sent before it was cancelled, 17 not sent",
+            ),
+            (
+                issue(IssueStatus::Draft, None),
+                counts(&[]),
+                "draft: not sent yet",
+            ),
+        ];
+        for (issue, counts, want) in cases {
+            assert_eq!(status_summary(&issue, &counts), want);
+        }
     }
 }

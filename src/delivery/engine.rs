@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{Verdict, classify};
-use super::policy::recipient_effect;
+use super::policy::{PauseCause, recipient_effect};
+use super::relay_watch::RelayWatch;
 use super::retry::RetryPolicy;
 use crate::app::App;
 use crate::content::millis_to_fixed;
@@ -82,6 +83,8 @@ pub struct EngineOptions {
     pub dkim: Option<Arc<DkimSigner>>,
     /// How long database errors are retried before the run ends with an error.
     pub max_outage: Duration,
+    /// How long the relay may give no answer before the issue pauses.
+    pub relay_down_pause_after: Duration,
 }
 
 impl EngineOptions {
@@ -121,6 +124,7 @@ impl EngineOptions {
             },
             dkim,
             max_outage: c.delivery.max_outage.0,
+            relay_down_pause_after: c.delivery.relay_down_pause_after.0,
         })
     }
 }
@@ -185,6 +189,10 @@ pub struct Engine {
     orphans: AtomicBool,
     pacer: Pacer,
     readiness: Readiness,
+    relay: RelayWatch,
+    /// Cancelled once the claimer is done: a worker waiting out a throttle stops waiting,
+    /// so a run whose work is over ends at once.
+    claiming_over: CancellationToken,
 }
 
 /// What one round of the claimer did.
@@ -201,6 +209,11 @@ impl Engine {
     pub fn new(app: App, opts: EngineOptions) -> Arc<Engine> {
         let pacer = Pacer::new(opts.rate);
         let readiness = app.readiness.clone();
+        let relay_name = match app.config.smtp.url.endpoint() {
+            Some(e) => e.describe(),
+            None => format!("(file outbox {})", app.config.smtp.outbox_dir.display()),
+        };
+        let relay = RelayWatch::new(relay_name, opts.relay_down_pause_after);
         Arc::new(Engine {
             app,
             opts,
@@ -209,6 +222,8 @@ impl Engine {
             orphans: AtomicBool::new(false),
             pacer,
             readiness,
+            relay,
+            claiming_over: CancellationToken::new(),
         })
     }
 
@@ -268,6 +283,7 @@ impl Engine {
         }
         drop(results_tx);
         let claimed = self.clone().claim_loop(until, jobs_tx, stop_claiming).await;
+        self.claiming_over.cancel();
         if claimed.is_err() {
             // The claimer gave up: workers stop too rather than work through
             // their queue against a database that is not there.
@@ -495,6 +511,16 @@ impl Engine {
         let mut throttle = Duration::ZERO;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
         loop {
+            // The pause a throttling server asked for comes before taking the next job, so
+            // that a connection not asked to slow down sends it meanwhile; it is cut short
+            // when the run is over, so that the end of `send --wait` never sits it out.
+            if !throttle.is_zero() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.claiming_over.cancelled() => {}
+                    _ = tokio::time::sleep(throttle) => {}
+                }
+            }
             let job = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -551,9 +577,6 @@ impl Engine {
             if results.send(result).await.is_err() {
                 break;
             }
-            if !throttle.is_zero() {
-                tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(throttle) => {} }
-            }
         }
         if let Some(c) = conn {
             c.close().await;
@@ -578,6 +601,14 @@ impl Engine {
             _ = stop.cancelled() => return Ok(None),
             _ = self.pacer.wait() => {}
         }
+        // Until the relay has taken a message, one attempt at a time (`RelayWatch`). Held
+        // until the outcome is observed and any pause written, so that the next worker's
+        // read below already sees the issue paused.
+        let _gate = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            gate = self.relay.enter() => gate,
+        };
         // Read the delivery again right before sending: an unsubscribe or a
         // pause must stop every message not yet handed to SMTP, and a claim
         // whose lease ran out may belong to another worker by now.
@@ -617,15 +648,7 @@ impl Engine {
             | IssueStatus::Draft
             | IssueStatus::Scheduled
             | IssueStatus::Sent => {
-                let state = if d.attempts == 0 {
-                    DeliveryState::Queued
-                } else {
-                    DeliveryState::RetryWait
-                };
-                return Ok(Some((
-                    self.result(&d, state, None, Some(now_ms()), None, RecipientEffect::None),
-                    None,
-                )));
+                return Ok(Some((self.hand_back(&d), None)));
             }
         }
         if let Some(reason) = skip_reason(&d) {
@@ -684,6 +707,14 @@ impl Engine {
             },
         };
         let verdict = classify(&outcome);
+        if let Some(cause) = self.relay.observe(d.issue_id, verdict, &outcome) {
+            self.pause_issue(d.issue_id, issue.number, &cause).await;
+        }
+        if verdict.hands_delivery_back() {
+            // The relay refused us, not this recipient: nothing is held against the delivery
+            // (attempt count, retry window); the reply is kept in the issue's pause reason.
+            return Ok(Some((self.hand_back(&d), Some(verdict))));
+        }
         let attempt = attempt_record(
             &outcome,
             verdict,
@@ -724,6 +755,30 @@ impl Engine {
             ),
             Some(verdict),
         )))
+    }
+
+    /// The delivery back to the queue untouched, due at once (its issue's status decides
+    /// when it is claimed again).
+    fn hand_back(&self, d: &ClaimedDelivery) -> DeliveryResult {
+        let state = if d.attempts == 0 {
+            DeliveryState::Queued
+        } else {
+            DeliveryState::RetryWait
+        };
+        self.result(d, state, None, Some(now_ms()), None, RecipientEffect::None)
+    }
+
+    /// Pauses an issue with the reason; the first pause wins, the others change nothing.
+    async fn pause_issue(&self, issue_id: i64, number: i64, cause: &PauseCause) {
+        let reason = cause.reason(number);
+        match self.app.db.pause_issue_with_reason(issue_id, &reason).await {
+            Ok(true) => tracing::error!(issue = number, %reason, "issue paused"),
+            Ok(false) => {}
+            Err(e) => {
+                // The next outcome with the same cause tries again.
+                tracing::error!(issue = number, error = %e, %reason, "could not pause the issue")
+            }
+        }
     }
 
     fn result(

@@ -4,6 +4,7 @@ pub mod classify;
 pub mod control;
 pub mod engine;
 pub mod policy;
+pub mod relay_watch;
 pub mod retry;
 
 pub use classify::{Verdict, classify};

@@ -59,6 +59,8 @@ pub struct IssueRow {
     pub send_started_at: Option<Millis>,
     pub completed_at: Option<Millis>,
     pub final_counts: Option<String>,
+    /// Why the engine paused it (`delivery::policy::PauseCause`); None otherwise.
+    pub pause_reason: Option<String>,
 }
 
 /// What compose stores; the rendering happens before the transaction.
@@ -107,7 +109,7 @@ macro_rules! bind_item_fields {
 }
 
 const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, issue_id, created_at";
-const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts";
+const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts, pause_reason";
 
 impl Db {
     pub async fn insert_items(

@@ -550,7 +550,8 @@ impl Db {
     }
 
     /// Moves an issue between draft/sending/paused/cancelled/sent, only
-    /// from the states listed. Returns whether it moved.
+    /// from the states listed. Returns whether it moved. The engine's pause
+    /// reason goes with any move: it is set only while the issue is paused.
     pub async fn set_issue_status(
         &self,
         issue_id: i64,
@@ -560,7 +561,7 @@ impl Db {
         let n = with_pool!(self, |p| {
             let mut q = QueryBuilder::new("UPDATE issues SET status = ");
             q.push_bind(to);
-            q.push(" WHERE id = ");
+            q.push(", pause_reason = NULL WHERE id = ");
             q.push_bind(issue_id);
             q.push(" AND status IN ");
             push_list(&mut q, from.iter().copied());
@@ -754,5 +755,24 @@ impl Db {
             .fetch_one(p)
             .await?
         }))
+    }
+}
+
+impl Db {
+    /// Pauses a sending issue and records why (`delivery::policy::PauseCause`). False when
+    /// it was no longer sending (paused by someone else first, cancelled, complete): the
+    /// first reason stays.
+    pub async fn pause_issue_with_reason(&self, issue_id: i64, reason: &str) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+                "UPDATE issues SET status = 'paused', pause_reason = $2 WHERE id = $1 AND status = 'sending'",
+            )
+            .bind(issue_id)
+            .bind(reason)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
     }
 }

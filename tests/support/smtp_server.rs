@@ -105,6 +105,7 @@ type Pred = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    Mail,
     Rcpt,
     Data,
 }
@@ -167,6 +168,18 @@ impl Script {
             hits: 0,
         });
         self
+    }
+
+    /// Replies to successive `MAIL FROM` commands, whatever the sender (the last one repeats).
+    pub fn mail_reply(self, replies: impl IntoIterator<Item = Reply>) -> Script {
+        let replies: Vec<Reply> = replies.into_iter().collect();
+        assert!(!replies.is_empty(), "a reply list needs at least one reply");
+        self.rule(
+            Stage::Mail,
+            Arc::new(|_: &str| true),
+            Action::Replies(replies),
+            None,
+        )
     }
 
     /// Replies to successive `RCPT TO:<addr>` commands (the last one repeats).
@@ -326,6 +339,11 @@ impl TestSmtpServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Replaces the script (the relay "fixed"); open connections follow it from their next command.
+    pub fn set_script(&self, script: Script) {
+        *self.shared.script.lock().unwrap() = script;
     }
 
     pub fn port(&self) -> u16 {
@@ -535,10 +553,25 @@ async fn handle(stream: TcpStream, id: u64, shared: &Shared) -> std::io::Result<
                 Reply::code(530, "5.7.0 Authentication required")
             }
             "MAIL" => {
-                mail_from = Some(parse_path(&text));
-                mail_at = Instant::now();
+                let from = parse_path(&text);
+                let scripted = shared
+                    .script
+                    .lock()
+                    .unwrap()
+                    .decide(Stage::Mail, std::slice::from_ref(&from))
+                    .2;
                 rcpts.clear();
-                Reply::code(250, "2.1.0 Ok")
+                match scripted.filter(|r| !r.is_positive()) {
+                    Some(refusal) => {
+                        mail_from = None;
+                        refusal
+                    }
+                    None => {
+                        mail_from = Some(from);
+                        mail_at = Instant::now();
+                        Reply::code(250, "2.1.0 Ok")
+                    }
+                }
             }
             "RCPT" if mail_from.is_none() => Reply::code(503, "5.5.1 Need MAIL first"),
             "RCPT" => {

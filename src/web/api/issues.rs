@@ -34,6 +34,10 @@ pub struct Issue {
     pub intro: String,
     /// `draft`, `scheduled`, `sending`, `paused`, `sent` or `cancelled`.
     pub status: String,
+    /// Why delivery paused the issue by itself (a relay that refuses the login, a message the
+    /// relay refuses, a run of policy refusals, an unreachable relay), with what to do; null
+    /// unless the issue is paused, and when an editor paused it.
+    pub pause_reason: Option<String>,
     /// RFC 3339, UTC.
     pub created_at: String,
     pub send_started_at: Option<String>,
@@ -55,6 +59,7 @@ impl Issue {
             preheader: r.preheader.clone(),
             intro: r.intro.clone(),
             status: r.status.to_string(),
+            pause_reason: r.pause_reason.clone(),
             created_at: super::rfc3339(r.created_at),
             send_started_at: r.send_started_at.map(super::rfc3339),
             completed_at: r.completed_at.map(super::rfc3339),
@@ -190,6 +195,10 @@ pub struct Progress {
     pub number: i64,
     pub slug: String,
     pub status: String,
+    /// What happened in words, e.g. `finished: 48 sent, 2 failed`.
+    pub summary: String,
+    /// Why delivery paused the issue by itself, with what to do; null otherwise.
+    pub pause_reason: Option<String>,
     /// Deliveries by state (`queued`, `sending`, `sent`, `retry_wait`, `failed`, …).
     pub counts: BTreeMap<String, i64>,
     pub total: i64,
@@ -589,6 +598,8 @@ pub async fn progress(
         number: report.number,
         slug: report.slug,
         status: report.status,
+        summary: report.summary,
+        pause_reason: report.pause_reason,
         counts: DeliveryState::ALL
             .iter()
             .map(|st| (st.to_string(), report.counts.get(*st)))
