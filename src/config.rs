@@ -378,7 +378,7 @@ impl Default for DeliveryConfig {
             give_up_after: secs(72 * 3600),
             lease: secs(300),
             batch_size: 200,
-            flush_interval: HumanDuration(Duration::from_millis(200)),
+            flush_interval: HumanDuration(Duration::from_millis(5)),
             max_outage: secs(600),
         }
     }

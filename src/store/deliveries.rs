@@ -399,6 +399,17 @@ impl Db {
             .await
     }
 
+    /// Hands back these claims of this worker, due at `due_at`.
+    pub async fn release_claims_by_id(
+        &self,
+        worker_id: &str,
+        ids: &[i64],
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        self.release(worker_id, Some(ids), due_at, now).await
+    }
+
     /// Hands back every claim of this worker except `keep` (the ones it
     /// still holds), due at `due_at`: after a database outage, claims whose
     /// hand-back failed, or whose claim reply never arrived, go back to the
