@@ -275,6 +275,8 @@ pub struct DeliveryConfig {
     /// How long a worker's claim on a delivery lasts before another may take it.
     pub lease: HumanDuration,
     pub batch_size: u32,
+    /// How long a delivery result waits for others to be written with it
+    /// (a crash re-sends the messages whose results were not written yet).
     pub flush_interval: HumanDuration,
     /// How long delivery retries through a database outage before the process exits non-zero.
     pub max_outage: HumanDuration,
