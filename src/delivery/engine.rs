@@ -171,6 +171,10 @@ const READ_AHEAD: usize = 8;
 /// to SMTP (plus the message each connection has in hand).
 pub const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
+/// The first wait of a claimer whose queue is empty while its own last
+/// messages are still going out (see `Round::Draining`).
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
 /// How long a stopping engine tries to hand its unsent claims back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -204,6 +208,10 @@ enum Round {
     Claimed,
     /// Nothing due: wait a poll interval.
     Idle,
+    /// Nothing due, but this process still has messages going out: look
+    /// again soon, so that `send --wait` ends within a few milliseconds of
+    /// the last result rather than up to a poll interval later.
+    Draining,
     /// The run is over (shutdown, the awaited issue is complete, no workers).
     Done,
 }
@@ -327,6 +335,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut outage = Outage::new(self.opts.max_outage);
         let mut last_completion_check = Instant::now() - Duration::from_secs(60);
+        // Doubles while draining (a stuck connection can hold a message for
+        // its whole timeout), up to the poll interval.
+        let mut drain_wait = DRAIN_POLL;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -345,8 +356,16 @@ impl Engine {
                     }
                     self.report(ComponentState::Running);
                     match round {
-                        Round::Claimed => continue,
+                        Round::Claimed => {
+                            drain_wait = DRAIN_POLL;
+                            continue;
+                        }
                         Round::Idle => self.opts.poll_interval,
+                        Round::Draining => {
+                            let wait = drain_wait;
+                            drain_wait = (drain_wait * 2).min(self.opts.poll_interval);
+                            wait
+                        }
                         Round::Done => return Ok(()),
                     }
                 }
@@ -420,6 +439,16 @@ impl Engine {
             Vec::new()
         };
         if claimed.is_empty() {
+            if !self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                // Check completion as soon as the last of them is written.
+                *last_completion_check = Instant::now() - self.opts.poll_interval;
+                return Ok(Round::Draining);
+            }
             if last_completion_check.elapsed() >= self.opts.poll_interval {
                 for issue_id in db.sending_issue_ids().await? {
                     if db.complete_issue_if_done(issue_id, now_ms()).await? {
