@@ -625,6 +625,7 @@ impl Engine {
                 break;
             }
             if !throttle.is_zero() {
+                self.hand_back_read_ahead(&mut ready).await;
                 tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(throttle) => {} }
             }
         }
@@ -700,6 +701,29 @@ impl Engine {
                 }
                 Err(())
             }
+        }
+    }
+
+    /// Before a connection pauses: the claims it read ahead go back to the
+    /// queue (due now) for the other connections, rather than wait out the pause.
+    async fn hand_back_read_ahead(&self, ready: &mut VecDeque<ClaimedDelivery>) {
+        if ready.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = ready.drain(..).map(|d| d.id).collect();
+        let now = now_ms();
+        let released = self
+            .app
+            .db
+            .release_claims_by_id(&self.opts.worker_id, &ids, now, now)
+            .await;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            held.remove(id);
+        }
+        if released.is_err() {
+            // Handed back by the claimer once the database answers.
+            self.orphans.store(true, Ordering::SeqCst);
         }
     }
 
