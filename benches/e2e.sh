@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # End-to-end delivery benchmark: `herald send 1 --wait` of the sample digest
-# (~20 KB) to N synthetic confirmed subscribers, over SMTP on loopback into a
+# (~24 KB, or ~9.5 KB with --message-size 8k) to N synthetic confirmed subscribers, over SMTP on loopback into a
 # sink that accepts and discards everything, with full tracking in SQLite.
 #
 # For each N it reports, per SMTP concurrency: messages/s (N / wall-clock time
 # of `herald send --wait`, enqueueing included), CPU per message
 # ((user+sys)/N), peak RSS, and checks that the sink counted N messages and
 # `herald status 1 --json` shows N sent. In the same invocation it runs the
-# reference, Postfix `smtp-source -s 16 -l 20000 -m N -d` into the same kind
+# reference, Postfix `smtp-source -s 16 -l SIZE -m N -d` (SIZE: a real message) into the same kind
 # of sink, and gives Herald's rate as a ratio of it (the machine is shared,
 # absolute figures are noisy; the ratio much less so).
 #
 # Usage: benches/e2e.sh [options]
 #   --sizes "10000 100000"   recipient counts (1000000 works too)
 #   --concurrency "4 8 16"   values of HERALD_SMTP_CONCURRENCY to try
+#   --message-size 20k|8k    20k: the sample digest (emails/samples/week-2024-18.md,
+#                            about 24 KB per message); 8k: benches/digest-8k.md,
+#                            one short item, the smallest the template makes
+#                            (about 9.5 KB). The size of a real message is
+#                            measured (one send to the file outbox) and
+#                            smtp-source sends messages of that size.
 #   --sink auto|postfix|python
 #                            auto: Postfix smtp-sink if installed, else
 #                            benches/sink.py (pure Python, slower)
@@ -31,6 +37,7 @@ set -euo pipefail
 
 sizes="10000 100000"
 concurrencies="4 8 16"
+message_size=20k
 sink_kind=auto
 install=0
 build=1
@@ -40,6 +47,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --sizes) sizes="$2"; shift 2 ;;
         --concurrency) concurrencies="$2"; shift 2 ;;
+        --message-size) message_size="$2"; shift 2 ;;
         --sink) sink_kind="$2"; shift 2 ;;
         --install) install=1; shift ;;
         --no-build) build=0; shift ;;
@@ -53,7 +61,11 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 herald="${herald_bin:-$root/target/release/herald}"
 [[ $herald == /* ]] || herald="$PWD/$herald"
-sample="$root/emails/samples/week-2024-18.md"
+case "$message_size" in
+    20k) sample="$root/emails/samples/week-2024-18.md" ;;
+    8k) sample="$root/benches/digest-8k.md" ;;
+    *) echo "--message-size: expected 20k or 8k" >&2; exit 2 ;;
+esac
 timebin=/usr/bin/time
 [[ -x $timebin ]] || { echo "GNU time is needed at $timebin (apt-get install time)" >&2; exit 1; }
 
@@ -130,6 +142,22 @@ time_figures() {
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/herald-e2e.XXXXXX")
 echo "sink: $sink_kind · logs and databases in $work$([[ $keep == 1 ]] || echo ' (removed at exit; --keep keeps them)')" >&2
+
+# The size of one real message of this issue (to a reader like the benchmark's),
+# sent to the file outbox, so the reference sends messages as large.
+(
+    mkdir -p "$work/size" && cd "$work/size"
+    "$herald" init --path herald.toml >/dev/null
+    "$herald" items import "$sample" --ready >/dev/null
+    "$herald" issue compose >/dev/null
+    printf 'email,name\nreader1@bench.example.com,Reader 1\n' >s.csv
+    "$herald" subscribers import s.csv --confirmed >/dev/null
+    "$herald" send 1 --wait >/dev/null 2>&1
+)
+msg_bytes=$(find "$work/size/outbox" -name '*.eml' -exec cat {} + | wc -c)
+rm -rf "$work/size"
+[[ $msg_bytes -gt 0 ]] || { echo "could not measure the message size" >&2; exit 1; }
+echo "message size: $msg_bytes bytes ($message_size fixture $(basename "$sample"))" >&2
 results=()
 fail=0
 
@@ -151,7 +179,7 @@ for n in $sizes; do
     ref_rate=
     if [[ -n $smtp_source ]]; then
         start_sink "$dir/ref-sink.out"
-        $timebin -v "$smtp_source" -s 16 -l 20000 -m "$n" -d "127.0.0.1:$port" >"$dir/ref.out" 2>"$dir/ref.time" || true
+        $timebin -v "$smtp_source" -s 16 -l "$msg_bytes" -m "$n" -d "127.0.0.1:$port" >"$dir/ref.out" 2>"$dir/ref.time" || true
         got=$(stop_sink)
         read -r wall cpu rss < <(time_figures "$dir/ref.time")
         ref_rate=$(awk -v n="$n" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
@@ -186,7 +214,7 @@ for n in $sizes; do
 done
 
 echo
-echo "sink: $sink_kind; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); herald $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')"
+echo "sink: $sink_kind; $(nproc) cores; $(date -u +%Y-%m-%dT%H:%MZ); herald $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'); messages $msg_bytes bytes ($message_size), smtp-source -l $msg_bytes"
 echo
 echo "|         N | sender            |    msg/s | CPU µs/msg | RSS MB |  ratio | check |"
 echo "|----------:|-------------------|---------:|-----------:|-------:|-------:|-------|"

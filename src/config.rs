@@ -305,6 +305,8 @@ pub struct DeliveryConfig {
     /// How long a worker's claim on a delivery lasts before another may take it.
     pub lease: HumanDuration,
     pub batch_size: u32,
+    /// How long a delivery result waits for others to be written with it
+    /// (a crash re-sends the messages whose results were not written yet).
     pub flush_interval: HumanDuration,
     /// How long delivery retries through a database outage before the process exits non-zero.
     pub max_outage: HumanDuration,
@@ -413,7 +415,7 @@ impl Default for DeliveryConfig {
             give_up_after: secs(72 * 3600),
             lease: secs(300),
             batch_size: 200,
-            flush_interval: HumanDuration(Duration::from_millis(200)),
+            flush_interval: HumanDuration(Duration::from_millis(5)),
             max_outage: secs(600),
             relay_down_pause_after: secs(900),
         }

@@ -16,7 +16,7 @@
 //! `/readyz`, and only after `delivery.max_outage` ends the run with an
 //! error, so that the process exits non-zero and its supervisor restarts it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +164,21 @@ struct Job {
     delivery_id: i64,
 }
 
+/// How many claims a worker reads in one `delivery_details` query: one
+/// query (a hand-off to the database's thread and back) per few messages
+/// instead of one per message.
+const READ_AHEAD: usize = 8;
+
+/// How old a worker's reading of a claim may be when its message goes to
+/// SMTP; older ones are read again first. This is the bound on how long a
+/// pause, a cancel or an unsubscribe takes to stop messages not yet handed
+/// to SMTP (plus the message each connection has in hand).
+pub const RECHECK_AFTER: Duration = Duration::from_millis(100);
+
+/// The first wait of a claimer whose queue is empty while its own last
+/// messages are still going out (see `Round::Draining`).
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
 /// How long a stopping engine tries to hand its unsent claims back.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -201,6 +216,10 @@ enum Round {
     Claimed,
     /// Nothing due: wait a poll interval.
     Idle,
+    /// Nothing due, but this process still has messages going out: look
+    /// again soon, so that `send --wait` ends within a few milliseconds of
+    /// the last result rather than up to a poll interval later.
+    Draining,
     /// The run is over (shutdown, the awaited issue is complete, no workers).
     Done,
 }
@@ -245,12 +264,12 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.report(ComponentState::Starting);
         let concurrency = self.opts.concurrency.max(1);
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * 2);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(concurrency * READ_AHEAD);
         let jobs_rx = Arc::new(tokio::sync::Mutex::new(jobs_rx));
         let (results_tx, results_rx) =
-            // Small on purpose: while the flusher writes a batch, workers wait
-            // rather than send on, so a crash loses the record of at most one
-            // batch plus a message or two per connection (each sent again).
+            // Small on purpose: a result in here is not written yet, so a
+            // crash loses its record (the message is sent again). The flusher
+            // takes from it even while writing, so workers rarely wait on it.
             mpsc::channel::<DeliveryResult>(concurrency);
         let stop_workers = shutdown.child_token();
 
@@ -332,6 +351,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut outage = Outage::new(self.opts.max_outage);
         let mut last_completion_check = Instant::now() - Duration::from_secs(60);
+        // Doubles while draining (a stuck connection can hold a message for
+        // its whole timeout), up to the poll interval.
+        let mut drain_wait = DRAIN_POLL;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -350,8 +372,16 @@ impl Engine {
                     }
                     self.report(ComponentState::Running);
                     match round {
-                        Round::Claimed => continue,
+                        Round::Claimed => {
+                            drain_wait = DRAIN_POLL;
+                            continue;
+                        }
                         Round::Idle => self.opts.poll_interval,
+                        Round::Draining => {
+                            let wait = drain_wait;
+                            drain_wait = (drain_wait * 2).min(self.opts.poll_interval);
+                            wait
+                        }
                         Round::Done => return Ok(()),
                     }
                 }
@@ -425,6 +455,16 @@ impl Engine {
             Vec::new()
         };
         if claimed.is_empty() {
+            if !self
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+            {
+                // Check completion as soon as the last of them is written.
+                *last_completion_check = Instant::now() - self.opts.poll_interval;
+                return Ok(Round::Draining);
+            }
             if last_completion_check.elapsed() >= self.opts.poll_interval {
                 for issue_id in db.sending_issue_ids().await? {
                     if db.complete_issue_if_done(issue_id, now_ms()).await? {
@@ -510,28 +550,59 @@ impl Engine {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut throttle = Duration::ZERO;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+        // Claims read ahead, in claim order, and when they were read.
+        let mut ready: VecDeque<ClaimedDelivery> = VecDeque::with_capacity(READ_AHEAD);
+        let mut read_at = Instant::now();
         loop {
-            // The pause a throttling server asked for comes before taking the next job, so
-            // that a connection not asked to slow down sends it meanwhile; it is cut short
-            // when the run is over, so that the end of `send --wait` never sits it out.
-            if !throttle.is_zero() {
-                tokio::select! {
+            if ready.is_empty() {
+                let job = tokio::select! {
+                    biased;
                     _ = stop.cancelled() => break,
-                    _ = self.claiming_over.cancelled() => {}
-                    _ = tokio::time::sleep(throttle) => {}
+                    job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
+                };
+                match self.read_ahead(vec![job.delivery_id], &jobs, &stop).await {
+                    Ok(Some(read)) => ready = read,
+                    Ok(None) => break,
+                    Err(()) => {
+                        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                        continue;
+                    }
                 }
+                read_at = Instant::now();
             }
-            let job = tokio::select! {
+            // With a slow rate the wait is long (1/rate seconds per message and
+            // worker): shutdown must not sit it out.
+            tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
+                _ = self.pacer.wait() => {}
+            }
+            // Until the relay has taken a message, one attempt at a time (`RelayWatch`). Held
+            // until the outcome is observed and any pause written; a worker that waited for
+            // it reads its claims again, so that it sees the issue paused by the one before.
+            let gate = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                gate = self.relay.enter() => gate,
             };
-            let delivery_id = job.delivery_id;
+            if gate.is_some() || read_at.elapsed() > RECHECK_AFTER {
+                let ids = ready.drain(..).map(|d| d.id).collect();
+                match self.read_ahead(ids, &jobs, &stop).await {
+                    Ok(Some(read)) => ready = read,
+                    Ok(None) => break,
+                    Err(()) => {
+                        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                        continue;
+                    }
+                }
+                read_at = Instant::now();
+            }
+            let Some(d) = ready.pop_front() else {
+                continue;
+            };
+            let delivery_id = d.id;
             let held = Held(&self.held, delivery_id);
-            let result = match self
-                .deliver(job, &mut conn, &mut buf, &mut rng, &stop)
-                .await
-            {
+            let result = match self.deliver(d, &mut conn, &mut buf, &mut rng).await {
                 // Not sent: no longer ours (another worker holds the claim
                 // now), or shutdown came while pacing (the claim is handed
                 // back with the others when the run ends).
@@ -577,51 +648,128 @@ impl Engine {
             if results.send(result).await.is_err() {
                 break;
             }
+            drop(gate);
+            // The pause a throttling server asked for comes before taking the next job: what
+            // this connection read ahead goes back to the queue so that a connection not asked
+            // to slow down sends it meanwhile, and the pause is cut short when the run is over,
+            // so that the end of `send --wait` never sits it out.
+            if !throttle.is_zero() {
+                self.hand_back_read_ahead(&mut ready).await;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = self.claiming_over.cancelled() => {}
+                    _ = tokio::time::sleep(throttle) => {}
+                }
+            }
         }
         if let Some(c) = conn {
             c.close().await;
         }
     }
 
-    /// Attempts one delivery; returns the outcome to record and the verdict
-    /// (None for a skip or a hand-back), or None when the claim is no longer
-    /// ours or `stop` fired before anything went to SMTP.
+    /// Reads the standing of `ids` (claims this worker holds) plus up to
+    /// [`READ_AHEAD`] in all with more jobs already waiting, in one query:
+    /// an unsubscribe or a pause must stop every message not yet handed to
+    /// SMTP, and a claim whose lease ran out may belong to another worker by
+    /// now. `Ok(None)`: stop came (nothing was sent; the claims are handed
+    /// back when the run ends). `Err(())`: the database failed; the claims
+    /// were handed back (or flagged as orphans).
+    async fn read_ahead(
+        &self,
+        mut ids: Vec<i64>,
+        jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
+        stop: &CancellationToken,
+    ) -> Result<Option<VecDeque<ClaimedDelivery>>, ()> {
+        if ids.len() < READ_AHEAD
+            && let Ok(mut rx) = jobs.try_lock()
+        {
+            while ids.len() < READ_AHEAD {
+                match rx.try_recv() {
+                    Ok(job) => ids.push(job.delivery_id),
+                    Err(_) => break,
+                }
+            }
+        }
+        // Nothing has gone to SMTP yet, so a read stuck on an unresponsive
+        // database is abandoned on shutdown (the claims are handed back).
+        let read = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(None),
+            read = self.app.db.delivery_details(&ids) => read,
+        };
+        match read {
+            Ok(mut details) => {
+                let order: HashMap<i64, usize> =
+                    ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+                details.sort_by_key(|d| order.get(&d.id).copied().unwrap_or(usize::MAX));
+                // A claim whose row is gone is no longer held.
+                if details.len() < ids.len() {
+                    let found: HashSet<i64> = details.iter().map(|d| d.id).collect();
+                    let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                    for id in ids.iter().filter(|id| !found.contains(id)) {
+                        held.remove(id);
+                    }
+                }
+                Ok(Some(details.into()))
+            }
+            Err(e) => {
+                // Hand the claims back, soon: the deliveries themselves are fine.
+                tracing::error!(error = %e, claims = ids.len(), "could not read deliveries before sending");
+                let now = now_ms();
+                let released = self
+                    .app
+                    .db
+                    .release_claims_by_id(&self.opts.worker_id, &ids, now + 2_000, now)
+                    .await;
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for id in &ids {
+                    held.remove(id);
+                }
+                if let Err(e) = released {
+                    // No longer held, so no longer renewed: the claimer
+                    // hands them back once the database answers (or their
+                    // leases lapse), never kept alive forever.
+                    self.orphans.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "could not hand the claims back yet; they are handed back once the database answers");
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// Before a connection pauses: the claims it read ahead go back to the
+    /// queue (due now) for the other connections, rather than wait out the pause.
+    async fn hand_back_read_ahead(&self, ready: &mut VecDeque<ClaimedDelivery>) {
+        if ready.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = ready.drain(..).map(|d| d.id).collect();
+        let now = now_ms();
+        let released = self
+            .app
+            .db
+            .release_claims_by_id(&self.opts.worker_id, &ids, now, now)
+            .await;
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &ids {
+            held.remove(id);
+        }
+        if released.is_err() {
+            // Handed back by the claimer once the database answers.
+            self.orphans.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Attempts one delivery, read just before (`read_ahead`); returns the
+    /// outcome to record and the verdict (None for a skip or a hand-back),
+    /// or None when the claim is no longer ours.
     async fn deliver(
         &self,
-        job: Job,
+        d: ClaimedDelivery,
         conn: &mut Option<MailConnection>,
         buf: &mut Vec<u8>,
         rng: &mut impl rand::Rng,
-        stop: &CancellationToken,
     ) -> Result<Option<(DeliveryResult, Option<Verdict>)>, EngineError> {
-        // With a slow rate the wait is long (1/rate seconds per message and
-        // worker): shutdown must not sit it out.
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(None),
-            _ = self.pacer.wait() => {}
-        }
-        // Until the relay has taken a message, one attempt at a time (`RelayWatch`). Held
-        // until the outcome is observed and any pause written, so that the next worker's
-        // read below already sees the issue paused.
-        let _gate = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(None),
-            gate = self.relay.enter() => gate,
-        };
-        // Read the delivery again right before sending: an unsubscribe or a
-        // pause must stop every message not yet handed to SMTP, and a claim
-        // whose lease ran out may belong to another worker by now.
-        // Nothing has gone to SMTP yet, so a read stuck on an unresponsive
-        // database is abandoned on shutdown (the claim is handed back).
-        let details = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Ok(None),
-            details = self.app.db.delivery_details(std::slice::from_ref(&job.delivery_id)) => details?,
-        };
-        let Some(d) = details.into_iter().next() else {
-            return Ok(None);
-        };
         if d.state != DeliveryState::Sending
             || d.worker_id.as_deref() != Some(self.opts.worker_id.as_str())
         {
@@ -838,42 +986,65 @@ impl Engine {
         Ok(prepared)
     }
 
-    /// Writes results in batches: when `batch_size` have gathered or
-    /// `flush_interval` has passed, whichever is first. A batch that cannot
-    /// be written is retried (workers wait meanwhile: the channel is small)
-    /// until `delivery.max_outage`; it is never dropped while the process lives.
+    /// Writes results as a group commit: as soon as a result is waiting
+    /// and the previous write is done, it writes what has gathered, after at
+    /// most `flush_interval` of waiting for more (up to `batch_size`). While
+    /// a batch is being written the next one gathers, so workers do not wait
+    /// on the database. A result accepted by the relay but not yet written
+    /// is sent again after a crash; this keeps that window to one write plus
+    /// `flush_interval` (it was a fixed 200 ms). A batch that cannot be
+    /// written is retried until `delivery.max_outage`; it is never dropped
+    /// while the process lives.
     async fn flush_results(
         self: Arc<Self>,
         mut results: mpsc::Receiver<DeliveryResult>,
         shutdown: CancellationToken,
     ) -> Result<(), EngineError> {
-        let mut batch = Vec::with_capacity(self.opts.batch_size as usize);
+        let max = usize::try_from(self.opts.batch_size).unwrap_or(1).max(1);
+        let mut gathering: Vec<DeliveryResult> = Vec::with_capacity(max);
+        let mut closed = false;
         loop {
-            let deadline = tokio::time::sleep(self.opts.flush_interval);
-            tokio::pin!(deadline);
-            let closed = loop {
-                tokio::select! {
-                    r = results.recv() => match r {
-                        Some(r) => {
-                            batch.push(r);
-                            if batch.len() as i64 >= self.opts.batch_size { break false; }
-                        }
-                        None => break true,
-                    },
-                    _ = &mut deadline => break false,
+            if gathering.is_empty() {
+                if closed {
+                    return Ok(());
                 }
-            };
-            if !batch.is_empty() {
-                self.write_batch(&batch, &shutdown).await?;
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                for r in &batch {
-                    held.remove(&r.delivery_id);
+                match results.recv().await {
+                    Some(r) => gathering.push(r),
+                    None => return Ok(()),
                 }
-                drop(held);
-                batch.clear();
             }
-            if closed {
-                return Ok(());
+            if !closed && gathering.len() < max {
+                let window = tokio::time::sleep(self.opts.flush_interval);
+                tokio::pin!(window);
+                while gathering.len() < max {
+                    tokio::select! {
+                        biased;
+                        r = results.recv() => match r {
+                            Some(r) => gathering.push(r),
+                            None => { closed = true; break }
+                        },
+                        _ = &mut window => break,
+                    }
+                }
+            }
+            let batch = std::mem::replace(&mut gathering, Vec::with_capacity(max));
+            {
+                let write = self.write_batch(&batch, &shutdown);
+                tokio::pin!(write);
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => { written?; break }
+                        r = results.recv(), if !closed && gathering.len() < max => match r {
+                            Some(r) => gathering.push(r),
+                            None => closed = true,
+                        },
+                    }
+                }
+            }
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            for r in &batch {
+                held.remove(&r.delivery_id);
             }
         }
     }

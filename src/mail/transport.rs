@@ -42,7 +42,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 #[allow(deprecated)]
 use lettre::transport::smtp::client::AsyncNetworkStream;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
@@ -397,6 +397,7 @@ impl Mailer {
                 Ok(MailConnection {
                     mailer: self.clone(),
                     conn: None,
+                    extensions: None,
                     last_used: Instant::now(),
                     idle_check: DEFAULT_IDLE_CHECK,
                 })
@@ -407,6 +408,7 @@ impl Mailer {
                 Ok(MailConnection {
                     mailer: self.clone(),
                     conn: Some(conn),
+                    extensions: None,
                     last_used: Instant::now(),
                     idle_check: DEFAULT_IDLE_CHECK,
                 })
@@ -590,6 +592,9 @@ impl AsyncTokioStream for ImplicitTls {
 pub struct MailConnection {
     mailer: Mailer,
     conn: Option<AsyncSmtpConnection>,
+    /// What the relay of `conn` offers beyond lettre's `ServerInfo`; `None`
+    /// until read (once per connection, see [`Extensions::probe`]).
+    extensions: Option<Extensions>,
     last_used: Instant,
     idle_check: Duration,
 }
@@ -662,6 +667,7 @@ impl MailConnection {
                 // Relays close idle connections (often with an unsolicited 421); check first.
                 let idle = self.last_used.elapsed() >= self.idle_check;
                 if idle && !matches!(timeout_at(deadline, c.test_connected()).await, Ok(true)) {
+                    self.extensions = None;
                     open(s, deadline)
                         .await
                         .map_err(|e| (SmtpStage::Connect, e))?
@@ -669,29 +675,55 @@ impl MailConnection {
                     c
                 }
             }
-            _ => open(s, deadline)
-                .await
-                .map_err(|e| (SmtpStage::Connect, e))?,
-        };
-        let result = transaction(&mut conn, deadline, from, rcpt, message).await;
-        self.last_used = Instant::now();
-        match &result {
-            Ok(_) => self.conn = Some(conn),
-            Err((_, SendFailure::Rejected { reply, .. })) if reply.code != 421 => {
-                // The connection is still usable: reset the transaction and keep it.
-                let rset_deadline = Instant::now() + s.timeout;
-                if step(SmtpStage::MailFrom, rset_deadline, conn.command(Rset))
+            _ => {
+                self.extensions = None;
+                open(s, deadline)
                     .await
-                    .is_ok()
-                {
-                    self.conn = Some(conn);
-                }
+                    .map_err(|e| (SmtpStage::Connect, e))?
             }
-            // 421, network error, timeout: the connection is dropped (closing the socket)
-            // without QUIT, which could hang; the next send reconnects.
-            Err(_) => {}
+        };
+        let extensions = match self.extensions {
+            Some(x) => x,
+            None => {
+                let x = Extensions::probe(&mut conn, s, deadline)
+                    .await
+                    .map_err(|e| (SmtpStage::Ehlo, e))?;
+                self.extensions = Some(x);
+                x
+            }
+        };
+        let result = transaction(&mut conn, extensions, deadline, from, rcpt, message).await;
+        self.last_used = Instant::now();
+        match result {
+            Ok(reply) => {
+                self.conn = Some(conn);
+                Ok(reply)
+            }
+            Err(Failed {
+                stage,
+                failure,
+                after,
+            }) => {
+                match after {
+                    After::Keep => self.conn = Some(conn),
+                    After::Reset => {
+                        // The connection is still usable: reset the transaction and keep it.
+                        let rset_deadline = Instant::now() + s.timeout;
+                        if step(SmtpStage::MailFrom, rset_deadline, conn.command(Rset))
+                            .await
+                            .is_ok()
+                        {
+                            self.conn = Some(conn);
+                        }
+                    }
+                    // 421, network error, timeout, a reply out of step: the connection
+                    // is dropped (closing the socket) without QUIT, which could hang;
+                    // the next send reconnects.
+                    After::Drop => {}
+                }
+                Err((stage, failure))
+            }
         }
-        result
     }
 
     /// Sends QUIT (bounded by the timeout) and closes the connection.
@@ -713,14 +745,118 @@ impl MailConnection {
     }
 }
 
+/// What the relay offers that lettre's `ServerInfo` does not record:
+/// PIPELINING (RFC 2920) and SIZE (RFC 1870).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Extensions {
+    pipelining: bool,
+    /// The advertised limit; `None` when not advertised or `SIZE 0` (no limit).
+    size_limit: Option<usize>,
+}
+
+impl Extensions {
+    /// Reads the keywords of an EHLO reply (the lines after the first).
+    fn from_ehlo_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Extensions {
+        let mut x = Extensions::default();
+        for line in lines.into_iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let keyword = words.next().unwrap_or("");
+            if keyword.eq_ignore_ascii_case("PIPELINING") {
+                x.pipelining = true;
+            } else if keyword.eq_ignore_ascii_case("SIZE") {
+                x.size_limit = words
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .filter(|n| *n > 0);
+            }
+        }
+        x
+    }
+
+    /// lettre keeps only the EHLO keywords it knows, so the extensions are
+    /// read with a second EHLO (RFC 5321 allows it; it resets the
+    /// transaction like RSET), once per connection. Not on an authenticated
+    /// connection: some servers forget the login on EHLO, so there Herald
+    /// sends without PIPELINING and SIZE, as before. Reading the first EHLO
+    /// in `open()` would lift that.
+    async fn probe(
+        conn: &mut AsyncSmtpConnection,
+        s: &SmtpSettings,
+        deadline: Instant,
+    ) -> Result<Extensions, SendFailure> {
+        if s.endpoint.credentials.is_some() {
+            return Ok(Extensions::default());
+        }
+        let reply = step(
+            SmtpStage::Ehlo,
+            deadline,
+            conn.command(Ehlo::new(s.client_id.clone())),
+        )
+        .await?;
+        Ok(Extensions::from_ehlo_lines(reply.message()))
+    }
+}
+
+/// What to do with the connection after a failed transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// Nothing of the transaction went out.
+    Keep,
+    /// The server refused a step and waits for the next command: RSET.
+    Reset,
+    /// Out of step, closing, or gone: drop it.
+    Drop,
+}
+
+struct Failed {
+    stage: SmtpStage,
+    failure: SendFailure,
+    after: After,
+}
+
+/// A failure found before anything of the transaction went out: the connection stays usable.
+fn nothing_sent(stage: SmtpStage, failure: SendFailure) -> Failed {
+    Failed {
+        stage,
+        failure,
+        after: After::Keep,
+    }
+}
+
+impl Failed {
+    fn new(stage: SmtpStage, failure: SendFailure) -> Failed {
+        let after = match &failure {
+            SendFailure::Rejected { reply, .. } if reply.code != 421 => After::Reset,
+            _ => After::Drop,
+        };
+        Failed {
+            stage,
+            failure,
+            after,
+        }
+    }
+}
+
 async fn transaction(
     conn: &mut AsyncSmtpConnection,
+    extensions: Extensions,
     deadline: Instant,
     from: &Option<Address>,
     rcpt: &Address,
     message: &[u8],
-) -> Result<SmtpReply, (SmtpStage, SendFailure)> {
+) -> Result<SmtpReply, Failed> {
     needs_smtputf8(conn, from, rcpt)?;
+    if let Some(limit) = extensions.size_limit
+        && message.len() > limit
+    {
+        return Err(nothing_sent(
+            SmtpStage::MailFrom,
+            SendFailure::TooBigForRelay {
+                size: message.len(),
+                limit,
+            },
+        ));
+    }
     let info = conn.server_info();
     let mut params = Vec::new();
     let ascii = |a: &Address| AsRef::<str>::as_ref(a).is_ascii();
@@ -731,31 +867,32 @@ async fn transaction(
     if !message.is_ascii() && info.supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    let at = |stage| move |e| (stage, e);
-    step(
-        SmtpStage::MailFrom,
-        deadline,
-        conn.command(Mail::new(from.clone(), params)),
-    )
-    .await
-    .map_err(at(SmtpStage::MailFrom))?;
-    step(
-        SmtpStage::RcptTo,
-        deadline,
-        conn.command(Rcpt::new(rcpt.clone(), vec![])),
-    )
-    .await
-    .map_err(at(SmtpStage::RcptTo))?;
-    step(SmtpStage::Data, deadline, conn.command(Data))
-        .await
-        .map_err(at(SmtpStage::Data))?;
+    if extensions.size_limit.is_some() {
+        params.push(MailParameter::Size(message.len()));
+    }
+    let mail = Mail::new(from.clone(), params);
+    let rcpt = Rcpt::new(rcpt.clone(), vec![]);
+    if extensions.pipelining {
+        pipelined_envelope(conn, deadline, mail, rcpt).await?;
+    } else {
+        let at = |stage| move |e| Failed::new(stage, e);
+        step(SmtpStage::MailFrom, deadline, conn.command(mail))
+            .await
+            .map_err(at(SmtpStage::MailFrom))?;
+        step(SmtpStage::RcptTo, deadline, conn.command(rcpt))
+            .await
+            .map_err(at(SmtpStage::RcptTo))?;
+        step(SmtpStage::Data, deadline, conn.command(Data))
+            .await
+            .map_err(at(SmtpStage::Data))?;
+    }
     // The terminator adds CRLF.CRLF; strip our final CRLF so the receiver gets the exact bytes.
     let body = message.strip_suffix(b"\r\n").unwrap_or(message);
     let response = match std::str::from_utf8(body) {
         Ok(text) => step(SmtpStage::Data, deadline, conn.command(DataPayload(text))).await,
         Err(_) => step(SmtpStage::Data, deadline, conn.message(body)).await,
     }
-    .map_err(at(SmtpStage::Data))?;
+    .map_err(|e| Failed::new(SmtpStage::Data, e))?;
     Ok(SmtpReply::from_response(&response))
 }
 
@@ -765,20 +902,69 @@ fn needs_smtputf8(
     conn: &AsyncSmtpConnection,
     from: &Option<Address>,
     rcpt: &Address,
-) -> Result<(), (SmtpStage, SendFailure)> {
+) -> Result<(), Failed> {
     if conn.server_info().supports_feature(Extension::SmtpUtfEight) {
         return Ok(());
     }
     let utf8 = |a: &Address| !a.user().is_ascii();
     match from.as_ref().filter(|a| utf8(a)) {
-        Some(a) => Err((
+        Some(a) => Err(nothing_sent(
             SmtpStage::MailFrom,
             SendFailure::NeedsSmtpUtf8(a.to_string()),
         )),
-        None if utf8(rcpt) => Err((
+        None if utf8(rcpt) => Err(nothing_sent(
             SmtpStage::RcptTo,
             SendFailure::NeedsSmtpUtf8(rcpt.to_string()),
         )),
+        None => Ok(()),
+    }
+}
+
+/// MAIL, RCPT and DATA in one write (RFC 2920), then their three replies in
+/// order. The first refusal is the one reported (a refused RCPT makes the
+/// DATA after it fail too, with 503/554, which says nothing new). Every
+/// reply is read before the connection is reused, so it stays in step; if
+/// the server accepts DATA after a refusal, or a reply after a refusal
+/// cannot be read, it is dropped.
+async fn pipelined_envelope(
+    conn: &mut AsyncSmtpConnection,
+    deadline: Instant,
+    mail: Mail,
+    rcpt: Rcpt,
+) -> Result<(), Failed> {
+    // The commands' own Display (each ends in CRLF) makes the group.
+    let group = format!("{mail}{rcpt}{Data}");
+    let mut refused: Option<Failed> = None;
+    for stage in [SmtpStage::MailFrom, SmtpStage::RcptTo, SmtpStage::Data] {
+        let reply = if stage == SmtpStage::MailFrom {
+            step(stage, deadline, conn.command(&group)).await
+        } else {
+            step(stage, deadline, conn.read_response()).await
+        };
+        match (reply, &mut refused) {
+            (Ok(_), None) => {}
+            (Err(e @ SendFailure::Rejected { .. }), None) => {
+                let failed = Failed::new(stage, e);
+                if failed.after == After::Drop {
+                    // 421: the server is closing; the rest will not come.
+                    return Err(failed);
+                }
+                refused = Some(failed);
+            }
+            (Err(e), None) => return Err(Failed::new(stage, e)),
+            // After a refusal the rest is expected to fail; a 354 means the
+            // server now waits for a message we will not send.
+            (Ok(_), Some(first)) if stage == SmtpStage::Data => first.after = After::Drop,
+            (Ok(_), Some(_)) => {}
+            (Err(SendFailure::Rejected { .. }), Some(_)) => {}
+            (Err(_), Some(first)) => {
+                first.after = After::Drop;
+                break;
+            }
+        }
+    }
+    match refused {
+        Some(failed) => Err(failed),
         None => Ok(()),
     }
 }
@@ -794,20 +980,44 @@ impl std::fmt::Display for DataPayload<'_> {
         if self.0.starts_with('.') {
             f.write_str(".")?;
         }
-        let mut rest = self.0;
-        while let Some(i) = rest.find("\r\n.") {
-            f.write_str(&rest[..i + 3])?;
+        let mut from = 0;
+        // memmem, not str::find: its SIMD search is several times faster on
+        // a 20 KB body, where the two-way search was 5 % of a send's CPU.
+        for i in memchr::memmem::find_iter(self.0.as_bytes(), b"\r\n.") {
+            // `i + 3` is just past an ASCII '.', so a char boundary.
+            f.write_str(&self.0[from..i + 3])?;
             f.write_str(".")?;
-            rest = &rest[i + 3..];
+            from = i + 3;
         }
-        f.write_str(rest)?;
+        f.write_str(&self.0[from..])?;
         f.write_str("\r\n.\r\n")
     }
 }
 
 #[cfg(test)]
 mod data_payload_tests {
-    use super::DataPayload;
+    use super::{DataPayload, Extensions};
+
+    #[test]
+    fn ehlo_keywords_pipelining_and_size() {
+        let x = Extensions::from_ehlo_lines([
+            "mx.example.com greets you",
+            "pipelining",
+            "SIZE 10240000",
+            "8BITMIME",
+        ]);
+        assert_eq!(
+            x,
+            Extensions {
+                pipelining: true,
+                size_limit: Some(10_240_000)
+            }
+        );
+        // SIZE 0 and a bare SIZE set no limit; the greeting line is not a keyword.
+        for lines in [["PIPELINING x", "SIZE 0"], ["PIPELINING x", "SIZE"]] {
+            assert_eq!(Extensions::from_ehlo_lines(lines), Extensions::default());
+        }
+    }
 
     #[test]
     fn stuffs_dots_at_line_starts_like_lettre_and_terminates() {

@@ -264,7 +264,11 @@ impl Db {
         }
         with_tx!(self, |tx| {
             // Set-wise: one UPDATE … FROM (VALUES …) per chunk rather than
-            // one statement per delivery.
+            // one statement per delivery. Not kept prepared (`persistent(false)`):
+            // each batch size is a different statement, and a connection's
+            // cache of up to 100 of them, some with thousands of parameters,
+            // grew the process by tens of MB once group commit made batch
+            // sizes vary.
             for chunk in results.chunks(500) {
                 let mut q = QueryBuilder::new(
                     "WITH v (id, state, tried, next_attempt_at, at, code, enhanced, reply, failure_reason, sent_at) AS (",
@@ -292,7 +296,7 @@ impl Db {
                 );
                 q.push_bind(now);
                 q.push(" FROM v WHERE deliveries.id = v.id AND deliveries.state <> 'sent'");
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results
                 .iter()
@@ -312,7 +316,7 @@ impl Db {
                         .push_bind(a.outcome.clone())
                         .push_bind(a.worker_id.clone());
                 });
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             let delivered: Vec<&DeliveryResult> = results
                 .iter()
@@ -328,7 +332,7 @@ impl Db {
                      WHERE subscriptions.subscriber_id = v.subscriber_id AND subscriptions.newsletter_id = v.newsletter_id
                        AND subscriptions.soft_bounces > 0",
                 );
-                q.build().execute(&mut *tx).await?;
+                q.build().persistent(false).execute(&mut *tx).await?;
             }
             for r in results {
                 let suppress = match r.effect {
@@ -397,6 +401,17 @@ impl Db {
     ) -> Result<u64> {
         self.release(worker_id, Some(&[delivery_id]), due_at, now)
             .await
+    }
+
+    /// Hands back these claims of this worker, due at `due_at`.
+    pub async fn release_claims_by_id(
+        &self,
+        worker_id: &str,
+        ids: &[i64],
+        due_at: Millis,
+        now: Millis,
+    ) -> Result<u64> {
+        self.release(worker_id, Some(ids), due_at, now).await
     }
 
     /// Hands back every claim of this worker except `keep` (the ones it
