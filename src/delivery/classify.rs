@@ -87,6 +87,8 @@ pub fn classify(result: &Result<SmtpReply, SendFailure>) -> Verdict {
             Verdict::Transient
         }
         Err(SendFailure::TooBigForRelay { .. }) => Verdict::MessageDefect,
+        // Signing fails only for want of resources (a signing thread that died): retry.
+        Err(SendFailure::Signing(_)) => Verdict::Transient,
     }
 }
 
