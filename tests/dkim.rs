@@ -598,3 +598,35 @@ async fn dkim_generate_ed25519_prints_its_record() {
     let (results, _) = verify(&dns, &signer.sign(&newsletter()).unwrap()).await;
     assert_eq!(results, vec![DkimResult::Pass, DkimResult::Pass]);
 }
+
+/// Many senders at once on a single-threaded runtime: the pool signs every message on its
+/// blocking threads (at most one per core at a time) and each signature verifies.
+#[test]
+fn the_signing_pool_serves_many_senders_at_once() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let signer = DkimSigner::from_pem("example.com", "news", &rsa().0).unwrap();
+        let pool = herald::mail::SigningPool::new(signer);
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    let message = String::from_utf8(newsletter())
+                        .unwrap()
+                        .replace("reader@example.org", &format!("reader{i}@example.org"));
+                    let signed = pool.sign(message.as_bytes()).await.unwrap();
+                    assert!(signed.as_bytes().ends_with(message.as_bytes()));
+                    signed.as_bytes().to_vec()
+                })
+            })
+            .collect();
+        let dns = dns_with("news", "example.com", &rsa().1);
+        for task in tasks {
+            let (results, _) = verify(&dns, &task.await.unwrap()).await;
+            assert_eq!(results, vec![DkimResult::Pass]);
+        }
+    });
+}
