@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::domain::{Secret, UnsubscribeToken};
+use crate::mail::DkimSigner;
 use crate::mail::transport::{Mailer, TransportConfig};
 use crate::mail::trust::TlsTrust;
 use crate::store::{Db, Newsletter, StoreError};
@@ -35,6 +36,10 @@ impl App {
     /// Opens the database, runs migrations, syncs the default newsletter.
     pub async fn open(config: Config) -> Result<App, AppError> {
         config.validate()?;
+        let mut mailer = Mailer::with_trust(transport_config(&config), tls_trust(&config));
+        if let Some(signer) = dkim_signer(&config).await? {
+            mailer = mailer.with_dkim(signer);
+        }
         let db = Db::connect(
             &config.database.url,
             config.database.max_connections,
@@ -48,7 +53,6 @@ impl App {
         } else {
             config.security.secret.clone()
         };
-        let mailer = Mailer::with_trust(transport_config(&config), tls_trust(&config));
         Ok(App {
             links: Links::new(config.base_url()),
             config: Arc::new(config),
@@ -149,6 +153,45 @@ fn tls_trust(config: &Config) -> TlsTrust {
         ca_file: config.smtp.ca_file.clone(),
         insecure: config.smtp.tls_insecure,
     }
+}
+
+/// The DKIM keys are read and checked once, at start: a bad key stops Herald before it sends
+/// anything, rather than each message failing.
+async fn dkim_signer(config: &Config) -> Result<Option<DkimSigner>, ConfigError> {
+    let dkim = &config.dkim;
+    if dkim.private_key_file.is_empty() {
+        return Ok(None);
+    }
+    async fn read(key: &'static str, path: &str, generate: &str) -> Result<String, ConfigError> {
+        tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| ConfigError::Value {
+                key,
+                value: path.to_owned(),
+                expected: format!(
+                    "a readable PEM private key file ({e}); create one with `herald dkim generate{generate} --out {path}`"
+                ),
+            })
+    }
+    let bad_key = |key: &'static str, path: &str, e: crate::mail::DkimError| ConfigError::Value {
+        key,
+        value: path.to_owned(),
+        expected: e.to_string(),
+    };
+    let path = &dkim.private_key_file;
+    let domain = format!(" --domain {}", dkim.domain);
+    let pem = read("dkim.private_key_file", path, &domain).await?;
+    let mut signer = DkimSigner::from_pem(&dkim.domain, &dkim.selector, &pem)
+        .map_err(|e| bad_key("dkim.private_key_file", path, e))?;
+    if !dkim.ed25519_private_key_file.is_empty() {
+        let path = &dkim.ed25519_private_key_file;
+        let generate = format!("{domain} --algorithm ed25519");
+        let pem = read("dkim.ed25519_private_key_file", path, &generate).await?;
+        signer = signer
+            .with_ed25519(&dkim.ed25519_selector, &pem)
+            .map_err(|e| bad_key("dkim.ed25519_private_key_file", path, e))?;
+    }
+    Ok(Some(signer))
 }
 
 /// Every public URL Herald puts in a page or a mail, built from

@@ -321,6 +321,9 @@ pub struct DkimConfig {
     pub domain: String,
     pub selector: String,
     pub private_key_file: String,
+    /// A second signature with an Ed25519 key (RFC 8463), besides the RSA one.
+    pub ed25519_selector: String,
+    pub ed25519_private_key_file: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -553,6 +556,29 @@ impl Config {
                     dkim.domain, dkim.selector, dkim.private_key_file
                 ),
                 "set all three of dkim.domain, dkim.selector and dkim.private_key_file, or none",
+            ));
+        }
+        let ed25519_set = [&dkim.ed25519_selector, &dkim.ed25519_private_key_file]
+            .iter()
+            .filter(|v| !v.is_empty())
+            .count();
+        if ed25519_set == 1 || (ed25519_set == 2 && dkim_set == 0) {
+            return Err(value_err(
+                "dkim",
+                &format!(
+                    "ed25519_selector={:?} ed25519_private_key_file={:?}",
+                    dkim.ed25519_selector, dkim.ed25519_private_key_file
+                ),
+                "set both dkim.ed25519_selector and dkim.ed25519_private_key_file, or neither; \
+                 they add an Ed25519 signature to the RSA one, so dkim.domain, dkim.selector and \
+                 dkim.private_key_file must be set too",
+            ));
+        }
+        if ed25519_set == 2 && dkim.ed25519_selector.eq_ignore_ascii_case(&dkim.selector) {
+            return Err(value_err(
+                "dkim.ed25519_selector",
+                &dkim.ed25519_selector,
+                "a selector other than dkim.selector (each key has its own DNS record)",
             ));
         }
         Ok(())
@@ -990,6 +1016,10 @@ relay_down_pause_after = "15m"
 # domain = "example.com"
 # selector = "herald"
 # private_key_file = "dkim.pem"   # PKCS#1 or PKCS#8 PEM (herald dkim generate)
+# # Optional second signature with Ed25519 (RFC 8463), its own selector and DNS record
+# # (herald dkim generate --algorithm ed25519 --selector herald-ed --out dkim-ed25519.pem):
+# ed25519_selector = "herald-ed"
+# ed25519_private_key_file = "dkim-ed25519.pem"
 "#
     )
 }

@@ -582,7 +582,7 @@ async fn dkim_generate_writes_a_private_key_file() {
     assert!(
         std::fs::read_to_string(&key)
             .unwrap()
-            .starts_with("-----BEGIN RSA PRIVATE KEY-----")
+            .starts_with("-----BEGIN PRIVATE KEY-----")
     );
     let out = herald(
         dir.path(),

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::delivery::control::IssueStatusReport;
 use crate::delivery::engine::{Engine, EngineOptions, RunUntil};
 use crate::domain::{DeliveryState, ms_to_rfc3339};
+use crate::mail::dkim::KeyAlgorithm;
 use crate::store::content::IssueRow;
 
 pub async fn find(
@@ -169,18 +170,29 @@ pub fn print_status(r: &IssueStatusReport) {
 
 #[derive(Subcommand, Debug)]
 pub enum DkimCommand {
-    /// Write a new RSA-2048 key pair and print the DNS record to publish.
+    /// Write a new key pair (RSA-2048 or Ed25519) and print the DNS record to publish.
     Generate {
-        /// Where to write the private key (PKCS#1 PEM).
+        /// Where to write the private key (PKCS#8 PEM).
         #[arg(long, default_value = "dkim.pem")]
         out: PathBuf,
         #[arg(long)]
         domain: String,
-        #[arg(long, default_value = "herald")]
-        selector: String,
+        /// Default: `herald` (RSA), `herald-ed25519` (Ed25519).
+        #[arg(long)]
+        selector: Option<String>,
+        /// `rsa` (what every receiver verifies) or `ed25519` (RFC 8463: a second signature
+        /// besides the RSA one, under its own selector).
+        #[arg(long, value_enum, default_value_t = DkimAlgorithm::Rsa)]
+        algorithm: DkimAlgorithm,
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DkimAlgorithm {
+    Rsa,
+    Ed25519,
 }
 
 pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
@@ -188,26 +200,38 @@ pub fn dkim(cmd: DkimCommand) -> anyhow::Result<()> {
         out,
         domain,
         selector,
+        algorithm,
         force,
     } = cmd;
+    let (algorithm, default_selector) = match algorithm {
+        DkimAlgorithm::Rsa => (KeyAlgorithm::Rsa, "herald"),
+        DkimAlgorithm::Ed25519 => (KeyAlgorithm::Ed25519, "herald-ed25519"),
+    };
+    let selector = selector.unwrap_or_else(|| default_selector.to_owned());
     if out.exists() && !force {
         anyhow::bail!(
             "{} exists; pass --force to replace it (mail signed with the old key stops verifying once its DNS record is gone)",
             out.display()
         );
     }
-    let (private_pem, public_b64) = crate::mail::dkim::generate_key_pem();
+    let (private_pem, public_b64) = crate::mail::dkim::generate_key(algorithm)?;
     super::write_private_file(&out, private_pem.as_bytes(), force)
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!("wrote {} (keep it secret)", out.display());
     println!("publish this DNS TXT record:\n");
     println!(
         "{}\n",
-        crate::mail::dkim::dns_txt_record(&selector, &domain, &public_b64)
+        crate::mail::dkim::dns_txt_record_for(algorithm, &selector, &domain, &public_b64)
     );
-    println!(
-        "then set in herald.toml:\n[dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"",
-        out.display()
-    );
+    match algorithm {
+        KeyAlgorithm::Rsa => println!(
+            "then set in herald.toml:\n[dkim]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nprivate_key_file = \"{}\"",
+            out.display()
+        ),
+        KeyAlgorithm::Ed25519 => println!(
+            "then set in herald.toml, besides domain, selector and private_key_file of the RSA key:\n[dkim]\ned25519_selector = \"{selector}\"\ned25519_private_key_file = \"{}\"",
+            out.display()
+        ),
+    }
     Ok(())
 }

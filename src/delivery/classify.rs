@@ -130,6 +130,8 @@ pub fn classify(result: &Result<SmtpReply, SendFailure>) -> Verdict {
         }
         Err(SendFailure::TooBigForRelay { .. }) => Verdict::MessageDefect,
         Err(SendFailure::NeedsSmtpUtf8(_)) => Verdict::Permanent,
+        // Signing fails only for want of resources (a signing thread that died): retry.
+        Err(SendFailure::Signing(_)) => Verdict::Transient,
     }
 }
 

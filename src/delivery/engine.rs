@@ -34,7 +34,6 @@ use crate::content::millis_to_fixed;
 use crate::domain::{
     DeliveryState, IssueStatus, Millis, SubscriptionState, ms_to_datetime, now_ms,
 };
-use crate::mail::dkim::DkimSigner;
 use crate::mail::{MailConnection, SendFailure, SmtpReply};
 use crate::readiness::{ComponentState, Readiness};
 use crate::render::{MessageTemplate, Recipient};
@@ -44,8 +43,6 @@ use crate::subscribers::millis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("dkim.private_key_file {path}: {message}")]
-    DkimKey { path: String, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot prepare issue {issue_id} for sending: {message}")]
@@ -80,7 +77,6 @@ pub struct EngineOptions {
     pub rate_per_hour: u64,
     pub rate_per_day: u64,
     pub retry: RetryPolicy,
-    pub dkim: Option<Arc<DkimSigner>>,
     /// How long database errors are retried before the run ends with an error.
     pub max_outage: Duration,
     /// How long the relay may give no answer before the issue pauses.
@@ -90,23 +86,6 @@ pub struct EngineOptions {
 impl EngineOptions {
     pub fn from_app(app: &App) -> Result<EngineOptions, EngineError> {
         let c = &app.config;
-        let dkim = if c.dkim.private_key_file.is_empty() {
-            None
-        } else {
-            let path = &c.dkim.private_key_file;
-            let pem = std::fs::read_to_string(path).map_err(|e| EngineError::DkimKey {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            let signer =
-                DkimSigner::from_pem(&c.dkim.domain, &c.dkim.selector, &pem).map_err(|e| {
-                    EngineError::DkimKey {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    }
-                })?;
-            Some(Arc::new(signer))
-        };
         Ok(EngineOptions {
             worker_id: worker_id(),
             concurrency: c.smtp.concurrency,
@@ -122,7 +101,6 @@ impl EngineOptions {
                 give_up_after: c.delivery.give_up_after.0,
                 jitter: 0.1,
             },
-            dkim,
             max_outage: c.delivery.max_outage.0,
             relay_down_pause_after: c.delivery.relay_down_pause_after.0,
         })
@@ -833,14 +811,7 @@ impl Engine {
             },
             buf,
         );
-        let signed;
-        let bytes: &[u8] = match &self.opts.dkim {
-            Some(signer) => {
-                signed = signer.sign(buf);
-                &signed
-            }
-            None => buf,
-        };
+        let bytes: &[u8] = buf;
         let started = Instant::now();
         let attempt_at = now_ms();
         let outcome = match conn {

@@ -5,7 +5,7 @@ pub mod smtp_url;
 pub mod transport;
 pub mod trust;
 
-pub use dkim::{DkimError, DkimSigner};
+pub use dkim::{DkimError, DkimSigner, SigningPool};
 pub use smtp_url::{SmtpEndpoint, SmtpUrlError, Tls};
 pub use transport::{
     EnhancedStatus, MailConnection, Mailer, SendFailure, SmtpReply, SmtpStage, TransportConfig,

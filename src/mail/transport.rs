@@ -48,6 +48,7 @@ use lettre::transport::smtp::response::Response;
 use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use tokio::time::{Instant, timeout_at};
 
+use super::dkim::{DkimSigner, SigningPool};
 use super::smtp_url::{SmtpEndpoint, Tls};
 use super::trust::{self, TlsTrust};
 
@@ -207,6 +208,9 @@ pub enum SendFailure {
     /// (RFC 6531); nothing was sent, and this relay never will take it.
     #[error("{0} needs SMTPUTF8, which the relay does not offer")]
     NeedsSmtpUtf8(String),
+    /// DKIM is configured and the message could not be signed; nothing was sent.
+    #[error("{0}")]
+    Signing(String),
 }
 
 impl SendFailure {
@@ -319,10 +323,12 @@ enum Backend {
     Smtp(SmtpSettings),
 }
 
-/// The app's mail transport; cheap to clone.
+/// The app's mail transport; cheap to clone. With DKIM configured, every message that goes
+/// through it is signed ([`MailConnection::send_raw`]): nothing can leave unsigned.
 #[derive(Clone)]
 pub struct Mailer {
     backend: Arc<Backend>,
+    dkim: Option<SigningPool>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -363,7 +369,18 @@ impl Mailer {
         };
         Mailer {
             backend: Arc::new(backend),
+            dkim: None,
         }
+    }
+
+    /// Signs every message sent through this mailer with `signer`.
+    pub fn with_dkim(mut self, signer: DkimSigner) -> Mailer {
+        self.dkim = Some(SigningPool::new(signer));
+        self
+    }
+
+    pub fn dkim(&self) -> Option<&DkimSigner> {
+        self.dkim.as_ref().map(SigningPool::signer)
     }
 
     /// `file outbox ./outbox` or `smtp://host:587 (starttls)`; never a password.
@@ -603,7 +620,8 @@ pub struct MailConnection {
 pub const DEFAULT_IDLE_CHECK: Duration = Duration::from_secs(10);
 
 impl MailConnection {
-    /// Sends `message` unchanged to `to`, with `envelope_from` as the reverse path (`""` = `<>`).
+    /// Sends `message` unchanged to `to`, with `envelope_from` as the reverse path (`""` = `<>`),
+    /// preceded by its DKIM signature(s) when the mailer signs.
     /// Reconnects transparently if the previous command broke the connection. Returns the final
     /// reply to DATA (file outbox: `250 written to <path>`).
     pub async fn send_raw(
@@ -625,6 +643,16 @@ impl MailConnection {
             .parse::<Address>()
             .map_err(|e| SendFailure::InvalidAddress(format!("{to}: {e}")))?;
         let mailer = self.mailer.clone();
+        // Signed once, before a reconnect could send it twice.
+        let signed = match &mailer.dkim {
+            Some(pool) => Some(
+                pool.sign(message)
+                    .await
+                    .map_err(|e| SendFailure::Signing(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let message = signed.as_ref().map_or(message, |s| s.as_bytes());
         match &*mailer.backend {
             Backend::File { transport, dir } => {
                 let envelope = Envelope::new(from, vec![rcpt])
