@@ -19,7 +19,7 @@ fn newsletter() -> NewsletterInfo {
     NewsletterInfo {
         name: "Kazakhstan Press Digest".into(),
         postal_address: "Herald Media, 12 Example Street, Springfield 12345, USA".into(),
-        lang: "en".into(),
+        lang: herald::domain::LanguageTag::english(),
         base_url: "https://news.example.com".into(),
     }
 }
@@ -36,6 +36,7 @@ fn headers() -> MessageHeaders {
         list_id: "Kazakhstan Press Digest <weekly.news.example.com>".into(),
         feedback_id: "2024w18:digest:news:herald01".into(),
         extra: vec![],
+        one_click: true,
     }
 }
 
@@ -50,6 +51,7 @@ fn full(nl: &NewsletterInfo, theme: &Theme, h: &MessageHeaders) -> MessageTempla
         date: NaiveDate::from_ymd_opt(2024, 5, 3).unwrap(),
         items: p.items,
         web_url: "https://news.example.com/issues/18".into(),
+        lang: p.lang,
     };
     let rendered = render_issue(nl, &issue, theme).unwrap();
     MessageTemplate::prepare(&rendered, h).unwrap()

@@ -14,7 +14,7 @@ fn newsletter() -> NewsletterInfo {
     NewsletterInfo {
         name: "Kazakhstan Press Digest".into(),
         postal_address: "Herald Media, 12 Example Street, Springfield 12345, USA".into(),
-        lang: "en".into(),
+        lang: herald::domain::LanguageTag::english(),
         base_url: "https://news.example.com".into(),
     }
 }
@@ -30,6 +30,7 @@ fn sample_issue() -> DigestIssue {
         date: NaiveDate::from_ymd_opt(2024, 5, 3).unwrap(),
         items: p.items,
         web_url: "https://news.example.com/issues/18".into(),
+        lang: p.lang,
     }
 }
 
@@ -49,6 +50,7 @@ fn headers() -> MessageHeaders {
         list_id: "Kazakhstan Press Digest <weekly.news.example.com>".into(),
         feedback_id: "2024w18:digest:news:herald01".into(),
         extra: vec![("X-Herald-Test".into(), "1".into())],
+        one_click: true,
     }
 }
 
@@ -75,6 +77,7 @@ fn hostile_item(headline: &str, url: &str) -> DigestItem {
         quote: Some("</blockquote><script>alert(5)</script>".into()),
         section: Some("<h1>S</h1>".into()),
         url: url.into(),
+        lang: None,
     }
 }
 
