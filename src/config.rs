@@ -313,7 +313,7 @@ pub struct RenderConfig {
     pub css_file: String,
     /// `"warn"` (default) or `"refuse"`: what compose does when the HTML passes Gmail's 102 KB clipping point.
     pub clip_limit: crate::render::ClipPolicy,
-    /// `"button"` (default), `"link"` or `"none"`: what follows each summary.
+    /// `"link"` (default), `"button"` or `"none"`: what follows each summary.
     pub read_more: crate::render::ReadMore,
     /// `"auto"` (default: from 4 items), `"always"` or `"never"`: the "In this issue" list.
     pub overview: crate::render::Overview,
@@ -968,10 +968,10 @@ max_outage = "10m"
 css_file = ""
 # An issue whose HTML passes Gmail's 102 KB clipping point: "warn" or "refuse".
 clip_limit = "warn"
-# After each summary: "button" (a full-width button on phones, "Read in
-# OUTLET →"), "link" (the same words as a link) or "none" (the headline is
-# the only link).
-read_more = "button"
+# After each summary: "link" ("Read in OUTLET →"), "button" (the same words
+# on a button, full width on phones; about 450 bytes more per item) or "none"
+# (the headline is the only link).
+read_more = "link"
 # The "In this issue" list of headlines: "auto" (from 4 items), "always", "never".
 overview = "auto"
 

@@ -108,8 +108,8 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
     let web_url = issue.web_url.trim();
     let email = variant == Variant::Email;
     let (inlined_css, kept_css) = match theme.css().split_once(KEEP_MARKER) {
-        Some((a, b)) => (a, b),
-        None => (theme.css(), ""),
+        Some((a, b)) => (a, compact_css(b)),
+        None => (theme.css(), String::new()),
     };
     let options = theme.options();
 
@@ -131,8 +131,8 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
                 title { (page_title) }
                 (PreEscaped(MSO_HEAD))
                 style { (PreEscaped(inlined_css.replace("</", "<\\/"))) }
-                @if !kept_css.trim().is_empty() {
-                    style data-css-inline="keep" { (PreEscaped(kept_css.trim().replace("</", "<\\/"))) }
+                @if !kept_css.is_empty() {
+                    style data-css-inline="keep" { (PreEscaped(kept_css.replace("</", "<\\/"))) }
                 }
             }
             body class="body" {
@@ -188,6 +188,23 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
     }
 }
 
+/// The kept rules as they go out: css-inline passes them through untouched,
+/// so comments and indentation would cost bytes in every message.
+fn compact_css(css: &str) -> String {
+    let mut out = String::with_capacity(css.len());
+    let mut rest = css;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        out.push(' ');
+        rest = match rest[start + 2..].find("*/") {
+            Some(end) => &rest[start + 2 + end + 2..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// The anchor of item `i` (0-based), shared by the overview and the item.
 fn anchor(i: usize) -> String {
     format!("item-{}", i + 1)
@@ -199,7 +216,7 @@ fn overview(labels: &Labels, items: &[DigestItem]) -> Markup {
         ol class="overview-list" {
             @for (i, item) in items.iter().enumerate() {
                 @let (lang, dir) = item_lang_dir(item);
-                li class="overview-item" {
+                li {
                     a class="overview-link" href={ "#" (anchor(i)) } lang=[lang] dir=(dir) {
                         (clean_line(&item.headline))
                     }
@@ -256,8 +273,12 @@ fn items(
             }
             @let lang = item.lang.as_ref().unwrap_or(&nl.lang);
             @let rtl = lang.direction() == Direction::Rtl;
-            tr { td id=(anchor(i)) class=(if rtl { "item rtl" } else { "item" }) lang=(lang.as_str())
-                dir=(lang.direction().as_str()) align=(if rtl { "right" } else { "left" }) {
+            // lang/dir only where they differ from what the item inherits:
+            // bytes count against Gmail's clipping point.
+            @let own = item.lang.as_ref().filter(|l| *l != &nl.lang);
+            tr { td id=(anchor(i)) class=(if rtl { "item rtl" } else { "item" })
+                lang=[own.map(|l| l.as_str())] dir=[own.map(|l| l.direction().as_str())]
+                align=[rtl.then_some("right")] {
                 (item_body(nl, labels, options, item, lang, any_section))
             } }
         }
@@ -292,8 +313,11 @@ fn item_body(
         .map(|q| clean(q).trim().to_owned())
         .filter(|s| !s.is_empty());
     let (open_q, close_q) = quote_marks(lang);
-    let nl_lang = nl.lang.as_str();
-    let nl_dir = nl.lang.direction().as_str();
+    // The labels and dates are in the newsletter's language; they say so
+    // only inside an item in another language.
+    let foreign = lang != &nl.lang;
+    let nl_lang = foreign.then(|| nl.lang.as_str());
+    let nl_dir = foreign.then(|| nl.lang.direction().as_str());
     let headline_markup = html! {
         @if url_ok {
             a class="headline-link" href=(url) { (headline) }
@@ -313,12 +337,16 @@ fn item_body(
             bdi class="outlet" { (outlet) }
             @if let Some(d) = item.published {
                 " · "
-                time datetime=(d.to_string()) lang=(nl_lang) dir=(nl_dir) { (super::format_date(&nl.lang, d)) }
+                bdi lang=[nl_lang] { (super::format_date(&nl.lang, d)) }
             }
         }
         @if let Some(author) = &author {
             p class="byline" {
-                span lang=(nl_lang) { (labels.by) }
+                @if let Some(l) = nl_lang {
+                    span lang=(l) { (labels.by) }
+                } @else {
+                    (labels.by)
+                }
                 bdi class="author" { (author) }
                 @if let Some(role) = &role { ", " bdi { (role) } }
             }
@@ -332,7 +360,7 @@ fn item_body(
                 ReadMore::Button => {
                     table class="btn" role="presentation" cellpadding="0" cellspacing="0" border="0" {
                         tr { td class="btn-cell" align="center" bgcolor="#0b5394" {
-                            a class="btn-link" href=(url) lang=(nl_lang) dir=(nl_dir) {
+                            a class="btn-link" href=(url) lang=[nl_lang] dir=[nl_dir] {
                                 (labels.read_in.0) bdi { (outlet) } (labels.read_in.1)
                             }
                         } }
@@ -340,7 +368,7 @@ fn item_body(
                 }
                 ReadMore::Link => {
                     p class="more" {
-                        a class="more-link" href=(url) lang=(nl_lang) dir=(nl_dir) {
+                        a class="more-link" href=(url) lang=[nl_lang] dir=[nl_dir] {
                             (labels.read_in.0) bdi { (outlet) } (labels.read_in.1)
                         }
                     }
