@@ -112,6 +112,10 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
         None => (theme.css(), String::new()),
     };
     let options = theme.options();
+    // The labels are in the newsletter's language; they say so only when
+    // the issue's title and intro are in another.
+    let label_lang = (issue_lang != &nl.lang).then(|| nl.lang.as_str());
+    let label_dir = (issue_lang != &nl.lang).then(|| nl.lang.direction().as_str());
 
     html! {
         (DOCTYPE)
@@ -148,20 +152,20 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
                             (layout_table("card", html! {
                                 @if email && is_http_url(web_url) {
                                     tr { td class="topbar" align="right" {
-                                        a class="topbar-link" href=(web_url) lang=(nl.lang.as_str()) { (labels.view_in_browser) }
+                                        a class="topbar-link" href=(web_url) lang=[label_lang] dir=[label_dir] { (labels.view_in_browser) }
                                     } }
                                 }
                                 tr { td class="masthead" {
                                     p class="brand" { bdi { (name) } }
                                     h1 class="title" { (title) }
-                                    p class="issue-meta" lang=(nl.lang.as_str()) dir=(nl.lang.direction().as_str()) {
+                                    p class="issue-meta" lang=[label_lang] dir=[label_dir] {
                                         (labels.issue_line(issue.number, issue.date))
                                     }
                                 } }
                                 tr { td class="intro" {
                                     @if email {
                                         (PreEscaped(placeholder::GREETING_START))
-                                        p class="greeting" lang=(nl.lang.as_str()) {
+                                        p class="greeting" lang=[label_lang] dir=[label_dir] {
                                             (labels.greeting.0) bdi { (PreEscaped(placeholder::NAME)) } (labels.greeting.1)
                                         }
                                         (PreEscaped(placeholder::GREETING_END))
@@ -169,12 +173,12 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
                                     (PreEscaped(markdown::to_html(&issue.intro_markdown)))
                                 } }
                                 @if options.overview.shows(issue.items.len()) {
-                                    tr { td class="overview" lang=(nl.lang.as_str()) dir=(nl.lang.direction().as_str()) {
+                                    tr { td class="overview" lang=[label_lang] dir=[label_dir] {
                                         (overview(labels, &issue.items))
                                     } }
                                 }
                                 (items(nl, labels, options, &issue.items))
-                                tr { td class="footer" lang=(nl.lang.as_str()) dir=(nl.lang.direction().as_str()) {
+                                tr { td class="footer" lang=[label_lang] dir=[label_dir] {
                                     (footer(nl, labels, &name, web_url, variant))
                                 } }
                             }))
