@@ -1044,6 +1044,37 @@ mod tests {
         });
     }
 
+    #[test]
+    fn newsletter_language_is_a_parsed_tag_under_either_spelling() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(Config::load(None).unwrap().newsletter.language().as_str(), "en");
+            jail.create_file("herald.toml", "[newsletter]\nlang = \"kk\"\n")?;
+            let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
+            assert_eq!(cfg.newsletter.language().as_str(), "kk", "the older key");
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "RU");
+            let err = Config::load(Some(std::path::Path::new("herald.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("newsletter.lang") && err.contains("keep only"), "{err}");
+            jail.create_file("herald.toml", "")?;
+            let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
+            assert_eq!(cfg.newsletter.language().as_str(), "ru");
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "russian please");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("newsletter.language")
+                    && err.contains("russian please")
+                    && err.contains("BCP 47"),
+                "{err}"
+            );
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "en");
+            jail.set_env("HERALD_RENDER_READ_MORE", "banner");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("render.read_more") && err.contains("banner"), "{err}");
+            Ok(())
+        });
+    }
+
     fn load_err(jail: &mut figment::Jail, var: &str, value: &str) -> String {
         jail.clear_env();
         jail.set_env(var, value);
