@@ -12,11 +12,14 @@ use herald::domain::LanguageTag;
 use serde_json::json;
 use support::api::Api;
 use support::app::{Backend, TestApp};
+use support::cli::{herald, herald_command, text};
 
 crate::on_each_backend!(
     stress_fixture_imports_with_languages_and_composes_rtl_items,
     api_sets_validates_and_clears_an_item_language,
     labels_follow_the_newsletter_language,
+    cli_sets_and_validates_an_item_language,
+    no_one_click_header_for_a_plain_http_base_url,
 );
 
 const STRESS: &str = concat!(
@@ -136,4 +139,80 @@ async fn labels_follow_the_newsletter_language(backend: Backend) {
     assert!(issue.html.contains("Выпуск 1 · "));
     assert!(issue.text_body.contains("Отписаться: "));
     assert!(issue.html.contains("Читать на сайте <bdi>The Test Times</bdi> →"));
+}
+
+async fn cli_sets_and_validates_an_item_language(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    let add = |lang: &str| {
+        herald(
+            &t,
+            &[
+                "items", "add", "--headline", "Жаңалық", "--outlet", "Kazinform", "--url",
+                "https://example.org/kk", "--lang", lang,
+            ],
+        )
+    };
+    let out = add("kazakh please");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--lang") && err.contains("BCP 47"), "{err}");
+    let out = add("kk");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = herald(&t, &["items", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["lang"], "kk", "{rows}");
+}
+
+async fn no_one_click_header_for_a_plain_http_base_url(backend: Backend) {
+    // A public plain-http base URL: the binary warns at start…
+    let t = TestApp::spawn(backend.clone()).await;
+    let out = herald_command(&t, &["items", "list"])
+        .env("HERALD_HTTP_BASE_URL", "http://news.example.com")
+        .env("HERALD_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("WITHOUT List-Unsubscribe-Post") && err.contains("http.base_url"),
+        "{err}"
+    );
+    let out = herald_command(&t, &["items", "list"])
+        .env("HERALD_HTTP_BASE_URL", "https://news.example.com")
+        .env("HERALD_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!text(&out.stderr).contains("List-Unsubscribe-Post"));
+    drop(t);
+
+    // …and its mail carries List-Unsubscribe but not List-Unsubscribe-Post.
+    let t = TestApp::spawn_with(backend, |c| {
+        c.http.base_url = "http://news.example.com".into();
+    })
+    .await;
+    let nl = t.app.newsletter.clone();
+    let item = herald::digest_file::parse_digest_file(
+        "item.md",
+        "+++\nheadline = \"A story\"\noutlet = \"O\"\nurl = \"https://example.org/a\"\n+++\nText.\n",
+    )
+    .unwrap()
+    .items;
+    t.app.add_items(&nl, &item, true).await.unwrap();
+    let issue = t
+        .app
+        .compose_issue(&nl, ComposeOptions::default())
+        .await
+        .unwrap();
+    let to = herald::domain::EmailAddress::parse("editor@example.org").unwrap();
+    t.app
+        .send_test_copies(&nl, &issue, std::slice::from_ref(&to))
+        .await
+        .unwrap();
+    let mail = t
+        .smtp
+        .wait_for_messages(1, std::time::Duration::from_secs(10))
+        .await
+        .remove(0);
+    assert_eq!(mail.headers("List-Unsubscribe").len(), 1);
+    assert!(mail.header("List-Unsubscribe").unwrap().contains("http://news.example.com/"));
+    assert!(mail.headers("List-Unsubscribe-Post").is_empty());
 }
