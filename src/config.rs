@@ -1047,7 +1047,10 @@ mod tests {
     #[test]
     fn newsletter_language_is_a_parsed_tag_under_either_spelling() {
         figment::Jail::expect_with(|jail| {
-            assert_eq!(Config::load(None).unwrap().newsletter.language().as_str(), "en");
+            assert_eq!(
+                Config::load(None).unwrap().newsletter.language().as_str(),
+                "en"
+            );
             jail.create_file("herald.toml", "[newsletter]\nlang = \"kk\"\n")?;
             let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
             assert_eq!(cfg.newsletter.language().as_str(), "kk", "the older key");
@@ -1055,7 +1058,10 @@ mod tests {
             let err = Config::load(Some(std::path::Path::new("herald.toml")))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("newsletter.lang") && err.contains("keep only"), "{err}");
+            assert!(
+                err.contains("newsletter.lang") && err.contains("keep only"),
+                "{err}"
+            );
             jail.create_file("herald.toml", "")?;
             let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
             assert_eq!(cfg.newsletter.language().as_str(), "ru");
@@ -1070,7 +1076,10 @@ mod tests {
             jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "en");
             jail.set_env("HERALD_RENDER_READ_MORE", "banner");
             let err = Config::load(None).unwrap_err().to_string();
-            assert!(err.contains("render.read_more") && err.contains("banner"), "{err}");
+            assert!(
+                err.contains("render.read_more") && err.contains("banner"),
+                "{err}"
+            );
             Ok(())
         });
     }

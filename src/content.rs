@@ -331,16 +331,13 @@ impl App {
                 // `on_empty = "send_anyway"` with nothing ready.
                 None => newsletter.name.clone(),
             });
-        let title = options
-            .title
-            .or(draft.title)
-            .unwrap_or_else(|| {
-                format!(
-                    "{} · {}",
-                    newsletter.name,
-                    format_date(&newsletter_language(newsletter), date)
-                )
-            });
+        let title = options.title.or(draft.title).unwrap_or_else(|| {
+            format!(
+                "{} · {}",
+                newsletter.name,
+                format_date(&newsletter_language(newsletter), date)
+            )
+        });
         let preheader = options
             .preheader
             .or(draft.preheader)
@@ -364,7 +361,10 @@ impl App {
             date,
             items: items.iter().map(|i| i.to_input()).collect(),
             web_url: self.links.archive_issue(&slug),
-            lang: draft.lang.as_deref().and_then(|l| LanguageTag::parse(l).ok()),
+            lang: draft
+                .lang
+                .as_deref()
+                .and_then(|l| LanguageTag::parse(l).ok()),
         };
         let rendered = render_issue(
             &self.newsletter_info(newsletter),
@@ -612,6 +612,16 @@ impl App {
     }
 }
 
+/// The newsletter row's language. The row is written from the parsed
+/// `newsletter.language`; a value edited by hand that no longer parses reads
+/// as English rather than failing every compose.
+fn newsletter_language(newsletter: &Newsletter) -> LanguageTag {
+    LanguageTag::parse(&newsletter.lang).unwrap_or_else(|e| {
+        tracing::warn!(newsletter = %newsletter.slug, "stored language: {e}; using en");
+        LanguageTag::english()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,14 +640,4 @@ mod tests {
         let cut = list_id_description(&long);
         assert_eq!(cut.chars().count(), MAX_LIST_ID_DESCRIPTION);
     }
-}
-
-/// The newsletter row's language. The row is written from the parsed
-/// `newsletter.language`; a value edited by hand that no longer parses reads
-/// as English rather than failing every compose.
-fn newsletter_language(newsletter: &Newsletter) -> LanguageTag {
-    LanguageTag::parse(&newsletter.lang).unwrap_or_else(|e| {
-        tracing::warn!(newsletter = %newsletter.slug, "stored language: {e}; using en");
-        LanguageTag::english()
-    })
 }

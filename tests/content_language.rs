@@ -44,9 +44,18 @@ async fn stress_fixture_imports_with_languages_and_composes_rtl_items(backend: B
         }
         v
     };
-    assert_eq!(stored.iter().filter(|l| l.as_deref() == Some("ar")).count(), 2);
-    assert_eq!(stored.iter().filter(|l| l.as_deref() == Some("kk")).count(), 2);
-    assert_eq!(stored.iter().filter(|l| l.as_deref() == Some("ru")).count(), 1);
+    assert_eq!(
+        stored.iter().filter(|l| l.as_deref() == Some("ar")).count(),
+        2
+    );
+    assert_eq!(
+        stored.iter().filter(|l| l.as_deref() == Some("kk")).count(),
+        2
+    );
+    assert_eq!(
+        stored.iter().filter(|l| l.as_deref() == Some("ru")).count(),
+        1
+    );
     assert_eq!(stored.iter().filter(|l| l.is_none()).count(), 10);
 
     let issue = t
@@ -55,7 +64,11 @@ async fn stress_fixture_imports_with_languages_and_composes_rtl_items(backend: B
         .await
         .unwrap();
     // The header's lang = "en" was kept in the draft and used for the email.
-    assert!(issue.html.starts_with("<!DOCTYPE html><html lang=\"en\" dir=\"ltr\""));
+    assert!(
+        issue
+            .html
+            .starts_with("<!DOCTYPE html><html lang=\"en\" dir=\"ltr\"")
+    );
     assert_eq!(
         issue.html.matches("class=\"item rtl\"").count(),
         2,
@@ -63,10 +76,16 @@ async fn stress_fixture_imports_with_languages_and_composes_rtl_items(backend: B
     );
     let kazakh = &issue.html[issue.html.find("id=\"item-4\"").unwrap()..];
     let kazakh = &kazakh[..kazakh.find('>').unwrap()];
-    assert!(kazakh.contains("lang=\"kk\"") && kazakh.contains("dir=\"ltr\""), "{kazakh}");
+    assert!(
+        kazakh.contains("lang=\"kk\"") && kazakh.contains("dir=\"ltr\""),
+        "{kazakh}"
+    );
     let arabic = &issue.html[issue.html.find("id=\"item-5\"").unwrap()..];
     let arabic = &arabic[..arabic.find('>').unwrap()];
-    assert!(arabic.contains("lang=\"ar\"") && arabic.contains("dir=\"rtl\""), "{arabic}");
+    assert!(
+        arabic.contains("lang=\"ar\"") && arabic.contains("dir=\"rtl\""),
+        "{arabic}"
+    );
     assert!(issue.html.contains("In this issue"));
     assert!(issue.html.len() < herald::render::GMAIL_CLIP_BYTES);
     assert!(issue.subject.starts_with("🇰🇿"), "{}", issue.subject);
@@ -101,7 +120,9 @@ async fn api_sets_validates_and_clears_an_item_language(backend: Backend) {
     assert_eq!(item["lang"], "kk-KZ", "stored in its canonical spelling");
     let id = item["id"].as_i64().unwrap();
 
-    let r = api.patch(&format!("/items/{id}"), json!({ "lang": "ar" })).await;
+    let r = api
+        .patch(&format!("/items/{id}"), json!({ "lang": "ar" }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["lang"], "ar");
     let p = api
@@ -109,13 +130,19 @@ async fn api_sets_validates_and_clears_an_item_language(backend: Backend) {
         .await
         .problem(422);
     assert_eq!(p["errors"][0]["field"], "lang", "{p}");
-    let r = api.patch(&format!("/items/{id}"), json!({ "lang": "" })).await;
+    let r = api
+        .patch(&format!("/items/{id}"), json!({ "lang": "" }))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["lang"].is_null(), "an empty lang clears it");
     // Other changes keep the language.
-    api.patch(&format!("/items/{id}"), json!({ "lang": "kk" })).await;
+    api.patch(&format!("/items/{id}"), json!({ "lang": "kk" }))
+        .await;
     let r = api
-        .patch(&format!("/items/{id}"), json!({ "headline": "Жаңа тақырып" }))
+        .patch(
+            &format!("/items/{id}"),
+            json!({ "headline": "Жаңа тақырып" }),
+        )
         .await;
     assert_eq!(r.json()["lang"], "kk");
 }
@@ -138,7 +165,11 @@ async fn labels_follow_the_newsletter_language(backend: Backend) {
     assert!(issue.html.contains(">Отписаться</a>"));
     assert!(issue.html.contains("Выпуск 1 · "));
     assert!(issue.text_body.contains("Отписаться: "));
-    assert!(issue.html.contains("Читать на сайте <bdi>The Test Times</bdi> →"));
+    assert!(
+        issue
+            .html
+            .contains("Читать на сайте <bdi>The Test Times</bdi> →")
+    );
 }
 
 async fn cli_sets_and_validates_an_item_language(backend: Backend) {
@@ -147,8 +178,16 @@ async fn cli_sets_and_validates_an_item_language(backend: Backend) {
         herald(
             &t,
             &[
-                "items", "add", "--headline", "Жаңалық", "--outlet", "Kazinform", "--url",
-                "https://example.org/kk", "--lang", lang,
+                "items",
+                "add",
+                "--headline",
+                "Жаңалық",
+                "--outlet",
+                "Kazinform",
+                "--url",
+                "https://example.org/kk",
+                "--lang",
+                lang,
             ],
         )
     };
@@ -213,6 +252,10 @@ async fn no_one_click_header_for_a_plain_http_base_url(backend: Backend) {
         .await
         .remove(0);
     assert_eq!(mail.headers("List-Unsubscribe").len(), 1);
-    assert!(mail.header("List-Unsubscribe").unwrap().contains("http://news.example.com/"));
+    assert!(
+        mail.header("List-Unsubscribe")
+            .unwrap()
+            .contains("http://news.example.com/")
+    );
     assert!(mail.headers("List-Unsubscribe-Post").is_empty());
 }

@@ -431,7 +431,10 @@ fn buttons_are_live_text() {
     assert_eq!(count(&r.html, ">Read the article</a>"), 0);
     for item in &issue.items {
         assert!(r.html.contains(&format!("href=\"{}\"", item.url)));
-        assert!(r.html.contains(&format!("Read in <bdi>{}</bdi> →", item.outlet)));
+        assert!(
+            r.html
+                .contains(&format!("Read in <bdi>{}</bdi> →", item.outlet))
+        );
     }
 }
 
@@ -439,11 +442,9 @@ fn buttons_are_live_text() {
 fn footer_has_required_parts() {
     let (r, _) = prepared();
     let h = r.personal_html(None, UNSUB);
-    assert!(
-        h.contains(
-            "You are receiving this because you subscribed to <bdi>Kazakhstan Press Digest</bdi>."
-        )
-    );
+    assert!(h.contains(
+        "You are receiving this because you subscribed to <bdi>Kazakhstan Press Digest</bdi>."
+    ));
     assert!(h.contains("Herald Media, 12 Example Street, Springfield 12345, USA"));
     assert_eq!(
         count(

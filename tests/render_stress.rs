@@ -125,13 +125,23 @@ fn stress_fixture_has_what_issue_10_asks_for() {
     for l in ["kk", "ar", "ru"] {
         assert!(langs.iter().any(|x| x == l), "an item in {l}");
     }
-    assert!(p.subject.unwrap().chars().any(|c| c as u32 > 0x1F000), "emoji subject");
-    assert!(p.items.iter().any(|i| i.author.is_none() && i.quote.is_none() && i.published.is_none()));
+    assert!(
+        p.subject.unwrap().chars().any(|c| c as u32 > 0x1F000),
+        "emoji subject"
+    );
+    assert!(
+        p.items
+            .iter()
+            .any(|i| i.author.is_none() && i.quote.is_none() && i.published.is_none())
+    );
     assert!(p.items.iter().any(|i| i.section.is_none()));
     let intro = p.intro_markdown.unwrap();
     let url = long_url(&intro, "intro-link");
     assert!(url.len() > 300, "{}", url.len());
-    assert!(intro.contains(&format!("<{url}>")), "an autolinked long URL");
+    assert!(
+        intro.contains(&format!("<{url}>")),
+        "an autolinked long URL"
+    );
 }
 
 #[test]
@@ -148,14 +158,18 @@ fn nothing_can_widen_the_card() {
         );
         for class in ["intro", "item", "masthead", "footer"] {
             let cell = tag_with(html, &format!("class=\"{class}"));
-            assert!(cell.contains("mso-line-height-rule:exactly"), "{class}: {cell}");
+            assert!(
+                cell.contains("mso-line-height-rule:exactly"),
+                "{class}: {cell}"
+            );
         }
         assert!(html.contains("white-space:pre-wrap"), "code blocks wrap");
     }
     // The 300-character bare URL in a summary is a link, and its text can break.
     let summary_url = long_url(STRESS, "summary");
     assert!(
-        r.html.contains(&format!("href=\"{}\"", summary_url.replace('&', "&amp;"))),
+        r.html
+            .contains(&format!("href=\"{}\"", summary_url.replace('&', "&amp;"))),
         "bare URL linked"
     );
 }
@@ -167,7 +181,10 @@ fn every_text_is_at_least_14px_and_the_preheader_uses_no_colour_trick() {
         assert!(!sizes.is_empty());
         assert!(sizes.iter().all(|&s| s >= 14.0), "{sizes:?}");
         let pre = tag_with(&r.html, "class=\"preheader\"");
-        assert!(pre.contains("display:none") && pre.contains("mso-hide:all"), "{pre}");
+        assert!(
+            pre.contains("display:none") && pre.contains("mso-hide:all"),
+            "{pre}"
+        );
         for trick in ["color", "opacity", "font-size", "visibility"] {
             assert!(!pre.contains(trick), "{trick} in {pre}");
         }
@@ -179,7 +196,10 @@ fn every_text_is_at_least_14px_and_the_preheader_uses_no_colour_trick() {
             head.contains(".topbar-link,.footer-link,.more-link{display:inline-block!important;padding:12px0!important;line-height:20px!important;}"),
             "44 px tap targets: {head}"
         );
-        assert!(head.contains(".btn-link{display:block!important;"), "{head}");
+        assert!(
+            head.contains(".btn-link{display:block!important;"),
+            "{head}"
+        );
     }
 }
 
@@ -200,8 +220,14 @@ fn outlook_for_windows_gets_dpi_button_padding_and_dark_mode() {
     let cell = tag_with(h, "class=\"btn-cell\"");
     assert!(cell.contains("mso-padding-alt:12px 18px"), "{cell}");
     assert!(cell.contains("bgcolor=\"#0b5394\""), "{cell}");
-    assert!(h.contains("[data-ogsc] .title"), "Outlook.com dark mode, text");
-    assert!(h.contains("[data-ogsb] .card"), "Outlook.com dark mode, background");
+    assert!(
+        h.contains("[data-ogsc] .title"),
+        "Outlook.com dark mode, text"
+    );
+    assert!(
+        h.contains("[data-ogsb] .card"),
+        "Outlook.com dark mode, background"
+    );
     assert!(h.contains("prefers-color-scheme:dark") || h.contains("prefers-color-scheme: dark"));
 }
 
@@ -226,30 +252,58 @@ fn headings_form_one_outline() {
 fn items_carry_their_language_and_direction() {
     let r = render(&stress());
     let h = &r.html;
-    assert!(h.starts_with("<!DOCTYPE html><html lang=\"en\" dir=\"ltr\""), "{}", &h[..120]);
+    assert!(
+        h.starts_with("<!DOCTYPE html><html lang=\"en\" dir=\"ltr\""),
+        "{}",
+        &h[..120]
+    );
     let article = tag_with(h, "role=\"article\"");
-    assert!(article.contains("lang=\"en\"") && article.contains("dir=\"ltr\""), "{article}");
-    assert!(article.contains("aria-roledescription=\"email\""), "{article}");
+    assert!(
+        article.contains("lang=\"en\"") && article.contains("dir=\"ltr\""),
+        "{article}"
+    );
+    assert!(
+        article.contains("aria-roledescription=\"email\""),
+        "{article}"
+    );
 
     let arabic = tag_with(h, "id=\"item-5\"");
-    assert!(arabic.contains("lang=\"ar\"") && arabic.contains("dir=\"rtl\""), "{arabic}");
+    assert!(
+        arabic.contains("lang=\"ar\"") && arabic.contains("dir=\"rtl\""),
+        "{arabic}"
+    );
     assert!(arabic.contains("text-align:right"), "{arabic}");
     let kazakh = tag_with(h, "id=\"item-4\"");
-    assert!(kazakh.contains("lang=\"kk\"") && kazakh.contains("dir=\"ltr\""), "{kazakh}");
+    assert!(
+        kazakh.contains("lang=\"kk\"") && kazakh.contains("dir=\"ltr\""),
+        "{kazakh}"
+    );
     let russian = tag_with(h, "id=\"item-6\"");
     assert!(russian.contains("lang=\"ru\""), "{russian}");
 
     // The Arabic item: outlet and date isolated, quote in its own marks with
     // the border on the right.
     let arabic_item = &h[h.find("id=\"item-5\"").unwrap()..h.find("id=\"item-6\"").unwrap()];
-    assert!(arabic_item.contains("<bdi class=\"outlet\""), "{arabic_item}");
-    assert!(arabic_item.contains("<bdi lang=\"en\">3 May 2024</bdi>"), "{arabic_item}");
+    assert!(
+        arabic_item.contains("<bdi class=\"outlet\""),
+        "{arabic_item}"
+    );
+    assert!(
+        arabic_item.contains("<bdi lang=\"en\">3 May 2024</bdi>"),
+        "{arabic_item}"
+    );
     assert!(arabic_item.contains("«خطوة مهمة نحو سلام دائم في جنوب القوقاز»"));
     let quote = tag_with(arabic_item, "class=\"quote\"");
-    assert!(quote.contains("border-right:4px solid") && quote.contains("border-left:0"), "{quote}");
+    assert!(
+        quote.contains("border-right:4px solid") && quote.contains("border-left:0"),
+        "{quote}"
+    );
 
     // The text part keeps logical order: the Arabic text as written.
-    assert!(r.text.contains("كازاخستان تستضيف محادثات السلام بين أرمينيا وأذربيجان في ألماتي"));
+    assert!(
+        r.text
+            .contains("كازاخستان تستضيف محادثات السلام بين أرمينيا وأذربيجان في ألماتي")
+    );
     assert!(r.text.contains("الجزيرة · 3 May 2024"), "{}", r.text);
 }
 
@@ -266,7 +320,11 @@ fn labels_and_dates_follow_the_newsletter_language() {
     assert!(ru.text.contains("Отписаться: "));
     assert!(ru.html.starts_with("<!DOCTYPE html><html lang=\"ru\""));
     let kk = render_with("kk", &sample(), RenderOptions::default());
-    assert!(kk.html.contains("№ 18 шығарылым · 2024 ж. 3 мамыр"), "{}", kk.text);
+    assert!(
+        kk.html.contains("№ 18 шығарылым · 2024 ж. 3 мамыр"),
+        "{}",
+        kk.text
+    );
     assert!(kk.html.contains(">Жазылымнан бас тарту</a>"));
     // No table for Turkish: English labels.
     let tr = render_with("tr", &sample(), RenderOptions::default());
@@ -285,7 +343,10 @@ fn one_distinct_link_text_per_item_and_the_choice_of_none_or_link() {
         },
     );
     assert!(!r.html.contains("Read the article"));
-    assert!(r.html.contains("Read in <bdi>The National Interest</bdi> →"));
+    assert!(
+        r.html
+            .contains("Read in <bdi>The National Interest</bdi> →")
+    );
     assert_eq!(r.html.matches("class=\"btn-link\"").count(), 5);
 
     // The default: the same distinct words as a link.
@@ -311,7 +372,10 @@ fn one_distinct_link_text_per_item_and_the_choice_of_none_or_link() {
         1
     );
     // The text part still gives the address.
-    assert!(none.text.contains("Read the article: https://example.org/national-interest/"));
+    assert!(
+        none.text
+            .contains("Read the article: https://example.org/national-interest/")
+    );
 }
 
 #[test]
@@ -323,7 +387,10 @@ fn overview_lists_the_headlines_from_four_items() {
         assert!(r.html.contains(&format!("id=\"item-{n}\"")), "{n}");
     }
     assert!(r.web_html.contains("href=\"#item-1\""));
-    assert!(r.text.contains("In this issue:\n\n1. What Washington and Astana"));
+    assert!(
+        r.text
+            .contains("In this issue:\n\n1. What Washington and Astana")
+    );
 
     let mut three = sample();
     three.items.truncate(3);
@@ -372,9 +439,14 @@ fn text_part_prints_each_url_once_and_cites_links_under_their_block() {
     let item2 = &t[t.find("A summary with a bare long URL").unwrap()..];
     let item2 = &item2[..item2.find("-----").unwrap()];
     assert_eq!(item2.matches(summary_url.as_str()).count(), 2, "{item2}");
-    assert!(!item2.contains(&format!("] {summary_url}")), "no footnote for a bare URL");
+    assert!(
+        !item2.contains(&format!("] {summary_url}")),
+        "no footnote for a bare URL"
+    );
     // An unsectioned item after a section is visibly separate.
-    let no_section = t.rfind("An item with no author, no quote and no date").unwrap();
+    let no_section = t
+        .rfind("An item with no author, no quote and no date")
+        .unwrap();
     let before = &t[..no_section];
     let last_heading = before.rfind("MORE NEWS").expect("a heading of its own");
     assert!(before[last_heading..].matches("-----").count() == 0);
@@ -411,7 +483,11 @@ fn list_unsubscribe_post_only_when_asked() {
         t.personalise_into(&recipient, &mut out);
         let msg = String::from_utf8(out).unwrap();
         let head = &msg[..msg.find("\r\n\r\n").unwrap()];
-        assert_eq!(head.matches("List-Unsubscribe-Post:").count(), expected, "{head}");
+        assert_eq!(
+            head.matches("List-Unsubscribe-Post:").count(),
+            expected,
+            "{head}"
+        );
         assert_eq!(head.matches("List-Unsubscribe:").count(), 1, "{head}");
     }
 }

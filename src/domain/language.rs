@@ -177,7 +177,15 @@ mod tests {
             LanguageTag::parse("zh-Hant-TW").unwrap().as_str(),
             "zh-Hant-TW"
         );
-        for bad in ["", " ", "english!", "e", "und", "en_US_x", "a-b-c-d-e-f-g-h-i"] {
+        for bad in [
+            "",
+            " ",
+            "english!",
+            "e",
+            "und",
+            "en_US_x",
+            "a-b-c-d-e-f-g-h-i",
+        ] {
             assert!(LanguageTag::parse(bad).is_err(), "{bad:?}");
         }
         assert!(

@@ -246,9 +246,11 @@ fn items(
     options: RenderOptions,
     items: &[DigestItem],
 ) -> Markup {
-    let any_section = items
-        .iter()
-        .any(|i| i.section.as_deref().is_some_and(|s| !clean_line(s).is_empty()));
+    let any_section = items.iter().any(|i| {
+        i.section
+            .as_deref()
+            .is_some_and(|s| !clean_line(s).is_empty())
+    });
     // A section heading is shown when an item's section differs from the
     // previous item's; an unsectioned item after a section gets a heading of
     // its own so it does not read as part of that section.

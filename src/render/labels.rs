@@ -62,7 +62,10 @@ const RU: Labels = Labels {
     more_news: "Другие новости",
     greeting: ("Здравствуйте, ", "!"),
     by: "Автор: ",
-    receiving: ("Вы получили это письмо, потому что подписались на рассылку «", "»."),
+    receiving: (
+        "Вы получили это письмо, потому что подписались на рассылку «",
+        "».",
+    ),
     archive: ("Это веб-архив рассылки «", "». "),
     subscribe: "Подпишитесь",
     subscribe_rest: ", чтобы получать её по почте.",
@@ -82,7 +85,10 @@ const KK: Labels = Labels {
     more_news: "Басқа жаңалықтар",
     greeting: ("Сәлеметсіз бе, ", "!"),
     by: "Авторы: ",
-    receiving: ("Сіз бұл хатты «", "» таратылымына жазылғаныңыз үшін алдыңыз."),
+    receiving: (
+        "Сіз бұл хатты «",
+        "» таратылымына жазылғаныңыз үшін алдыңыз.",
+    ),
     archive: ("Бұл — «", "» таратылымының веб-мұрағаты. "),
     subscribe: "Жазылыңыз",
     subscribe_rest: ", сонда оны поштамен аласыз.",
@@ -107,12 +113,21 @@ impl Labels {
         let s = d
             .format_localized(self.date_pattern, self.locale)
             .to_string();
-        if self.lowercase_date { s.to_lowercase() } else { s }
+        if self.lowercase_date {
+            s.to_lowercase()
+        } else {
+            s
+        }
     }
 
     /// "Issue 1 · 2 December 2026"
     pub(crate) fn issue_line(&self, number: i64, date: chrono::NaiveDate) -> String {
-        format!("{}{number}{} · {}", self.issue.0, self.issue.1, self.date(date))
+        format!(
+            "{}{number}{} · {}",
+            self.issue.0,
+            self.issue.1,
+            self.date(date)
+        )
     }
 }
 
@@ -153,6 +168,9 @@ mod tests {
             "2026 ж. 2 желтоқсан"
         );
         // No table for Turkish: English labels and dates.
-        assert_eq!(Labels::for_language(&tag("tr-TR")).date(d), "2 December 2026");
+        assert_eq!(
+            Labels::for_language(&tag("tr-TR")).date(d),
+            "2 December 2026"
+        );
     }
 }

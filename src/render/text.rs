@@ -2,7 +2,9 @@
 
 use super::labels::{Labels, quote_marks};
 use super::markdown::{self, TextBlock};
-use super::{DigestIssue, NewsletterInfo, RenderOptions, clean, clean_line, is_http_url, placeholder};
+use super::{
+    DigestIssue, NewsletterInfo, RenderOptions, clean, clean_line, is_http_url, placeholder,
+};
 
 /// Target line width.
 pub const WIDTH: usize = 72;

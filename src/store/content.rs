@@ -38,7 +38,10 @@ impl ItemRow {
             section: self.section.clone(),
             // A tag this version cannot read again (edited by hand in the
             // database) falls back to the newsletter's language.
-            lang: self.lang.as_deref().and_then(|l| LanguageTag::parse(l).ok()),
+            lang: self
+                .lang
+                .as_deref()
+                .and_then(|l| LanguageTag::parse(l).ok()),
         }
     }
 }
