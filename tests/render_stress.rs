@@ -110,6 +110,31 @@ fn write_renderings_for_inspection() {
         std::fs::write(dir.join(format!("{name}-web.html")), &r.web_html).unwrap();
         std::fs::write(dir.join(format!("{name}.txt")), &r.text).unwrap();
         assert!(r.html.len() > 1000);
+        let headers = MessageHeaders {
+            from: "Kazakhstan Press Digest <news@news.example.com>".into(),
+            reply_to: None,
+            subject: issue.subject.clone(),
+            date: chrono::FixedOffset::east_opt(0)
+                .unwrap()
+                .with_ymd_and_hms(2024, 5, 3, 7, 0, 0)
+                .unwrap(),
+            list_id: "Kazakhstan Press Digest <weekly.news.example.com>".into(),
+            feedback_id: "18:weekly:newsletter:herald".into(),
+            extra: vec![],
+            one_click: true,
+        };
+        let recipient = Recipient {
+            to: "ada@example.net",
+            name: Some("Ada"),
+            message_id: "<issue-18.abc@news.example.com>",
+            unsubscribe_url: "https://news.example.com/unsubscribe/TOKEN",
+            unsubscribe_mailto: Some("mailto:news@news.example.com?subject=unsubscribe"),
+        };
+        let mut eml = Vec::new();
+        MessageTemplate::prepare(&r, &headers)
+            .unwrap()
+            .personalise_into(&recipient, &mut eml);
+        std::fs::write(dir.join(format!("{name}.eml")), &eml).unwrap();
     }
 }
 
