@@ -135,6 +135,15 @@ fn write_renderings_for_inspection() {
             .unwrap()
             .personalise_into(&recipient, &mut eml);
         std::fs::write(dir.join(format!("{name}.eml")), &eml).unwrap();
+        let button = render_with(
+            "en",
+            &issue,
+            RenderOptions {
+                read_more: ReadMore::Button,
+                ..Default::default()
+            },
+        );
+        std::fs::write(dir.join(format!("{name}-button.html")), &button.html).unwrap();
     }
 }
 
