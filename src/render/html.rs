@@ -144,7 +144,7 @@ fn template(nl: &NewsletterInfo, issue: &DigestIssue, variant: Variant, theme: &
                     div class="preheader" { (clean_line(&issue.preheader)) (preheader_filler()) }
                 }
                 // For clients that drop <html> and its lang/dir (Gmail, Outlook.com).
-                div role="article" aria-roledescription="email" aria-label=(page_title) lang=(lang) dir=(dir) {
+                div role="article" aria-roledescription="email" lang=(lang) dir=(dir) {
                 (layout_table("wrapper", html! {
                     tr { td class="wrapper-cell" align="center" {
                         (PreEscaped(MSO_OPEN))
