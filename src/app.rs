@@ -53,8 +53,15 @@ impl App {
         } else {
             config.security.secret.clone()
         };
+        let links = Links::new(config.base_url());
+        if links.one_click_unsubscribe() == OneClick::Omitted {
+            tracing::warn!(
+                base_url = links.base(),
+                "http.base_url is not https: mail goes out WITHOUT List-Unsubscribe-Post (RFC 8058 one-click unsubscribe needs https), so Gmail and Yahoo show no unsubscribe button and may filter bulk mail; set http.base_url to the https:// address readers reach Herald at"
+            );
+        }
         Ok(App {
-            links: Links::new(config.base_url()),
+            links,
             config: Arc::new(config),
             db,
             secret,
@@ -101,17 +108,21 @@ impl App {
             .unsubscribe(&UnsubscribeToken::new(subscriber_id, newsletter_id).encode(&self.secret))
     }
 
-    /// `List-Unsubscribe` and `List-Unsubscribe-Post` values (RFC 2369, RFC 8058).
+    /// `List-Unsubscribe` and `List-Unsubscribe-Post` values (RFC 2369, RFC 8058);
+    /// no `List-Unsubscribe-Post` when the base URL is plain http (see
+    /// [`Links::one_click_unsubscribe`]).
     /// The mailto goes to the newsletter's reply address, read by people,
     /// until inbound mail processing exists.
     pub fn list_unsubscribe_headers(
         &self,
         subscriber_id: i64,
         newsletter: &Newsletter,
-    ) -> (String, String) {
+    ) -> (String, Option<String>) {
         let url = self.unsubscribe_url(subscriber_id, newsletter.id);
         let value = format!("<{url}>, <{}>", self.unsubscribe_mailto(newsletter));
-        (value, "List-Unsubscribe=One-Click".to_owned())
+        let post = (self.links.one_click_unsubscribe() != OneClick::Omitted)
+            .then(|| "List-Unsubscribe=One-Click".to_owned());
+        (value, post)
     }
 
     pub fn unsubscribe_mailto(&self, newsletter: &Newsletter) -> String {
@@ -224,5 +235,65 @@ impl Links {
     }
     pub fn archive_issue(&self, slug: &str) -> String {
         format!("{}/archive/{slug}", self.base)
+    }
+
+    /// Whether mail may carry `List-Unsubscribe-Post` (RFC 8058 one-click).
+    /// RFC 8058 requires an https URI; a plain-http base URL gets the header
+    /// only when it names this machine (localhost, 127.x, ::1), which is a
+    /// test or demo setup no mailbox provider ever sees.
+    pub fn one_click_unsubscribe(&self) -> OneClick {
+        let base = &*self.base;
+        if crate::render::starts_with_ci(base, "https://") {
+            return OneClick::Https;
+        }
+        let rest = base.get("http://".len()..).unwrap_or("");
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.split(':').next().unwrap_or(""),
+        }
+        .to_ascii_lowercase();
+        let local = host == "localhost"
+            || host.ends_with(".localhost")
+            || host == "::1"
+            || host
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if local {
+            OneClick::LocalTest
+        } else {
+            OneClick::Omitted
+        }
+    }
+}
+
+/// What [`Links::one_click_unsubscribe`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneClick {
+    /// https base URL: the header is sent.
+    Https,
+    /// Plain http on this machine (tests, `herald demo`): sent, as real
+    /// providers never see it.
+    LocalTest,
+    /// Plain http elsewhere: omitted, with a warning at start.
+    Omitted,
+}
+
+#[cfg(test)]
+mod one_click_tests {
+    use super::{Links, OneClick};
+
+    #[test]
+    fn one_click_needs_https_or_a_local_test_setup() {
+        let decide = |base: &str| Links::new(base).one_click_unsubscribe();
+        assert_eq!(decide("https://news.example.com"), OneClick::Https);
+        assert_eq!(decide("HTTPS://news.example.com/"), OneClick::Https);
+        assert_eq!(decide("http://news.example.com"), OneClick::Omitted);
+        assert_eq!(decide("http://10.0.0.5:8080"), OneClick::Omitted);
+        assert_eq!(decide("http://localhost.example.com"), OneClick::Omitted);
+        assert_eq!(decide("http://127.0.0.1:8080"), OneClick::LocalTest);
+        assert_eq!(decide("http://localhost:3000/"), OneClick::LocalTest);
+        assert_eq!(decide("http://herald.localhost"), OneClick::LocalTest);
+        assert_eq!(decide("http://[::1]:8080"), OneClick::LocalTest);
     }
 }

@@ -267,7 +267,15 @@ pub struct NewsletterConfig {
     pub list_id: String,
     pub subject_template: String,
     pub preheader: String,
-    pub lang: String,
+    /// BCP 47: the labels and dates of the email, and the language of every
+    /// item without its own. Read it through [`NewsletterConfig::language`].
+    /// (Optional here so that the defaults figment starts from do not
+    /// collide with a file that uses the older key `lang`.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<crate::domain::LanguageTag>,
+    /// The older spelling of `language`, still accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lang: Option<crate::domain::LanguageTag>,
     /// Cron expression of the automatic sends; empty = none (see `schedule::spec`).
     #[serde(with = "crate::schedule::spec::optional_cron")]
     pub schedule: Option<CronSchedule>,
@@ -282,6 +290,16 @@ pub struct NewsletterConfig {
     /// Compose this long before the slot and send a test copy to `preview_to`; 0 = compose at the slot.
     pub preview_before: HumanDuration,
     pub preview_to: AddressList,
+}
+
+impl NewsletterConfig {
+    /// `newsletter.language`, else the older `newsletter.lang`, else English.
+    pub fn language(&self) -> crate::domain::LanguageTag {
+        self.language
+            .clone()
+            .or_else(|| self.lang.clone())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -333,6 +351,10 @@ pub struct RenderConfig {
     pub css_file: String,
     /// `"warn"` (default) or `"refuse"`: what compose does when the HTML passes Gmail's 102 KB clipping point.
     pub clip_limit: crate::render::ClipPolicy,
+    /// `"link"` (default), `"button"` or `"none"`: what follows each summary.
+    pub read_more: crate::render::ReadMore,
+    /// `"auto"` (default: from 4 items), `"always"` or `"never"`: the "In this issue" list.
+    pub overview: crate::render::Overview,
 }
 
 impl Default for DatabaseConfig {
@@ -388,7 +410,8 @@ impl Default for NewsletterConfig {
             list_id: String::new(),
             subject_template: "{newsletter}: {first_headline} and {n_more} more".into(),
             preheader: String::new(),
-            lang: "en".into(),
+            language: None,
+            lang: None,
             schedule: None,
             timezone: ScheduleTz::default(),
             on_empty: OnEmpty::Skip,
@@ -464,6 +487,17 @@ impl Config {
             ));
         }
         self.validate_numbers()?;
+        if let (Some(new), Some(old)) = (&self.newsletter.language, &self.newsletter.lang)
+            && new != old
+        {
+            return Err(value_err(
+                "newsletter.lang",
+                old.as_str(),
+                &format!(
+                    "newsletter.language is {new} and its older spelling newsletter.lang is {old}; keep only language = \"…\""
+                ),
+            ));
+        }
         if self.http.bind.parse::<std::net::SocketAddr>().is_err() {
             return Err(value_err(
                 "http.bind",
@@ -976,7 +1010,10 @@ reply_to = ""
 # Shown in every footer; required by CAN-SPAM.
 postal_address = "Herald Newsroom, 1 Example Street, 010000 Astana, Kazakhstan"
 subject_template = "{{newsletter}}: {{first_headline}} and {{n_more}} more"
-lang = "en"
+# BCP 47 tag (e.g. "en", "ru", "kk"): the email's labels ("Unsubscribe"…) and
+# dates, and the language of items without their own `lang`. Labels exist for
+# en, ru and kk; other languages get English labels. (Older spelling: lang.)
+language = "en"
 # Send automatically: a cron expression (minute hour day month weekday;
 # weekday 0/7 = Sunday, 1 = Monday; or 6/7 fields with seconds/years) in an
 # IANA time zone. Empty: only `herald send` sends.
@@ -1011,6 +1048,18 @@ max_outage = "10m"
 # How long the relay may stay unreachable before the issue being sent is
 # paused with the reason (1s to 7d); `herald resume N` goes on.
 relay_down_pause_after = "15m"
+
+[render]
+# A stylesheet that replaces the built-in look (empty: emails/digest.css).
+css_file = ""
+# An issue whose HTML passes Gmail's 102 KB clipping point: "warn" or "refuse".
+clip_limit = "warn"
+# After each summary: "link" ("Read in OUTLET →"), "button" (the same words
+# on a button, full width on phones; about 450 bytes more per item) or "none"
+# (the headline is the only link).
+read_more = "link"
+# The "In this issue" list of headlines: "auto" (from 4 items), "always", "never".
+overview = "auto"
 
 # [dkim]
 # domain = "example.com"
@@ -1079,6 +1128,46 @@ mod tests {
             let err = Config::load(None).unwrap_err().to_string();
             assert!(
                 err.to_lowercase().contains("subscribe.confirm_ttl") && err.contains("soon"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn newsletter_language_is_a_parsed_tag_under_either_spelling() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Config::load(None).unwrap().newsletter.language().as_str(),
+                "en"
+            );
+            jail.create_file("herald.toml", "[newsletter]\nlang = \"kk\"\n")?;
+            let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
+            assert_eq!(cfg.newsletter.language().as_str(), "kk", "the older key");
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "RU");
+            let err = Config::load(Some(std::path::Path::new("herald.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("newsletter.lang") && err.contains("keep only"),
+                "{err}"
+            );
+            jail.create_file("herald.toml", "")?;
+            let cfg = Config::load(Some(std::path::Path::new("herald.toml"))).unwrap();
+            assert_eq!(cfg.newsletter.language().as_str(), "ru");
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "russian please");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("newsletter.language")
+                    && err.contains("russian please")
+                    && err.contains("BCP 47"),
+                "{err}"
+            );
+            jail.set_env("HERALD_NEWSLETTER_LANGUAGE", "en");
+            jail.set_env("HERALD_RENDER_READ_MORE", "banner");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("render.read_more") && err.contains("banner"),
                 "{err}"
             );
             Ok(())

@@ -9,10 +9,10 @@ use crate::app::App;
 use crate::digest_file::{
     ItemInput, MAX_FILE_BYTES, MAX_HEADLINE, MAX_ITEMS, check_intro, parse_digest_file,
 };
-use crate::domain::{ItemState, Millis, ms_to_datetime, now_ms};
+use crate::domain::{ItemState, LanguageTag, Millis, ms_to_datetime, now_ms};
 use crate::render::{
     ClipPolicy, DigestIssue, MessageHeaders, MessageTemplate, NewsletterInfo, Recipient,
-    RenderedIssue, Theme, clip_warning, render_issue,
+    RenderOptions, RenderedIssue, Theme, clip_warning, format_date, render_issue,
 };
 use crate::store::content::{IssueDraft, IssueRow, IssueSummary, ItemRow, NewIssue};
 use crate::store::{Newsletter, StoreError};
@@ -112,15 +112,22 @@ impl App {
     pub async fn theme(&self) -> Result<Theme, ContentError> {
         let path = &self.config.render.css_file;
         if path.is_empty() {
-            return Ok(Theme::builtin());
+            return Ok(Theme::builtin().with_options(self.render_options()));
         }
         match read_text_file(Path::new(path)).await {
-            Ok(css) => Ok(Theme::from_css(css)),
+            Ok(css) => Ok(Theme::from_css(css).with_options(self.render_options())),
             Err(ContentError::Read { source, .. }) => Err(ContentError::Css {
                 path: path.clone(),
                 source,
             }),
             Err(e) => Err(e),
+        }
+    }
+
+    fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            read_more: self.config.render.read_more,
+            overview: self.config.render.overview,
         }
     }
 
@@ -174,8 +181,10 @@ impl App {
             subject: parsed.subject,
             preheader: parsed.preheader,
             intro: parsed.intro_markdown,
+            lang: parsed.lang.map(|l| l.to_string()),
         };
         let intro_saved = draft.title.is_some()
+            || draft.lang.is_some()
             || draft.subject.is_some()
             || draft.preheader.is_some()
             || draft.intro.is_some();
@@ -322,10 +331,13 @@ impl App {
                 // `on_empty = "send_anyway"` with nothing ready.
                 None => newsletter.name.clone(),
             });
-        let title = options
-            .title
-            .or(draft.title)
-            .unwrap_or_else(|| format!("{} · {}", newsletter.name, date.format("%-d %B %Y")));
+        let title = options.title.or(draft.title).unwrap_or_else(|| {
+            format!(
+                "{} · {}",
+                newsletter.name,
+                format_date(&newsletter_language(newsletter), date)
+            )
+        });
         let preheader = options
             .preheader
             .or(draft.preheader)
@@ -349,6 +361,10 @@ impl App {
             date,
             items: items.iter().map(|i| i.to_input()).collect(),
             web_url: self.links.archive_issue(&slug),
+            lang: draft
+                .lang
+                .as_deref()
+                .and_then(|l| LanguageTag::parse(l).ok()),
         };
         let rendered = render_issue(
             &self.newsletter_info(newsletter),
@@ -399,7 +415,7 @@ impl App {
         NewsletterInfo {
             name: newsletter.name.clone(),
             postal_address: newsletter.postal_address.clone(),
-            lang: newsletter.lang.clone(),
+            lang: newsletter_language(newsletter),
             base_url: self.links.base().to_owned(),
         }
     }
@@ -458,6 +474,7 @@ impl App {
                 issue.number, newsletter.slug
             ),
             extra,
+            one_click: self.links.one_click_unsubscribe() != crate::app::OneClick::Omitted,
         }
     }
 
@@ -593,6 +610,16 @@ impl App {
     pub async fn items_of_issue(&self, issue: &IssueRow) -> Result<Vec<ItemRow>, StoreError> {
         self.db.items_of_issue(issue.id).await
     }
+}
+
+/// The newsletter row's language. The row is written from the parsed
+/// `newsletter.language`; a value edited by hand that no longer parses reads
+/// as English rather than failing every compose.
+fn newsletter_language(newsletter: &Newsletter) -> LanguageTag {
+    LanguageTag::parse(&newsletter.lang).unwrap_or_else(|e| {
+        tracing::warn!(newsletter = %newsletter.slug, "stored language: {e}; using en");
+        LanguageTag::english()
+    })
 }
 
 #[cfg(test)]

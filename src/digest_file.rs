@@ -13,6 +13,8 @@ use serde::Deserialize;
 use thiserror::Error;
 use toml::Spanned;
 
+use crate::domain::LanguageTag;
+
 /// The parsed file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ParsedDigest {
@@ -20,6 +22,8 @@ pub struct ParsedDigest {
     pub subject: Option<String>,
     pub preheader: Option<String>,
     pub intro_markdown: Option<String>,
+    /// The header's `lang`: the title's and intro's language.
+    pub lang: Option<LanguageTag>,
     pub items: Vec<ItemInput>,
 }
 
@@ -233,6 +237,7 @@ struct HeaderFm {
     title: Option<Spanned<String>>,
     subject: Option<Spanned<String>>,
     preheader: Option<Spanned<String>>,
+    lang: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +251,18 @@ struct ItemFm {
     author_role: Option<Spanned<String>>,
     quote: Option<Spanned<String>>,
     section: Option<Spanned<String>>,
+    lang: Option<Spanned<String>>,
+}
+
+/// `lang = "kk"`: a BCP 47 tag, or an error for the key's line.
+fn parse_lang(v: &Option<Spanned<String>>) -> Result<Option<LanguageTag>, (usize, String)> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.get_ref().trim().is_empty() => Ok(None),
+        Some(s) => LanguageTag::parse(s.get_ref())
+            .map(Some)
+            .map_err(|e| (s.span().start, format!("lang: {e}"))),
+    }
 }
 
 /// One `+++` block: front matter text and where it starts, plus the Markdown body.
@@ -373,7 +390,7 @@ pub fn parse_digest_file(
                 let mut e2 = toml_err(e);
                 if e2.message.contains("unknown field") {
                     e2.message.push_str(
-                        " (the first block is the issue header: title, subject, preheader; an item block needs headline)",
+                        " (the first block is the issue header: title, subject, preheader, lang; an item block needs headline)",
                     );
                 }
                 e2
@@ -400,6 +417,7 @@ pub fn parse_digest_file(
                 .preheader
                 .map(|s| s.into_inner().trim().to_owned())
                 .filter(|s| !s.is_empty());
+            out.lang = parse_lang(&fm.lang).map_err(|(at, m)| err(line_of(at), m))?;
             check_intro(&b.body).map_err(|m| err(b.body_line, m))?;
             out.intro_markdown = Some(b.body.clone()).filter(|s| !s.is_empty());
             continue;
@@ -451,7 +469,9 @@ pub fn parse_digest_file(
                 .map(|s| s.get_ref().trim().to_owned())
                 .filter(|s| !s.is_empty())
         };
+        let lang = parse_lang(&fm.lang).map_err(|(at, m)| err(line_of(at), m))?;
         let item = ItemInput {
+            lang,
             headline: headline.get_ref().trim().to_owned(),
             outlet: outlet.get_ref().trim().to_owned(),
             url: url.get_ref().trim().to_owned(),
@@ -608,6 +628,21 @@ mod tests {
         i.url = "https://e.com".into();
         i.outlet = " ".into();
         assert!(i.validate().unwrap_err().contains("outlet"));
+    }
+
+    #[test]
+    fn lang_on_header_and_items() {
+        let d = parse(
+            "+++\ntitle = \"T\"\nlang = \"ru\"\n+++\nIntro\n+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://e.com\"\nlang = \"AR\"\n+++\n",
+        )
+        .unwrap();
+        assert_eq!(d.lang.as_ref().map(|l| l.as_str()), Some("ru"));
+        assert_eq!(d.items[0].lang.as_ref().map(|l| l.as_str()), Some("ar"));
+        let e = err_of(
+            "+++\nheadline = \"H\"\noutlet = \"O\"\nurl = \"https://e.com\"\nlang = \"arabic!\"\n+++\n",
+        );
+        assert_eq!(e.line, 5, "{e}");
+        assert!(e.message.contains("BCP 47"), "{e}");
     }
 
     #[test]

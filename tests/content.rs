@@ -286,6 +286,7 @@ fn item(headline: &str) -> herald::digest_file::ItemInput {
         summary_markdown: "A summary.".into(),
         quote: None,
         section: None,
+        lang: None,
     }
 }
 

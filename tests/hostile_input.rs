@@ -44,6 +44,7 @@ fn item(headline: &str, url: &str, summary: &str) -> ItemInput {
         summary_markdown: summary.to_owned(),
         quote: None,
         section: None,
+        lang: None,
     }
 }
 
@@ -178,11 +179,12 @@ fn rendering_200k_quote_markers_is_linear_and_bounded() {
             &("*".repeat(20_000) + "x" + &"*".repeat(20_000)),
         )],
         web_url: "https://example.com/archive/1".into(),
+        lang: None,
     };
     let nl = NewsletterInfo {
         name: "N".into(),
         postal_address: "Street 1".into(),
-        lang: "en".into(),
+        lang: herald::domain::LanguageTag::english(),
         base_url: "https://example.com".into(),
     };
     let started = Instant::now();

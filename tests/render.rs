@@ -14,7 +14,7 @@ fn newsletter() -> NewsletterInfo {
     NewsletterInfo {
         name: "Kazakhstan Press Digest".into(),
         postal_address: "Herald Media, 12 Example Street, Springfield 12345, USA".into(),
-        lang: "en".into(),
+        lang: herald::domain::LanguageTag::english(),
         base_url: "https://news.example.com".into(),
     }
 }
@@ -30,6 +30,7 @@ fn sample_issue() -> DigestIssue {
         date: NaiveDate::from_ymd_opt(2024, 5, 3).unwrap(),
         items: p.items,
         web_url: "https://news.example.com/issues/18".into(),
+        lang: p.lang,
     }
 }
 
@@ -49,6 +50,7 @@ fn headers() -> MessageHeaders {
         list_id: "Kazakhstan Press Digest <weekly.news.example.com>".into(),
         feedback_id: "2024w18:digest:news:herald01".into(),
         extra: vec![("X-Herald-Test".into(), "1".into())],
+        one_click: true,
     }
 }
 
@@ -75,6 +77,7 @@ fn hostile_item(headline: &str, url: &str) -> DigestItem {
         quote: Some("</blockquote><script>alert(5)</script>".into()),
         section: Some("<h1>S</h1>".into()),
         url: url.into(),
+        lang: None,
     }
 }
 
@@ -294,15 +297,16 @@ fn non_http_item_url_omits_button() {
         hostile_item("Good link", "https://example.com/ok"),
     ];
     let r = render(&issue);
-    assert_eq!(count(&r.html, ">Read the article<"), 1);
+    assert_eq!(count(&r.html, "class=\"more-link\""), 1);
     assert!(!r.html.contains("javascript:"));
     assert_eq!(count(&r.text, "Read the article:"), 1);
 }
 
 // ---------- structure ----------
 
+/// The `<style>` holding the kept at-rules.
 fn style_block(h: &str) -> &str {
-    let start = h.find("<style").expect("style kept");
+    let start = h.find("<style>").expect("style kept");
     let end = h[start..].find("</style>").unwrap() + start;
     &h[start..end]
 }
@@ -311,7 +315,9 @@ fn style_block(h: &str) -> &str {
 fn css_is_inlined_and_at_rules_kept_in_head() {
     let (r, _) = prepared();
     let h = &r.html;
-    assert_eq!(count(h, "<style"), 1, "exactly one <style>");
+    // The at-rules, and the Outlook.com dark-mode rules kept as written.
+    assert_eq!(count(h, "<style"), 2, "two <style>s");
+    assert_eq!(count(h, "<style data-css-inline=\"keep\">[data-ogsb]"), 1);
     let head_end = h.find("</head>").unwrap();
     assert!(h.find("<style").unwrap() < head_end, "<style> is in <head>");
     let style = style_block(h);
@@ -321,7 +327,7 @@ fn css_is_inlined_and_at_rules_kept_in_head() {
     );
     assert!(style.len() < 16 * 1024, "style block {} bytes", style.len());
     // Plain rules were inlined.
-    assert!(h.contains("style=\"") && h.contains("background-color:#0b5394"));
+    assert!(h.contains("style=\"") && h.contains("border-bottom:3px solid #0b5394"));
     assert!(
         !style.contains(".item {") && !style.contains(".headline{"),
         "plain rules left in <style>"
@@ -373,7 +379,7 @@ fn head_metadata_and_dark_mode() {
     let (r, _) = prepared();
     let h = &r.html;
     assert!(h.starts_with("<!DOCTYPE html>"));
-    assert!(h.contains("<html lang=\"en\" dir=\"ltr\">"));
+    assert!(h.contains("<html lang=\"en\" dir=\"ltr\" xmlns:v="));
     assert!(h.contains("<meta charset=\"utf-8\">"));
     assert!(h.contains("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"));
     assert!(h.contains("<meta name=\"color-scheme\" content=\"light dark\">"));
@@ -389,8 +395,10 @@ fn semantic_headings() {
     assert_eq!(count(h, "<h1"), 1);
     assert!(h.contains(">Kazakhstan in the foreign press</h1>"));
     let sections = 3; // sample has three section runs
-    assert_eq!(count(h, "<h2"), issue.items.len() + sections);
-    assert_eq!(count(h, "<h2 class=\"headline\""), issue.items.len());
+    // h1 > h2 (the overview, the sections) > h3 (the headlines).
+    assert_eq!(count(h, "<h2"), 1 + sections);
+    assert_eq!(count(h, "<h2 class=\"overview-title\""), 1);
+    assert_eq!(count(h, "<h3 class=\"headline\""), issue.items.len());
     assert_eq!(count(h, "<h2 class=\"section\""), sections);
 }
 
@@ -418,9 +426,15 @@ fn preheader_is_first_element_in_body() {
 fn buttons_are_live_text() {
     let issue = sample_issue();
     let (r, _) = prepared();
-    assert_eq!(count(&r.html, ">Read the article</a>"), issue.items.len());
+    // One read-more link per item, its words naming the outlet.
+    assert_eq!(count(&r.html, "class=\"more-link\""), issue.items.len());
+    assert_eq!(count(&r.html, ">Read the article</a>"), 0);
     for item in &issue.items {
         assert!(r.html.contains(&format!("href=\"{}\"", item.url)));
+        assert!(
+            r.html
+                .contains(&format!("Read in <bdi>{}</bdi> →", item.outlet))
+        );
     }
 }
 
@@ -428,9 +442,9 @@ fn buttons_are_live_text() {
 fn footer_has_required_parts() {
     let (r, _) = prepared();
     let h = r.personal_html(None, UNSUB);
-    assert!(
-        h.contains("You are receiving this because you subscribed to Kazakhstan Press Digest.")
-    );
+    assert!(h.contains(
+        "You are receiving this because you subscribed to <bdi>Kazakhstan Press Digest</bdi>."
+    ));
     assert!(h.contains("Herald Media, 12 Example Street, Springfield 12345, USA"));
     assert_eq!(
         count(
@@ -487,7 +501,7 @@ fn greeting_only_with_a_name() {
     let (r, _) = prepared();
     assert!(
         r.personal_html(Some("Ada <b>"), UNSUB)
-            .contains("Hello Ada &lt;b&gt;,")
+            .contains("Hello <bdi>Ada &lt;b&gt;</bdi>,")
     );
     for n in [None, Some(""), Some("  ")] {
         assert!(!r.personal_html(n, UNSUB).contains("Hello"));

@@ -60,6 +60,7 @@ async fn add_ready_item(t: &TestApp, headline: &str) {
         summary_markdown: "A summary.".into(),
         quote: None,
         section: None,
+        lang: None,
     };
     t.app
         .add_items(&t.app.newsletter, &[item], true)

@@ -110,6 +110,7 @@ async fn every_minute_schedule_fires_then_skips_after_restart(backend: Backend) 
         summary_markdown: "Composed and sent by the schedule.".into(),
         quote: None,
         section: None,
+        lang: None,
     };
     t.app
         .add_items(&t.app.newsletter, &[item], true)

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use crate::app::App;
 use crate::content::{ComposeOptions, read_text_file};
 use crate::digest_file::ItemInput;
-use crate::domain::ItemState;
+use crate::domain::{ItemState, LanguageTag};
 use crate::render::clip_warning;
 
 #[derive(Subcommand, Debug)]
@@ -80,6 +80,22 @@ pub struct ItemFields {
     quote: Option<String>,
     #[arg(long)]
     section: Option<String>,
+    /// BCP 47 language tag of the item (kk, ru, ar…); "" = the newsletter's.
+    #[arg(long, value_parser = parse_lang)]
+    lang: Option<LangArg>,
+}
+
+/// `--lang`: a tag, or `""` to clear it (the newsletter's language).
+#[derive(Debug, Clone)]
+struct LangArg(Option<LanguageTag>);
+
+fn parse_lang(value: &str) -> Result<LangArg, String> {
+    if value.trim().is_empty() {
+        return Ok(LangArg(None));
+    }
+    LanguageTag::parse(value)
+        .map(|l| LangArg(Some(l)))
+        .map_err(|e| e.to_string())
 }
 
 impl ItemFields {
@@ -117,6 +133,9 @@ impl ItemFields {
         opt(&mut item.section, self.section);
         if let Some(d) = self.date {
             item.published = Some(d);
+        }
+        if let Some(LangArg(l)) = self.lang {
+            item.lang = l;
         }
     }
 }
@@ -193,6 +212,7 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
                 summary_markdown: String::new(),
                 quote: None,
                 section: None,
+                lang: None,
             };
             fields.load().await?.apply(&mut item);
             let ids = app.add_items(&nl, &[item], ready).await?;

@@ -1,11 +1,13 @@
 //! Domain types: values that can only hold what the product allows.
 
 pub mod email;
+pub mod language;
 pub mod mailbox;
 pub mod state;
 pub mod token;
 
 pub use email::{EmailAddress, EmailError};
+pub use language::{Direction, LanguageTag, LanguageTagError};
 pub use mailbox::Mailbox;
 pub use state::{
     ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,

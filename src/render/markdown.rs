@@ -1,7 +1,7 @@
 //! Safe Markdown: raw HTML becomes text, only http/https/mailto links survive,
 //! images become links (or plain text), headings are demoted below the item headline.
 
-use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{CowStr, Event, HeadingLevel, LinkType, Options, Parser, Tag, TagEnd};
 
 use super::{clean, starts_with_ci};
 
@@ -147,6 +147,101 @@ fn sanitise<'a>(parser: impl Iterator<Item = Event<'a>>) -> impl Iterator<Item =
     })
 }
 
+/// Turns bare `http(s)://` addresses in text into links, as mail clients do
+/// (CommonMark links only `<…>`), so the HTML and the text part agree.
+fn linkify<'a>(events: impl Iterator<Item = Event<'a>>) -> impl Iterator<Item = Event<'a>> {
+    let mut link_depth = 0usize;
+    let mut in_code = false;
+    events.flat_map(move |ev| {
+        match &ev {
+            Event::Start(Tag::Link { .. }) => link_depth += 1,
+            Event::End(TagEnd::Link) => link_depth = link_depth.saturating_sub(1),
+            Event::Start(Tag::CodeBlock(_)) => in_code = true,
+            Event::End(TagEnd::CodeBlock) => in_code = false,
+            _ => {}
+        }
+        match ev {
+            Event::Text(t) if link_depth == 0 && !in_code => {
+                let spans = bare_urls(&t);
+                if spans.is_empty() {
+                    return vec![Event::Text(t)];
+                }
+                let mut out = Vec::with_capacity(spans.len() * 4 + 1);
+                let mut last = 0;
+                for (a, b) in spans {
+                    if a > last {
+                        out.push(Event::Text(CowStr::from(t[last..a].to_owned())));
+                    }
+                    let url = t[a..b].to_owned();
+                    out.push(Event::Start(Tag::Link {
+                        link_type: LinkType::Autolink,
+                        dest_url: CowStr::from(url.clone()),
+                        title: CowStr::from(""),
+                        id: CowStr::from(""),
+                    }));
+                    out.push(Event::Text(CowStr::from(url)));
+                    out.push(Event::End(TagEnd::Link));
+                    last = b;
+                }
+                if last < t.len() {
+                    out.push(Event::Text(CowStr::from(t[last..].to_owned())));
+                }
+                out
+            }
+            other => vec![other],
+        }
+    })
+}
+
+/// Byte ranges of the bare http(s) URLs in `text`: up to whitespace or a
+/// character that cannot be in a link, without trailing punctuation (and
+/// without a closing parenthesis the URL did not open).
+pub(crate) fn bare_urls(text: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(rel) = lower[from..].find("http") {
+        let start = from + rel;
+        let rest = &lower[start..];
+        let scheme = if rest.starts_with("https://") {
+            8
+        } else if rest.starts_with("http://") {
+            7
+        } else {
+            from = start + 4;
+            continue;
+        };
+        // Not the tail of a word such as "xhttp://".
+        if text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric())
+        {
+            from = start + scheme;
+            continue;
+        }
+        let mut end = start
+            + text[start..]
+                .find(|c: char| {
+                    c.is_whitespace() || !c.is_ascii() || matches!(c, '<' | '>' | '"' | '\\' | '`')
+                })
+                .unwrap_or(text.len() - start);
+        loop {
+            let url = &text[start..end];
+            match url.chars().next_back() {
+                Some('.' | ',' | ';' | ':' | '!' | '?' | '\'' | '*' | '_') => end -= 1,
+                Some(')') if url.matches('(').count() < url.matches(')').count() => end -= 1,
+                _ => break,
+            }
+        }
+        if end > start + scheme && super::is_http_url(&text[start..end]) {
+            out.push((start, end));
+        }
+        from = end.max(start + scheme);
+    }
+    out
+}
+
 fn demote(level: HeadingLevel) -> HeadingLevel {
     match level {
         HeadingLevel::H1 | HeadingLevel::H2 | HeadingLevel::H3 => HeadingLevel::H3,
@@ -158,7 +253,10 @@ fn demote(level: HeadingLevel) -> HeadingLevel {
 pub(crate) fn to_html(md: &str) -> String {
     let md = clean(md);
     let mut out = String::with_capacity(md.len() * 3 / 2);
-    pulldown_cmark::html::push_html(&mut out, sanitise(flatten(Parser::new_ext(&md, options()))));
+    pulldown_cmark::html::push_html(
+        &mut out,
+        linkify(sanitise(flatten(Parser::new_ext(&md, options())))),
+    );
     out
 }
 
@@ -176,18 +274,19 @@ pub(crate) struct TextBlock {
 
 /// Convert Markdown into plain-text blocks. Link targets are appended to `links`
 /// and referenced in the text as `[n]` (numbering continues from `links.len()`).
+/// A URL gets one number within this Markdown text only: a later block lists
+/// its own links under itself, so a reader never looks for `[1]` elsewhere.
+/// A link whose text is its address (an autolink, a bare URL) is printed once,
+/// without a footnote.
 pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
     let md = clean(md);
     let mut st = TextState::default();
-    let mut link_stack: Vec<Option<String>> = Vec::new();
-    let mut numbers: std::collections::HashMap<String, usize> = links
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.clone(), i + 1))
-        .collect();
+    // The link's target and where its text starts in `st.cur`.
+    let mut link_stack: Vec<Option<(String, usize)>> = Vec::new();
+    let mut numbers: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut in_code = false;
 
-    for ev in sanitise(flatten(Parser::new_ext(&md, options()))) {
+    for ev in linkify(sanitise(flatten(Parser::new_ext(&md, options())))) {
         match ev {
             Event::Start(Tag::List(start)) => {
                 st.flush(false);
@@ -230,10 +329,15 @@ pub(crate) fn to_text(md: &str, links: &mut Vec<String>) -> Vec<TextBlock> {
                 st.flush(false);
             }
             Event::Start(Tag::Link { dest_url, .. }) => {
-                link_stack.push(Some(dest_url.to_string()));
+                link_stack.push(Some((dest_url.to_string(), st.cur.len())));
             }
             Event::End(TagEnd::Link) => {
-                if let Some(Some(url)) = link_stack.pop() {
+                if let Some(Some((url, start))) = link_stack.pop() {
+                    let text = st.cur.get(start..).unwrap_or("").trim();
+                    let bare = url.strip_prefix("mailto:").unwrap_or(&url);
+                    if text == url || text == bare {
+                        continue;
+                    }
                     // A map, not a scan of `links`: thousands of links stay linear.
                     let n = *numbers.entry(url).or_insert_with_key(|url| {
                         links.push(url.clone());

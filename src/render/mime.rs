@@ -19,6 +19,9 @@ pub struct MessageHeaders {
     pub feedback_id: String,
     /// Extra headers, e.g. ("X-Herald-Test", "1").
     pub extra: Vec<(String, String)>,
+    /// Send `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058,
+    /// which requires the unsubscribe URL to be https).
+    pub one_click: bool,
 }
 
 /// Per-recipient values. CR, LF and all other control characters are **stripped**
@@ -151,7 +154,9 @@ impl MessageTemplate {
         t.lit(mailbox_header("List-Id", &headers.list_id)?.as_bytes());
         t.segs.push(Seg::ListUnsubscribe);
         h.clear();
-        h.push_str("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        if headers.one_click {
+            h.push_str("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+        }
         h.push_str(&unstructured_header(
             "Feedback-ID",
             headers.feedback_id.trim(),

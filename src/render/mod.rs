@@ -11,11 +11,14 @@
 //! before rendering, so the sentinels can never be forged by content.
 
 mod html;
+mod labels;
 mod markdown;
 mod mime;
 mod text;
 
 use thiserror::Error;
+
+use crate::domain::LanguageTag;
 
 pub use html::{MSO_CLOSE, MSO_OPEN};
 pub use markdown::{MAX_NESTING, nesting_depth as markdown_nesting_depth};
@@ -39,8 +42,9 @@ pub mod placeholder {
 pub struct NewsletterInfo {
     pub name: String,
     pub postal_address: String,
-    /// BCP 47 language tag, e.g. "en".
-    pub lang: String,
+    /// `newsletter.language`: the labels, the dates and the default
+    /// language of the intro and of every item.
+    pub lang: LanguageTag,
     /// Public base URL, no trailing slash.
     pub base_url: String,
 }
@@ -57,6 +61,8 @@ pub struct DigestItem {
     pub quote: Option<String>,
     pub section: Option<String>,
     pub url: String,
+    /// The item's language when it is not the newsletter's.
+    pub lang: Option<LanguageTag>,
 }
 
 /// One issue of the digest.
@@ -71,13 +77,68 @@ pub struct DigestIssue {
     pub items: Vec<DigestItem>,
     /// Absolute URL of the archive page, used for "View in browser".
     pub web_url: String,
+    /// The language of the title and intro when it is not the newsletter's.
+    pub lang: Option<LanguageTag>,
 }
 
-/// The stylesheet the email is rendered with.
+/// The stylesheet the email is rendered with, and the layout choices
+/// (`render.read_more`, `render.overview`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Theme {
     css: String,
+    options: RenderOptions,
 }
+
+/// What follows each item's summary (`render.read_more`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMore {
+    /// A button, full width on phones.
+    Button,
+    /// "Read in {outlet} →" as a link (44 px tall on phones): a text that
+    /// differs per item, at a quarter of a button's bytes (Gmail clips at
+    /// 102 KB).
+    #[default]
+    Link,
+    /// Nothing: the headline is the item's only link.
+    None,
+}
+
+/// When the "In this issue" list of headlines opens the issue (`render.overview`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overview {
+    /// From [`OVERVIEW_MIN_ITEMS`] items on.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// `render.overview = "auto"` lists the headlines from this many items on.
+pub const OVERVIEW_MIN_ITEMS: usize = 4;
+
+impl Overview {
+    pub(crate) fn shows(self, items: usize) -> bool {
+        match self {
+            Overview::Auto => items >= OVERVIEW_MIN_ITEMS,
+            Overview::Always => items > 0,
+            Overview::Never => false,
+        }
+    }
+}
+
+/// Layout choices that are not CSS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RenderOptions {
+    pub read_more: ReadMore,
+    pub overview: Overview,
+}
+
+/// In a theme's CSS, the rules after this line are not inlined but kept in
+/// a `<style>` of their own: selectors that match attributes a mail client
+/// adds later, such as Outlook.com's dark mode (`[data-ogsc]`, `[data-ogsb]`).
+pub const KEEP_MARKER: &str = "/* herald:keep */";
 
 /// The built-in look, `emails/digest.css`.
 pub const BUILTIN_CSS: &str = include_str!("../../emails/digest.css");
@@ -87,12 +148,26 @@ impl Theme {
     pub fn builtin() -> Theme {
         Theme {
             css: BUILTIN_CSS.to_owned(),
+            options: RenderOptions::default(),
         }
     }
 
     /// A custom stylesheet (replaces the built-in one entirely).
     pub fn from_css(css: String) -> Theme {
-        Theme { css }
+        Theme {
+            css,
+            options: RenderOptions::default(),
+        }
+    }
+
+    /// The same CSS with other layout choices.
+    pub fn with_options(mut self, options: RenderOptions) -> Theme {
+        self.options = options;
+        self
+    }
+
+    pub fn options(&self) -> RenderOptions {
+        self.options
     }
 
     /// The CSS text.
@@ -153,7 +228,7 @@ pub fn render_issue(
 ) -> Result<RenderedIssue, RenderError> {
     let email_html = html::render(newsletter, issue, html::Variant::Email, theme)?;
     let web_html = html::render(newsletter, issue, html::Variant::Web, theme)?;
-    let text = text::render(newsletter, issue);
+    let text = text::render(newsletter, issue, theme.options());
     Ok(RenderedIssue {
         html: email_html,
         text,
@@ -339,9 +414,10 @@ pub(crate) fn match_token(s: &str) -> (usize, Option<Token>) {
     (0, None)
 }
 
-/// "1 May 2026"
-pub(crate) fn format_date(d: chrono::NaiveDate) -> String {
-    d.format("%-d %B %Y").to_string()
+/// A date as the newsletter's language writes it: "1 May 2026",
+/// "1 мая 2026", "2026 ж. 1 мамыр".
+pub fn format_date(lang: &LanguageTag, d: chrono::NaiveDate) -> String {
+    labels::Labels::for_language(lang).date(d)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Plain-text part, generated from the model (not from the HTML).
 
+use super::labels::{Labels, quote_marks};
 use super::markdown::{self, TextBlock};
 use super::{
-    DigestIssue, NewsletterInfo, clean, clean_line, format_date, is_http_url, placeholder,
+    DigestIssue, NewsletterInfo, RenderOptions, clean, clean_line, is_http_url, placeholder,
 };
 
 /// Target line width.
@@ -66,7 +67,8 @@ fn push_links(out: &mut String, links: &[String], from: usize) {
 
 const RULE: &str = "------------------------------------------------------------------------";
 
-pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
+pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue, options: RenderOptions) -> String {
+    let labels = Labels::for_language(&nl.lang);
     let mut out = String::with_capacity(8 * 1024);
     let name = clean_line(&nl.name);
     let title = clean_line(&issue.title);
@@ -77,21 +79,20 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
     wrap_into(&mut out, &title, "", "");
     out.push_str(&"=".repeat(title.chars().count().clamp(1, WIDTH)));
     out.push('\n');
-    out.push_str(&format!(
-        "Issue {} · {}\n\n",
-        issue.number,
-        format_date(issue.date)
-    ));
+    out.push_str(&labels.issue_line(issue.number, issue.date));
+    out.push_str("\n\n");
     let web_url = issue.web_url.trim();
     if is_http_url(web_url) {
-        out.push_str("View in browser: ");
+        out.push_str(labels.view_in_browser);
+        out.push_str(": ");
         out.push_str(web_url);
         out.push_str("\n\n");
     }
     out.push_str(placeholder::GREETING_START);
-    out.push_str("Hello ");
+    out.push_str(labels.greeting.0);
     out.push_str(placeholder::NAME);
-    out.push_str(",\n\n");
+    out.push_str(labels.greeting.1);
+    out.push_str("\n\n");
     out.push_str(placeholder::GREETING_END);
 
     push_blocks(
@@ -99,6 +100,17 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
         &markdown::to_text(&issue.intro_markdown, &mut links),
     );
     push_links(&mut out, &links, 0);
+
+    if options.overview.shows(issue.items.len()) {
+        out.push_str(labels.in_this_issue);
+        out.push_str(":\n\n");
+        for (i, item) in issue.items.iter().enumerate() {
+            let number = format!("{}. ", i + 1);
+            let indent = " ".repeat(number.len());
+            wrap_into(&mut out, &clean_line(&item.headline), &number, &indent);
+        }
+        out.push('\n');
+    }
 
     let mut prev_section: Option<String> = None;
     for item in &issue.items {
@@ -109,9 +121,15 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
             .as_deref()
             .map(clean_line)
             .filter(|s| !s.is_empty());
-        if section.is_some() && section != prev_section {
-            let s = section.as_deref().unwrap_or_default().to_uppercase();
-            wrap_into(&mut out, &s, "", "");
+        // As in the HTML: an unsectioned item after a section gets a
+        // heading of its own.
+        let heading = match (&section, &prev_section) {
+            (Some(s), p) if p.as_ref() != Some(s) => Some(s.as_str()),
+            (None, Some(_)) => Some(labels.more_news),
+            _ => None,
+        };
+        if let Some(h) = heading {
+            wrap_into(&mut out, &h.to_uppercase(), "", "");
             out.push('\n');
         }
         prev_section = section;
@@ -121,7 +139,7 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
         let mut meta = clean_line(&item.outlet);
         if let Some(d) = item.published {
             meta.push_str(" · ");
-            meta.push_str(&format_date(d));
+            meta.push_str(&labels.date(d));
         }
         if let Some(a) = item
             .author
@@ -129,7 +147,8 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
             .map(clean_line)
             .filter(|s| !s.is_empty())
         {
-            meta.push_str(" · By ");
+            meta.push_str(" · ");
+            meta.push_str(labels.by);
             meta.push_str(&a);
             if let Some(r) = item
                 .author_role
@@ -152,12 +171,14 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
         if let Some(q) = item.quote.as_deref().map(|q| clean(q).trim().to_owned())
             && !q.is_empty()
         {
-            wrap_into(&mut out, &format!("“{q}”"), "    ", "    ");
+            let (open, close) = quote_marks(item.lang.as_ref().unwrap_or(&nl.lang));
+            wrap_into(&mut out, &format!("{open}{q}{close}"), "    ", "    ");
             out.push('\n');
         }
         let url = item.url.trim();
         if is_http_url(url) {
-            out.push_str("Read the article: ");
+            out.push_str(labels.read_article);
+            out.push_str(": ");
             out.push_str(url);
             out.push_str("\n\n");
         }
@@ -168,15 +189,17 @@ pub(crate) fn render(nl: &NewsletterInfo, issue: &DigestIssue) -> String {
     out.push_str("\n\n");
     wrap_into(
         &mut out,
-        &format!("You are receiving this because you subscribed to {name}."),
+        &format!("{}{name}{}", labels.receiving.0, labels.receiving.1),
         "",
         "",
     );
-    out.push_str("Unsubscribe: ");
+    out.push_str(labels.unsubscribe);
+    out.push_str(": ");
     out.push_str(placeholder::UNSUBSCRIBE_URL);
     out.push('\n');
     if is_http_url(web_url) {
-        out.push_str("View in browser: ");
+        out.push_str(labels.view_in_browser);
+        out.push_str(": ");
         out.push_str(web_url);
         out.push('\n');
     }

@@ -2,7 +2,7 @@
 
 use super::{Db, Result, StoreError, with_pool, with_tx};
 use crate::digest_file::ItemInput;
-use crate::domain::{IssueStatus, ItemState, Millis};
+use crate::domain::{IssueStatus, ItemState, LanguageTag, Millis};
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct ItemRow {
@@ -18,6 +18,8 @@ pub struct ItemRow {
     pub summary: String,
     pub quote: Option<String>,
     pub section: Option<String>,
+    /// Canonical BCP 47 tag, written only from a parsed `LanguageTag`.
+    pub lang: Option<String>,
     pub issue_id: Option<i64>,
     pub created_at: Millis,
 }
@@ -34,6 +36,12 @@ impl ItemRow {
             summary_markdown: self.summary.clone(),
             quote: self.quote.clone(),
             section: self.section.clone(),
+            // A tag this version cannot read again (edited by hand in the
+            // database) falls back to the newsletter's language.
+            lang: self
+                .lang
+                .as_deref()
+                .and_then(|l| LanguageTag::parse(l).ok()),
         }
     }
 }
@@ -89,6 +97,8 @@ pub struct IssueDraft {
     pub subject: Option<String>,
     pub preheader: Option<String>,
     pub intro: Option<String>,
+    /// The digest header's `lang`, canonical BCP 47.
+    pub lang: Option<String>,
 }
 
 /// Binds an item's editable fields in the order both the INSERT and the
@@ -105,10 +115,11 @@ macro_rules! bind_item_fields {
             .bind(&$item.summary_markdown)
             .bind(&$item.quote)
             .bind(&$item.section)
+            .bind($item.lang.as_ref().map(|l| l.as_str()))
     };
 }
 
-const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, issue_id, created_at";
+const ITEM_COLUMNS: &str = "id, newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, lang, issue_id, created_at";
 const ISSUE_COLUMNS: &str = "id, newsletter_id, number, slug, title, subject, preheader, intro, html, text_body, web_html, status, created_at, send_started_at, completed_at, final_counts, pause_reason";
 
 impl Db {
@@ -123,8 +134,8 @@ impl Db {
             let mut ids = Vec::with_capacity(items.len());
             for item in items {
                 let query = sqlx::query_scalar(
-                    "INSERT INTO items (newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+                    "INSERT INTO items (newsletter_id, state, headline, outlet, url, published_on, author, author_role, summary, quote, section, lang, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) RETURNING id",
                 )
                 .bind(newsletter_id)
                 .bind(state.as_str());
@@ -142,7 +153,7 @@ impl Db {
         let n = with_pool!(self, |p| {
             let query = sqlx::query(
                 "UPDATE items SET headline = $2, outlet = $3, url = $4, published_on = $5, author = $6, author_role = $7,
-                   summary = $8, quote = $9, section = $10, updated_at = $11 WHERE id = $1 AND state <> $12",
+                   summary = $8, quote = $9, section = $10, lang = $11, updated_at = $12 WHERE id = $1 AND state <> $13",
             )
             .bind(id);
             bind_item_fields!(query, item)
@@ -221,16 +232,17 @@ impl Db {
     ) -> Result<()> {
         with_pool!(self, |p| {
             sqlx::query(
-                "INSERT INTO issue_drafts (newsletter_id, title, subject, preheader, intro, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO issue_drafts (newsletter_id, title, subject, preheader, intro, lang, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (newsletter_id) DO UPDATE SET title = COALESCE(excluded.title, issue_drafts.title),
                    subject = COALESCE(excluded.subject, issue_drafts.subject), preheader = COALESCE(excluded.preheader, issue_drafts.preheader),
-                   intro = COALESCE(excluded.intro, issue_drafts.intro), updated_at = excluded.updated_at",
+                   intro = COALESCE(excluded.intro, issue_drafts.intro), lang = COALESCE(excluded.lang, issue_drafts.lang), updated_at = excluded.updated_at",
             )
             .bind(newsletter_id)
             .bind(&draft.title)
             .bind(&draft.subject)
             .bind(&draft.preheader)
             .bind(&draft.intro)
+            .bind(&draft.lang)
             .bind(now)
             .execute(p)
             .await?
@@ -241,7 +253,7 @@ impl Db {
 
     pub async fn issue_draft(&self, newsletter_id: i64) -> Result<IssueDraft> {
         let row: Option<IssueDraft> = with_pool!(self, |p| {
-            sqlx::query_as("SELECT title, subject, preheader, intro FROM issue_drafts WHERE newsletter_id = $1")
+            sqlx::query_as("SELECT title, subject, preheader, intro, lang FROM issue_drafts WHERE newsletter_id = $1")
                 .bind(newsletter_id)
                 .fetch_optional(p)
                 .await?

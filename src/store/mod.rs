@@ -269,7 +269,7 @@ impl Db {
             .bind(list_id)
             .bind(&n.subject_template)
             .bind(&n.preheader)
-            .bind(&n.lang)
+            .bind(n.language().as_str())
             .bind(now_ms())
             .execute(p)
             .await?;

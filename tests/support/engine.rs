@@ -124,6 +124,7 @@ impl Fixture {
             summary_markdown: "A short summary for the next issue.".into(),
             quote: None,
             section: None,
+            lang: None,
         };
         self.app
             .add_items(&self.app.newsletter, &[item], true)

@@ -12,7 +12,7 @@ use super::NewsletterQuery;
 use super::body::{ApiJson, text_body};
 use super::problem::{ApiError, FieldError, Problem};
 use crate::digest_file::{ItemInput, MAX_FILE_BYTES};
-use crate::domain::ItemState;
+use crate::domain::{ItemState, LanguageTag};
 use crate::store::content::ItemRow;
 use crate::web::WebState;
 
@@ -33,6 +33,8 @@ pub struct Item {
     pub summary: String,
     pub quote: Option<String>,
     pub section: Option<String>,
+    /// BCP 47 language tag of the item; absent: the newsletter's language.
+    pub lang: Option<String>,
     /// The issue that published it.
     pub issue_id: Option<i64>,
     /// RFC 3339, UTC.
@@ -53,6 +55,7 @@ impl From<ItemRow> for Item {
             summary: r.summary,
             quote: r.quote,
             section: r.section,
+            lang: r.lang,
             issue_id: r.issue_id,
             created_at: super::rfc3339(r.created_at),
         }
@@ -80,6 +83,10 @@ pub struct NewItem {
     pub quote: Option<String>,
     #[serde(default)]
     pub section: Option<String>,
+    /// BCP 47 language tag (`kk`, `ru`, `ar`…) when the item is not in the
+    /// newsletter's language; sets its `lang` and text direction.
+    #[serde(default)]
+    pub lang: Option<String>,
     /// Select it for the next issue right away.
     #[serde(default)]
     pub ready: bool,
@@ -99,6 +106,8 @@ pub struct ItemChanges {
     pub summary: Option<String>,
     pub quote: Option<String>,
     pub section: Option<String>,
+    /// BCP 47 language tag; an empty string: the newsletter's language.
+    pub lang: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -139,6 +148,16 @@ fn parse_state(state: Option<&str>) -> Result<Option<ItemState>, ApiError> {
             })
         })
         .transpose()
+}
+
+/// `lang`: a BCP 47 tag, or empty for "the newsletter's language".
+fn parse_lang(value: &str) -> Result<Option<LanguageTag>, FieldError> {
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    LanguageTag::parse(value)
+        .map(Some)
+        .map_err(|e| FieldError::new("lang", e.to_string()))
 }
 
 fn parse_date(field: &str, value: &str) -> Result<Option<chrono::NaiveDate>, FieldError> {
@@ -221,7 +240,16 @@ pub async fn create(
         Some(Ok(d)) => d,
         None => None,
     };
+    let lang = match new.lang.as_deref().map(parse_lang) {
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        Some(Ok(l)) => l,
+        None => None,
+    };
     let item = ItemInput {
+        lang,
         headline: new.headline,
         outlet: new.outlet,
         url: new.url,
@@ -291,6 +319,7 @@ pub async fn update(
         summary,
         quote,
         section,
+        lang,
     } = changes;
     if let Some(v) = headline {
         item.headline = v;
@@ -307,6 +336,12 @@ pub async fn update(
     if let Some(d) = published {
         match parse_date("published", &d) {
             Ok(d) => item.published = d,
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(l) = lang {
+        match parse_lang(&l) {
+            Ok(l) => item.lang = l,
             Err(e) => errors.push(e),
         }
     }
