@@ -1,4 +1,4 @@
-//! CSV import across several of the importer's chunks (10,000 rows each):
+//! CSV import across several of the importer's chunks (5,000 rows each):
 //! duplicates in a later chunk, rows in the file's order rather than the
 //! address order, existing readers in every state, re-import as a set-wise
 //! update. Each scenario runs on SQLite, and on PostgreSQL when

@@ -15,9 +15,10 @@ use crate::store::{Newsletter, StoreError};
 /// Rows per chunk, and per write transaction. Large enough that the
 /// per-transaction costs (commit, the index pages each chunk dirties) are
 /// spread thin; small enough that memory stays flat (a few MB per chunk, at
-/// most three chunks alive) and that `herald serve` writing to the same
+/// most three chunks alive; and each insert of a chunk is one statement
+/// under SQLite's bind limit) and that `herald serve` writing to the same
 /// database waits a fraction of a second for the lock, not seconds.
-const CHUNK: usize = 10_000;
+const CHUNK: usize = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
