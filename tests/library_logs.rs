@@ -96,12 +96,6 @@ async fn a_slow_statement_is_logged_at_debug_not_warn(backend: Backend) {
         ours.iter().all(|(level, _)| *level > tracing::Level::INFO),
         "nothing about the statement at INFO or above: {ours:#?}"
     );
-    assert!(
-        ours.iter()
-            .filter(|(level, _)| *level < tracing::Level::TRACE)
-            .all(|(_, f)| f.contains("slow statement")),
-        "ordinary statements are logged at TRACE only: {ours:#?}"
-    );
 }
 
 fn uuid_like() -> String {

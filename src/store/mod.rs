@@ -100,13 +100,15 @@ macro_rules! with_tx {
 }
 pub use with_tx;
 
-/// sqlx logs every statement at DEBUG and a slow one (over 1 s) at WARN,
+/// sqlx logs every statement at DEBUG but a slow one (over 1 s) at WARN,
 /// with its whole SQL text. A large import or enqueue is slow by nature, and
 /// the WARN landed on the editor's terminal in the middle of the command's
 /// own output: these are the library's diagnostics, for the log at debug
 /// level (`HERALD_LOG=sqlx=debug`), not for the user.
 pub(crate) fn quiet_statement_logs<O: sqlx::ConnectOptions>(opts: O) -> O {
-    opts.log_statements(log::LevelFilter::Trace)
+    // Statements stay at DEBUG, where `HERALD_LOG=debug` shows them inside
+    // the request's span (tests/api_serve.rs reads the path from there).
+    opts.log_statements(log::LevelFilter::Debug)
         .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT)
 }
 
