@@ -4,7 +4,9 @@
 //! (`HERALD_BENCH_ROWS` overrides the large size) into fresh SQLite
 //! databases and prints rows/s, the import report and the peak RSS after
 //! each run: memory should stay flat as the file grows. The files have 2%
-//! invalid and 2% duplicate rows (half of those in a different chunk).
+//! invalid and 2% duplicate rows (in a different chunk). In-process, so it
+//! leaves out what a user waits for (start-up, the progress bar, the
+//! process's exit); `benches/import.sh` times the real command.
 //!
 //! Under `cargo test --all-targets` (no `--bench` argument) it does one tiny
 //! run as a smoke test. Not criterion: a million-row run is one sample.
@@ -90,7 +92,8 @@ async fn run(rows: usize) -> (ImportReport, ImportReport, f64) {
 }
 
 /// Every 50 rows: one invalid address and one duplicate of an earlier row
-/// (1001 rows back, so it is found in the database rather than in the chunk).
+/// (10,001 rows back, so it is found in the database rather than in the
+/// importer's 5,000-row chunk).
 fn generate(path: &Path, rows: usize) -> std::io::Result<ImportReport> {
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?);
     let mut expected = ImportReport::default();
@@ -101,12 +104,12 @@ fn generate(path: &Path, rows: usize) -> std::io::Result<ImportReport> {
                 writeln!(out, "not-an-address-{i},Broken Row,Astana,free")?;
                 expected.invalid += 1;
             }
-            13 if i >= 1001 => {
+            13 if i >= 10_001 => {
                 writeln!(
                     out,
                     "reader{}@example{}.com,Repeated Reader,Almaty,pro",
-                    i - 1001,
-                    (i - 1001) % 10
+                    i - 10_001,
+                    (i - 10_001) % 10
                 )?;
                 expected.duplicate += 1;
             }

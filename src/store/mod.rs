@@ -100,6 +100,21 @@ macro_rules! with_tx {
 }
 pub use with_tx;
 
+/// sqlx logs every statement at DEBUG but a slow one (over 1 s) at WARN,
+/// with its whole SQL text. A large import or enqueue is slow by nature, and
+/// the WARN landed on the editor's terminal in the middle of the command's
+/// own output: these are the library's diagnostics, for the log at debug
+/// level (`HERALD_LOG=sqlx=debug`), not for the user.
+pub(crate) fn quiet_statement_logs<O: sqlx::ConnectOptions>(opts: O) -> O {
+    // Statements stay at DEBUG, where `HERALD_LOG=debug` shows them inside
+    // the request's span (tests/api_serve.rs reads the path from there).
+    opts.log_statements(log::LevelFilter::Debug)
+        .log_slow_statements(log::LevelFilter::Debug, SLOW_STATEMENT)
+}
+
+/// When sqlx calls a statement slow (at debug level, see `quiet_statement_logs`).
+pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
+
 /// How every SQLite write transaction begins (see `with_tx!`).
 pub const SQLITE_BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
@@ -112,7 +127,7 @@ impl Db {
             source,
         };
         if url.starts_with("postgres") {
-            let opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let opts = quiet_statement_logs(PgConnectOptions::from_str(url).map_err(connect_err)?);
             // One direct connection first: the pool retries a refused
             // connection until its acquire timeout and then reports only
             // "pool timed out", hiding the cause.
@@ -155,6 +170,7 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30));
+            let opts = quiet_statement_logs(opts);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .connect_with(opts)

@@ -576,6 +576,28 @@ pub struct ImportRow {
     pub name: Option<String>,
     /// A JSON object of the extra columns.
     pub attributes: String,
+    /// `email.canonical()` and `email.suppression_hash()`, computed once
+    /// when the row is made (by the CSV reader's thread, beside the
+    /// database's work rather than in front of it).
+    canonical: String,
+    suppression_hash: String,
+}
+
+impl ImportRow {
+    pub fn new(email: EmailAddress, name: Option<String>, attributes: String) -> ImportRow {
+        ImportRow {
+            canonical: email.canonical(),
+            suppression_hash: email.suppression_hash(),
+            email,
+            name,
+            attributes,
+        }
+    }
+
+    /// The row's identity (`EmailAddress::canonical`).
+    pub fn canonical(&self) -> &str {
+        &self.canonical
+    }
 }
 
 /// What the import does with an address that already exists, decided by
@@ -611,11 +633,20 @@ pub struct ImportTarget<'a> {
     pub now: Millis,
 }
 
+/// The most values one statement binds: SQLite's limit (PostgreSQL's is
+/// 65,535). Multi-row statements of a large chunk are split below it.
+const MAX_BINDS: usize = 32_766;
+
 impl Db {
     /// Writes one chunk of an import in one transaction, set-wise. Rows are
     /// matched to existing subscribers by canonical address; rows whose
     /// address is suppressed are skipped; `decide` says what happens to an
     /// existing subscriber. `rows` must hold each canonical address once.
+    ///
+    /// Every step is one multi-row statement (more only past the bind limit),
+    /// never one per row. Rows sorted by canonical address (as
+    /// `subscribers::import` hands them over) reach the address index in
+    /// its order, so a chunk dirties each index page once.
     pub async fn import_chunk(
         &self,
         rows: Vec<ImportRow>,
@@ -634,83 +665,84 @@ impl Db {
             now,
         } = *target;
         with_tx!(self, |tx| {
-            // Who exists already, and was any of them already touched by this import?
-            let mut q = QueryBuilder::new(
-                "SELECT id, lower(email), last_import_id FROM subscribers WHERE lower(email) IN ",
-            );
-            push_list(&mut q, rows.iter().map(|r| r.email.canonical()));
-            let existing: Vec<(i64, String, Option<String>)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
-            let existing: HashMap<String, (i64, bool)> = existing
-                .into_iter()
-                .map(|(id, key, last)| (key, (id, last.as_deref() == Some(import_id))))
-                .collect();
-
-            let mut q =
-                QueryBuilder::new("SELECT address_hash FROM suppressions WHERE address_hash IN ");
-            push_list(&mut q, rows.iter().map(|r| r.email.suppression_hash()));
-            let suppressed: HashSet<String> = q
-                .build_query_scalar::<String>()
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-
-            let mut states: HashMap<i64, SubscriptionState> = HashMap::new();
-            if !existing.is_empty() {
+            // Who exists already, their subscription to this newsletter, and
+            // was any of them already touched by this import?
+            let mut existing: HashMap<String, (i64, bool, Option<SubscriptionState>)> =
+                HashMap::new();
+            for batch in rows.chunks(MAX_BINDS - 1) {
                 let mut q = QueryBuilder::new(
-                    "SELECT subscriber_id, state FROM subscriptions WHERE newsletter_id = ",
+                    "SELECT s.id, lower(s.email), s.last_import_id, sub.state FROM subscribers s
+                     LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.newsletter_id = ",
                 );
                 q.push_bind(newsletter_id);
-                q.push(" AND subscriber_id IN ");
-                push_list(&mut q, existing.values().map(|(id, _)| *id));
-                states = q
-                    .build_query_as::<(i64, SubscriptionState)>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .collect();
+                q.push(" WHERE lower(s.email) IN ");
+                push_list(&mut q, batch.iter().map(|r| r.canonical.as_str()));
+                let found: Vec<(i64, String, Option<String>, Option<SubscriptionState>)> =
+                    q.build_query_as().fetch_all(&mut *tx).await?;
+                existing.extend(found.into_iter().map(|(id, key, last, state)| {
+                    (key, (id, last.as_deref() == Some(import_id), state))
+                }));
             }
 
-            let mut new_rows = Vec::new();
+            let mut suppressed: HashSet<String> = HashSet::new();
+            for batch in rows.chunks(MAX_BINDS) {
+                let mut q = QueryBuilder::new(
+                    "SELECT address_hash FROM suppressions WHERE address_hash IN ",
+                );
+                push_list(&mut q, batch.iter().map(|r| r.suppression_hash.as_str()));
+                let found: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                suppressed.extend(found);
+            }
+
+            let mut updates: Vec<(i64, &ImportRow)> = Vec::new();
+            let mut new_rows: Vec<&ImportRow> = Vec::new();
             let mut subscribe_ids: Vec<i64> = Vec::new();
-            for r in rows {
-                match existing.get(&r.email.canonical()) {
-                    Some((_, true)) => out.duplicate += 1,
-                    _ if suppressed.contains(&r.email.suppression_hash()) => out.suppressed += 1,
-                    Some((id, false)) => {
-                        let action = decide(states.get(id).copied());
-                        if action == ImportAction::Refuse {
-                            out.suppressed += 1;
-                            continue;
+            for r in &rows {
+                match existing.get(&r.canonical) {
+                    Some((_, true, _)) => out.duplicate += 1,
+                    _ if suppressed.contains(&r.suppression_hash) => out.suppressed += 1,
+                    Some((id, false, state)) => match decide(*state) {
+                        ImportAction::Refuse => out.suppressed += 1,
+                        action => {
+                            updates.push((*id, r));
+                            if action == ImportAction::UpdateAndSubscribe {
+                                subscribe_ids.push(*id);
+                            }
                         }
-                        sqlx::query(
-                            "UPDATE subscribers SET name = COALESCE($1, name),
-                               attributes = CASE WHEN $2 = '{}' THEN attributes ELSE $2 END, last_import_id = $3 WHERE id = $4",
-                        )
-                        .bind(r.name.as_deref())
-                        .bind(&r.attributes)
-                        .bind(import_id)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                        out.updated += 1;
-                        if action == ImportAction::UpdateAndSubscribe {
-                            subscribe_ids.push(*id);
-                        }
-                    }
+                    },
                     None => new_rows.push(r),
                 }
             }
 
-            if !new_rows.is_empty() {
+            for batch in updates.chunks(MAX_BINDS / 3 - 1) {
+                let mut q = QueryBuilder::new("WITH v (id, name, attributes) AS (");
+                q.push_values(batch, |mut b, (id, r)| {
+                    b.push_bind(*id)
+                        .push_bind(r.name.as_deref())
+                        .push_bind(r.attributes.as_str());
+                });
+                q.push(
+                    ") UPDATE subscribers SET name = COALESCE(v.name, subscribers.name),
+                       attributes = CASE WHEN v.attributes = '{}' THEN subscribers.attributes ELSE v.attributes END,
+                       last_import_id = ",
+                );
+                q.push_bind(import_id);
+                q.push(" FROM v WHERE subscribers.id = v.id");
+                q.build().execute(&mut *tx).await?;
+            }
+            out.updated += updates.len() as u64;
+
+            // Plain multi-row VALUES, not `WITH v AS (VALUES …) INSERT … SELECT`:
+            // SQLite compiles the latter's thousands of rows as a compound
+            // SELECT and spent a sixth of the import planning it.
+            for batch in new_rows.chunks(MAX_BINDS / 5) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO subscribers (email, name, attributes, created_at, last_import_id) ",
                 );
-                q.push_values(&new_rows, |mut b, r| {
+                q.push_values(batch, |mut b, r| {
                     b.push_bind(r.email.as_str())
                         .push_bind(r.name.as_deref())
-                        .push_bind(&r.attributes)
+                        .push_bind(r.attributes.as_str())
                         .push_bind(now)
                         .push_bind(import_id);
                 });
@@ -720,12 +752,12 @@ impl Db {
                 subscribe_ids.extend(ids);
             }
 
-            if !subscribe_ids.is_empty() {
-                let confirmed_at = (target_state == SubscriptionState::Confirmed).then_some(now);
+            let confirmed_at = (target_state == SubscriptionState::Confirmed).then_some(now);
+            for batch in subscribe_ids.chunks(MAX_BINDS / 6 - 1) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO subscriptions (subscriber_id, newsletter_id, state, created_at, updated_at, confirmed_at) ",
                 );
-                q.push_values(&subscribe_ids, |mut b, id| {
+                q.push_values(batch, |mut b, id| {
                     b.push_bind(*id)
                         .push_bind(newsletter_id)
                         .push_bind(target_state)
@@ -743,7 +775,7 @@ impl Db {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) ",
                 );
-                q.push_values(&subscribe_ids, |mut b, id| {
+                q.push_values(batch, |mut b, id| {
                     b.push_bind(*id)
                         .push_bind(newsletter_id)
                         .push_bind(ConsentKind::Import)
@@ -754,16 +786,14 @@ impl Db {
                 q.build().execute(&mut *tx).await?;
             }
 
-            if target_state == SubscriptionState::Pending && !subscribe_ids.is_empty() {
-                let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN ");
-                push_list(&mut q, subscribe_ids.iter().copied());
-                out.pending = q
-                    .build_query_scalar::<String>()
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .filter_map(|e| EmailAddress::parse(&e).ok())
-                    .collect();
+            if target_state == SubscriptionState::Pending {
+                for batch in subscribe_ids.chunks(MAX_BINDS) {
+                    let mut q = QueryBuilder::new("SELECT email FROM subscribers WHERE id IN ");
+                    push_list(&mut q, batch.iter().copied());
+                    let emails: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                    out.pending
+                        .extend(emails.iter().filter_map(|e| EmailAddress::parse(e).ok()));
+                }
             }
             Ok::<_, StoreError>(())
         })?;
