@@ -30,14 +30,16 @@ if [ -z "${HERALD_BIN:-}" ]; then
     cargo build --quiet --bin herald
     HERALD_BIN=target/debug/herald
 fi
-HERALD_BIN=$(realpath "$HERALD_BIN")
+herald=$(realpath "$HERALD_BIN")
+# Herald reads every HERALD_* variable as a setting and refuses unknown ones.
+unset HERALD_BIN
 
 echo "--- rendering $SAMPLE as a subscriber gets it"
 export HERALD_DATABASE_URL="sqlite://$work/herald.db"
 export HERALD_HTTP_BASE_URL="https://news.example.com"
-"$HERALD_BIN" items import --ready "$SAMPLE" >/dev/null
-"$HERALD_BIN" issue compose >/dev/null
-"$HERALD_BIN" issue preview 1 --html "$work/sample.html" >/dev/null
+"$herald" items import --ready "$SAMPLE" >/dev/null
+"$herald" issue compose >/dev/null
+"$herald" issue preview 1 --html "$work/sample.html" >/dev/null
 
 echo "--- doiuse-email $DOIUSE_VERSION ($CLIENTS)"
 npm install --silent --no-audit --no-fund --prefix "$work/npm" "doiuse-email@$DOIUSE_VERSION" >/dev/null

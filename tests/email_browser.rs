@@ -419,6 +419,15 @@ async fn mobile_button_fills_its_column() {
             findings.push(format!("- {}:{}", m.label(), bad.concat()));
         }
     }
+    let measured_buttons = pages
+        .iter()
+        .filter(|m| m.fixture == EmailFixture::SampleButtons && m.width <= MOBILE_MAX)
+        .map(|m| m.report.buttons.len())
+        .sum::<usize>();
+    assert!(
+        measured_buttons > 0,
+        "the sample rendered with buttons showed no button to measure"
+    );
     verdict("button does not fill its column on mobile", findings);
 }
 

@@ -20,21 +20,28 @@ pub enum EmailFixture {
     Sample,
     /// `tests/fixtures/stress-digest.md`: 15 items, long URLs and words, Kazakh and Arabic items.
     Stress,
+    /// The sample with `render.read_more = "button"`: the layout with a button per item.
+    SampleButtons,
 }
 
 impl EmailFixture {
-    pub const ALL: [EmailFixture; 2] = [EmailFixture::Sample, EmailFixture::Stress];
+    pub const ALL: [EmailFixture; 3] = [
+        EmailFixture::Sample,
+        EmailFixture::Stress,
+        EmailFixture::SampleButtons,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             EmailFixture::Sample => "sample",
             EmailFixture::Stress => "stress",
+            EmailFixture::SampleButtons => "sample-buttons",
         }
     }
 
     pub fn path(self) -> PathBuf {
         let rel = match self {
-            EmailFixture::Sample => "emails/samples/week-2024-18.md",
+            EmailFixture::Sample | EmailFixture::SampleButtons => "emails/samples/week-2024-18.md",
             EmailFixture::Stress => "tests/fixtures/stress-digest.md",
         };
         Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -72,6 +79,9 @@ pub async fn deliver(fixture: EmailFixture) -> DeliveredEmail {
                 .expect("From");
         c.newsletter.postal_address =
             "Herald Media, 12 Example Street, Springfield 12345, USA".into();
+        if fixture == EmailFixture::SampleButtons {
+            c.render.read_more = herald::render::ReadMore::Button;
+        }
     })
     .await;
     let nl = t.app.newsletter.clone();
