@@ -6,9 +6,6 @@
 
 mod support;
 
-use std::process::Output;
-use std::time::Duration;
-
 use herald::domain::DeliveryState;
 use support::engine::{Backend, Fixture, TestDb, test_config};
 use support::smtp_server::{Script, TestSmtpServer};
@@ -28,32 +25,6 @@ fn starttls_url(server: &TestSmtpServer, password: &str) -> String {
         USER.replace('@', "%40"),
         server.addr()
     )
-}
-
-/// Runs the real `herald` against the fixture's database with `smtp_url`.
-async fn herald(fx: &Fixture, smtp_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .current_dir(fx.db.path())
-        .env_remove("HERALD_CONFIG")
-        .env("HERALD_DATABASE_URL", &fx.db.url)
-        .env("HERALD_SMTP_URL", smtp_url)
-        .env(
-            "HERALD_SECURITY_SECRET",
-            fx.app.config.security.secret.expose_text(),
-        )
-        .env(
-            "HERALD_NEWSLETTER_FROM",
-            fx.app.config.newsletter.from.to_string(),
-        )
-        .env("HERALD_LOG", "warn")
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .unwrap_or_else(|_| panic!("herald {args:?} did not end within 120 s"))
-        .expect("run herald")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -92,9 +63,9 @@ async fn resume_and_finish(
     emails: &[String],
     server: &TestSmtpServer,
 ) {
-    let resumed = herald(fx, smtp_url, &["resume", "1"], env).await;
+    let resumed = fx.herald(smtp_url, &["resume", "1"], env).await;
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
-    let out = herald(fx, smtp_url, &["send", "1", "--wait"], env).await;
+    let out = fx.herald(smtp_url, &["send", "1", "--wait"], env).await;
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -130,7 +101,7 @@ async fn a_wrong_password_pauses_after_one_login_and_resume_delivers_once(backen
     let emails = readers("pw", 10);
     fx.add_confirmed(&emails).await;
 
-    let out = herald(&fx, &wrong, &["send", "1", "--wait"], &trust).await;
+    let out = fx.herald(&wrong, &["send", "1", "--wait"], &trust).await;
     let stderr = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -158,7 +129,7 @@ async fn a_wrong_password_pauses_after_one_login_and_resume_delivers_once(backen
     assert!(!reason.contains("wr0ng-password"), "{reason}");
     assert_all_queued_untouched(&fx).await;
 
-    let status = herald(&fx, &wrong, &["status", "1"], &trust).await;
+    let status = fx.herald(&wrong, &["status", "1"], &trust).await;
     assert!(
         text(&status.stdout).contains(&reason),
         "{}",
@@ -182,7 +153,7 @@ async fn an_untrusted_certificate_pauses_until_smtp_ca_file_is_set(backend: Back
     let emails = readers("ca", 6);
     fx.add_confirmed(&emails).await;
 
-    let out = herald(&fx, &url, &["send", "1", "--wait"], &[]).await;
+    let out = fx.herald(&url, &["send", "1", "--wait"], &[]).await;
     let stderr = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(

@@ -45,28 +45,7 @@ async fn herald(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(args)
-        .current_dir(fx.db.path())
-        .env_remove("HERALD_CONFIG")
-        .env("HERALD_DATABASE_URL", &fx.db.url)
-        .env("HERALD_SMTP_URL", server.url())
-        .env(
-            "HERALD_SECURITY_SECRET",
-            fx.app.config.security.secret.expose_text(),
-        )
-        .env(
-            "HERALD_NEWSLETTER_FROM",
-            fx.app.config.newsletter.from.to_string(),
-        )
-        .env("HERALD_LOG", "warn")
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .unwrap_or_else(|_| panic!("herald {args:?} did not end within 120 s"))
-        .expect("run herald")
+    fx.herald(&server.url(), args, env).await
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -103,6 +103,38 @@ impl Fixture {
         add_confirmed(&self.app, &self.store, self.db.path(), emails).await
     }
 
+    /// Runs the real `herald` binary against this fixture's database, its secret and From,
+    /// with mail going to `smtp_url`; `env` adds or overrides settings. Killed after 120 s.
+    pub async fn herald(
+        &self,
+        smtp_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> std::process::Output {
+        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .current_dir(self.db.path())
+            .env_remove("HERALD_CONFIG")
+            .env("HERALD_DATABASE_URL", &self.db.url)
+            .env("HERALD_SMTP_URL", smtp_url)
+            .env(
+                "HERALD_SECURITY_SECRET",
+                self.app.config.security.secret.expose_text(),
+            )
+            .env(
+                "HERALD_NEWSLETTER_FROM",
+                self.app.config.newsletter.from.to_string(),
+            )
+            .env("HERALD_LOG", "warn")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .unwrap_or_else(|_| panic!("herald {args:?} did not end within 120 s"))
+            .expect("run herald")
+    }
+
     /// Enqueues the issue (like `herald send`).
     pub async fn send(&self, issue: &IssueRow) -> u64 {
         self.app.send_issue(issue).await.expect("send_issue")
