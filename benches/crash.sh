@@ -54,34 +54,13 @@ if [[ $build == 1 ]]; then
     (cd "$root" && cargo build --release --quiet)
 fi
 
-sink_pid=
+source "$root/benches/lib.sh"
 cleanup() {
     [[ -n $sink_pid ]] && kill -TERM "$sink_pid" 2>/dev/null || true
     [[ -n ${send_pid:-} ]] && kill -KILL "$send_pid" 2>/dev/null || true
     if [[ $keep == 0 && -n ${work:-} ]]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_sink() { # $1: output file; sets port, sink_pid
-    port=$(free_port)
-    local as_user=()
-    [[ $(id -u) == 0 ]] && as_user=(-u nobody)
-    "$smtp_sink" -c "${as_user[@]}" "127.0.0.1:$port" 1024 >"$1" 2>&1 &
-    sink_pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "smtp-sink did not start" >&2
-    exit 1
-}
-stop_sink() { # $1: its output file; prints the message count
-    sleep 0.3
-    kill -TERM "$sink_pid" 2>/dev/null || true
-    wait "$sink_pid" 2>/dev/null || true
-    sink_pid=
-    tr '\r' '\n' <"$1" | sed -n 's/.*mesg=\([0-9]*\).*/\1/p' | tail -1
-}
 sent_of() { (cd "$1" && "$herald" status 1 --json | awk -F': ' '/^ *"sent": [0-9]/ { gsub(/[^0-9]/, "", $2); print $2; exit }'); }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/herald-crash.XXXXXX")
@@ -106,7 +85,7 @@ for w in $windows; do
     cp -r "$work/template" "$run"
     start_sink "$run/sink.out"
     (cd "$run" && HERALD_SMTP_URL="smtp://127.0.0.1:$port" /usr/bin/time -f '%e %U %S' "$herald" send 1 --wait >/dev/null 2>"$run/time") || true
-    got=$(stop_sink "$run/sink.out")
+    got=$(stop_sink)
     read -r wall user sys < <(tail -1 "$run/time")
     rate=$(awk -v n="$n" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
     cpu=$(awk -v n="$n" -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", (u + s) / n * 1e6 }')
@@ -133,7 +112,7 @@ for w in $windows; do
     done
     status=0
     (cd "$run" && HERALD_SMTP_URL="smtp://127.0.0.1:$port" "$herald" send 1 --wait >>"$run/send.log" 2>&1) || status=$?
-    got=$(stop_sink "$run/sink.out")
+    got=$(stop_sink)
     sent=$(sent_of "$run")
     dups=$((got - n))
     per_kill=$(awk -v d="$dups" -v k="$killed" 'BEGIN { printf "%.1f", k ? d / k : 0 }')

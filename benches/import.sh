@@ -89,18 +89,12 @@ for i in "${!binaries[@]}"; do
     binaries[$i]=$b
 done
 
+source "$root/benches/lib.sh"
 cleanup() { if [[ $keep == 0 && -n ${work:-} ]]; then rm -rf "$work"; fi; }
 trap cleanup EXIT
 work=$(mktemp -d "${TMPDIR:-/tmp}/herald-import.XXXXXX")
 echo "rows: $rows · files and databases in $work$([[ $keep == 1 ]] || echo ' (removed at exit; --keep keeps them)')" >&2
 
-# Reads GNU time -v output: prints "wall_seconds cpu_seconds max_rss_kb".
-time_figures() {
-    awk -F': ' '
-        /Elapsed \(wall clock\)/ { n = split($2, p, ":"); w = 0; for (i = 1; i <= n; i++) w = w * 60 + p[i] }
-        /User time/ { u = $2 } /System time/ { s = $2 } /Maximum resident/ { r = $2 }
-        END { printf "%.3f %.3f %d\n", w, u + s, r }' "$1"
-}
 
 results=()
 fail=0
