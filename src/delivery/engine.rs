@@ -532,21 +532,16 @@ impl Engine {
         let mut ready: VecDeque<ClaimedDelivery> = VecDeque::with_capacity(READ_AHEAD);
         let mut read_at = Instant::now();
         loop {
+            // A worker with nothing read ahead takes the next job; its claims are read
+            // after the pacer and the relay gate, right before sending.
+            let mut to_read = None;
             if ready.is_empty() {
                 let job = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
                     job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
                 };
-                match self.read_ahead(vec![job.delivery_id], &jobs, &stop).await {
-                    Ok(Some(read)) => ready = read,
-                    Ok(None) => break,
-                    Err(()) => {
-                        tokio::select! { _ = stop.cancelled() => break, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
-                        continue;
-                    }
-                }
-                read_at = Instant::now();
+                to_read = Some(vec![job.delivery_id]);
             }
             // With a slow rate the wait is long (1/rate seconds per message and
             // worker): shutdown must not sit it out.
@@ -563,8 +558,10 @@ impl Engine {
                 _ = stop.cancelled() => break,
                 gate = self.relay.enter() => gate,
             };
-            if gate.is_some() || read_at.elapsed() > RECHECK_AFTER {
-                let ids = ready.drain(..).map(|d| d.id).collect();
+            if to_read.is_none() && (gate.is_some() || read_at.elapsed() > RECHECK_AFTER) {
+                to_read = Some(ready.drain(..).map(|d| d.id).collect());
+            }
+            if let Some(ids) = to_read {
                 match self.read_ahead(ids, &jobs, &stop).await {
                     Ok(Some(read)) => ready = read,
                     Ok(None) => break,
