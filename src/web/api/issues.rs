@@ -343,8 +343,7 @@ pub async fn preview(
     Path(issue): Path<String>,
     Query(q): Query<PreviewQuery>,
 ) -> Result<Response, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (nl, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let rendered = App::rendered(&row);
     let unsubscribe = s.app.links.unsubscribe("preview");
     let (content_type, body) = match q.format.as_deref().unwrap_or("html") {
@@ -422,8 +421,7 @@ pub async fn test_send(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (nl, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     s.app.send_test_copies(&nl, &row, &addresses).await?;
     Ok(Json(TestSendResult {
         sent_to: addresses.iter().map(ToString::to_string).collect(),

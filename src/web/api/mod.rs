@@ -89,6 +89,24 @@ pub struct NewsletterQuery {
     pub newsletter: Option<String>,
 }
 
+/// The newsletter a request names by slug (default: the configured one) and its issue
+/// `reference` (number or slug).
+pub async fn newsletter_issue(
+    s: &WebState,
+    newsletter: Option<&str>,
+    reference: &str,
+) -> Result<
+    (
+        Arc<crate::store::Newsletter>,
+        crate::store::content::IssueRow,
+    ),
+    problem::ApiError,
+> {
+    let nl = s.app.newsletter(newsletter).await?;
+    let row = s.app.find_issue(&nl, reference).await?;
+    Ok((nl, row))
+}
+
 /// Every documented route, authenticated ones behind the bearer check.
 fn documented(state: &WebState) -> OpenApiRouter<WebState> {
     let protected = OpenApiRouter::new()

@@ -318,8 +318,7 @@ pub async fn send_at(
         None => s.app.config.newsletter.timezone,
     };
     let wall = parse_send_at(&body.at, zone)?;
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (_, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let one_off = s
         .app
         .send_issue_at(&row, wall, zone, SystemClock.now())
@@ -345,8 +344,7 @@ pub async fn hold(
     Path(issue): Path<String>,
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<Run>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (_, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let run = s.app.hold_scheduled(&row, SystemClock.now()).await?;
     Ok(Json(Run::new(&run, Some(row.number))))
 }
@@ -369,8 +367,7 @@ pub async fn release(
     Path(issue): Path<String>,
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<Run>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (_, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let run = s.app.release_scheduled(&row, SystemClock.now()).await?;
     Ok(Json(Run::new(&run, Some(row.number))))
 }
@@ -395,8 +392,7 @@ pub async fn recompose(
     Path(issue): Path<String>,
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<Issue>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (nl, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let new = s
         .app
         .recompose_scheduled(&nl, &row, SystemClock.now())
@@ -423,8 +419,7 @@ pub async fn cancel(
     Path(issue): Path<String>,
     Query(q): Query<NewsletterQuery>,
 ) -> Result<Json<Cancelled>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let row = s.app.find_issue(&nl, &issue).await?;
+    let (_, row) = super::newsletter_issue(&s, q.newsletter.as_deref(), &issue).await?;
     let (kind, slot_at) = match s.app.cancel_scheduled(&row, SystemClock.now()).await? {
         Unscheduled::OneOff { .. } => ("one_off", None),
         Unscheduled::Slot { slot_at, .. } => (
