@@ -179,6 +179,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub dkim: DkimConfig,
     pub render: RenderConfig,
+    pub bounce: BounceConfig,
 }
 
 /// `Debug` hides the URL's password (see the impl below).
@@ -355,6 +356,50 @@ pub struct RenderConfig {
     pub read_more: crate::render::ReadMore,
     /// `"auto"` (default: from 4 items), `"always"` or `"never"`: the "In this issue" list.
     pub overview: crate::render::Overview,
+}
+
+/// Reports that arrive after the relay said yes (DSNs, complaints).
+/// `Debug` hides the IMAP URL's password.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceConfig {
+    /// The domain of VERP return paths (`b-TOKEN@domain`); empty = the
+    /// envelope sender stays `smtp.envelope_from` and reports are matched by
+    /// Message-ID and recipient.
+    pub domain: String,
+    /// Where `herald serve` receives reports for `domain` by SMTP
+    /// (`IP:PORT`); empty = no receiver.
+    pub listen: String,
+    /// `imaps://user:pass@host/INBOX` (or `imap://`): a mailbox polled for
+    /// reports; empty = none.
+    pub imap_url: String,
+    pub imap_poll_interval: HumanDuration,
+    /// How long the raw message of each report is kept (0s = not at all).
+    pub keep_raw: HumanDuration,
+}
+
+impl std::fmt::Debug for BounceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BounceConfig")
+            .field("domain", &self.domain)
+            .field("listen", &self.listen)
+            .field("imap_url", &redact_url(&self.imap_url))
+            .field("imap_poll_interval", &self.imap_poll_interval)
+            .field("keep_raw", &self.keep_raw)
+            .finish()
+    }
+}
+
+impl Default for BounceConfig {
+    fn default() -> Self {
+        BounceConfig {
+            domain: String::new(),
+            listen: String::new(),
+            imap_url: String::new(),
+            imap_poll_interval: secs(60),
+            keep_raw: secs(30 * 86_400),
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -608,6 +653,7 @@ impl Config {
                  dkim.private_key_file must be set too",
             ));
         }
+        self.validate_bounce()?;
         if ed25519_set == 2 && dkim.ed25519_selector.eq_ignore_ascii_case(&dkim.selector) {
             return Err(value_err(
                 "dkim.ed25519_selector",
@@ -615,6 +661,47 @@ impl Config {
                 "a selector other than dkim.selector (each key has its own DNS record)",
             ));
         }
+        Ok(())
+    }
+
+    fn validate_bounce(&self) -> Result<(), ConfigError> {
+        let b = &self.bounce;
+        if !b.domain.is_empty() && EmailAddress::parse(&format!("b@{}", b.domain)).is_err() {
+            return Err(value_err(
+                "bounce.domain",
+                &b.domain,
+                "expected a domain whose mail comes to Herald, e.g. bounces.example.org (MX to the host running `herald serve` with bounce.listen), or empty",
+            ));
+        }
+        if !b.listen.is_empty() && b.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(value_err(
+                "bounce.listen",
+                &b.listen,
+                "expected IP:PORT, e.g. 0.0.0.0:25 or 127.0.0.1:2526, or empty for no SMTP receiver",
+            ));
+        }
+        if !b.listen.is_empty() && b.domain.is_empty() {
+            return Err(value_err(
+                "bounce.listen",
+                &b.listen,
+                "the receiver accepts only VERP addresses of bounce.domain: set bounce.domain too",
+            ));
+        }
+        let imap = &b.imap_url;
+        if !imap.is_empty() && !(imap.starts_with("imaps://") || imap.starts_with("imap://")) {
+            return Err(value_err(
+                "bounce.imap_url",
+                &redact_url(imap),
+                "expected imaps://USER:PASS@HOST[:PORT]/MAILBOX (or imap:// on a trusted network), or empty",
+            ));
+        }
+        check_duration(
+            "bounce.imap_poll_interval",
+            b.imap_poll_interval,
+            5 * SEC,
+            DAY,
+        )?;
+        check_duration("bounce.keep_raw", b.keep_raw, Duration::ZERO, 3650 * DAY)?;
         Ok(())
     }
 
@@ -784,6 +871,14 @@ const RANGES: &[(&str, &str)] = &[
     (
         "newsletter.preview_before",
         "expected a duration from 0s (no preview) to 30d, like \"18h\"",
+    ),
+    (
+        "bounce.imap_poll_interval",
+        "expected a duration from 5s to 24h, like \"1m\"",
+    ),
+    (
+        "bounce.keep_raw",
+        "expected a duration from 0s (keep no raw messages) to 3650d, like \"30d\"",
     ),
 ];
 
@@ -1060,6 +1155,19 @@ clip_limit = "warn"
 read_more = "link"
 # The "In this issue" list of headlines: "auto" (from 4 items), "always", "never".
 overview = "auto"
+
+[bounce]
+# Reports that arrive after the relay accepted a message: bounces (DSNs) and
+# complaints (feedback loops). With a domain, each message's envelope sender
+# is b-TOKEN@domain (VERP), so every report names its delivery exactly.
+domain = ""            # e.g. "bounces.example.org" (its MX: this host)
+# SMTP receiver for that domain, started by `herald serve` (empty: none).
+listen = ""            # e.g. "0.0.0.0:25" or "127.0.0.1:2526"
+# A mailbox that collects reports, polled by `herald serve` (empty: none).
+imap_url = ""          # e.g. "imaps://bounces:PASSWORD@imap.example.org/INBOX"
+imap_poll_interval = "1m"
+# How long each report's raw message is kept for `herald bounces show` (0s to 3650d).
+keep_raw = "30d"
 
 # [dkim]
 # domain = "example.com"

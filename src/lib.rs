@@ -1,6 +1,7 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
 
 pub mod app;
+pub mod bounce;
 pub mod cli;
 pub mod clock;
 pub mod config;

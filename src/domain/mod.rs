@@ -10,9 +10,10 @@ pub use email::{EmailAddress, EmailError};
 pub use language::{Direction, LanguageTag, LanguageTagError};
 pub use mailbox::Mailbox;
 pub use state::{
-    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, ReportKind, ReportSource,
+    RunState, SubscriptionState,
 };
-pub use token::{ConfirmationToken, Secret, UnsubscribeToken};
+pub use token::{BounceTag, ConfirmationToken, Secret, UnsubscribeToken};
 
 /// Milliseconds since the Unix epoch: the one time representation in the
 /// database, identical on SQLite and PostgreSQL and cheap to compare.

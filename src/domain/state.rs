@@ -7,11 +7,11 @@ use std::str::FromStr;
 /// Declares a closed set of states stored as text, with `as_str`, `Display`
 /// and `FromStr` that name the accepted values in their error.
 macro_rules! text_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vm])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -113,6 +113,38 @@ text_enum!(
         Missed => "missed",
         Cancelled => "cancelled",
         Failed => "failed",
+    }
+);
+
+text_enum!(
+    /// How a bounce or complaint report reached Herald (`bounce_reports.source`).
+    ReportSource {
+        Smtp => "smtp",
+        Imap => "imap",
+        Import => "import",
+        Ses => "ses",
+        Postmark => "postmark",
+        Mailgun => "mailgun",
+        Sendgrid => "sendgrid",
+    }
+);
+
+text_enum!(
+    /// What a report that arrived after the relay said yes is, once parsed
+    /// (`bounce_reports.kind`). Whether a bounce is hard or soft is decided per
+    /// recipient from its status code, as for replies during the SMTP session.
+    ReportKind {
+        /// A delivery status notification (RFC 3464) or a provider's bounce
+        /// event with at least one failed recipient, or a non-standard bounce.
+        Bounce => "bounce",
+        /// A DSN that only says delivery is delayed; recorded, changes nothing.
+        Delay => "delay",
+        /// An abuse report (ARF, RFC 5965) or a provider's complaint event.
+        Complaint => "complaint",
+        /// An out-of-office or other automatic reply (RFC 3834): not a bounce.
+        AutoReply => "auto_reply",
+        /// Nothing Herald recognises; recorded, changes nothing.
+        Unrecognised => "unrecognised",
     }
 );
 

@@ -171,6 +171,90 @@ impl UnsubscribeToken {
     }
 }
 
+/// What a VERP return path (`b-…@bounce.domain`) stands for: the one
+/// message a bounce or complaint sent to that address is about. The local
+/// part carries the ids and an 80-bit HMAC in lower-case letters and digits
+/// only, because some MTAs lower-case local parts on the way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BounceTag {
+    /// An issue sent to a subscriber (one `deliveries` row).
+    Delivery { issue_id: i64, subscriber_id: i64 },
+    /// A test copy or preview of an issue: recorded, never held against a subscriber.
+    TestCopy { issue_id: i64 },
+    /// A double opt-in confirmation mail to a subscriber of a newsletter.
+    Confirmation {
+        subscriber_id: i64,
+        newsletter_id: i64,
+    },
+}
+
+impl BounceTag {
+    const PREFIX: &'static str = "b-";
+    const MAC_BYTES: usize = 10;
+
+    fn parts(&self) -> (char, [i64; 2]) {
+        match *self {
+            BounceTag::Delivery {
+                issue_id,
+                subscriber_id,
+            } => ('d', [issue_id, subscriber_id]),
+            BounceTag::TestCopy { issue_id } => ('t', [issue_id, 0]),
+            BounceTag::Confirmation {
+                subscriber_id,
+                newsletter_id,
+            } => ('c', [subscriber_id, newsletter_id]),
+        }
+    }
+
+    fn mac(kind: char, ids: [i64; 2], secret: &Secret) -> [u8; 32] {
+        secret.mac(&format!("verp-{kind}"), &ids)
+    }
+
+    /// The local part, e.g. `b-d12-3456-0a1b2c3d4e5f60718293`.
+    pub fn local_part(&self, secret: &Secret) -> String {
+        let (kind, [a, b]) = self.parts();
+        let mac = hex::encode(&Self::mac(kind, [a, b], secret)[..Self::MAC_BYTES]);
+        format!("{}{kind}{a}-{b}-{mac}", Self::PREFIX)
+    }
+
+    /// The whole return path at `domain` (`bounce.domain`).
+    pub fn address(&self, domain: &str, secret: &Secret) -> String {
+        format!("{}@{domain}", self.local_part(secret))
+    }
+
+    /// Reads a local part (any case) back; a forged, mangled or truncated one
+    /// is `None`. The MAC is compared in constant time.
+    pub fn verify(local_part: &str, secret: &Secret) -> Option<Self> {
+        let lower = local_part.to_ascii_lowercase();
+        let rest = lower.strip_prefix(Self::PREFIX)?;
+        let kind = rest.chars().next()?;
+        let mut fields = rest[1..].splitn(3, '-');
+        let a: i64 = fields.next()?.parse().ok()?;
+        let b: i64 = fields.next()?.parse().ok()?;
+        let given = hex::decode(fields.next()?).ok()?;
+        let tag = match kind {
+            'd' => BounceTag::Delivery {
+                issue_id: a,
+                subscriber_id: b,
+            },
+            't' if b == 0 => BounceTag::TestCopy { issue_id: a },
+            'c' => BounceTag::Confirmation {
+                subscriber_id: a,
+                newsletter_id: b,
+            },
+            _ => return None,
+        };
+        // A canonical spelling only: "+1" or "01" would parse to the same ids.
+        if tag.local_part(secret) != lower {
+            return None;
+        }
+        let expected = Self::mac(kind, [a, b], secret);
+        use subtle::ConstantTimeEq;
+        (given.len() == Self::MAC_BYTES && bool::from(given.ct_eq(&expected[..Self::MAC_BYTES])))
+            .then_some(tag)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +282,58 @@ mod tests {
         assert!(ConfirmationToken::from_url(t.as_str()).is_some());
         assert!(ConfirmationToken::from_url("short").is_none());
         assert_ne!(t.hash(), ConfirmationToken::generate().hash());
+    }
+
+    #[test]
+    fn bounce_tag_round_trips_in_any_case_and_rejects_forgery() {
+        let secret = Secret::new(b"k".to_vec());
+        for tag in [
+            BounceTag::Delivery {
+                issue_id: 12,
+                subscriber_id: 3456,
+            },
+            BounceTag::TestCopy { issue_id: 7 },
+            BounceTag::Confirmation {
+                subscriber_id: 9,
+                newsletter_id: 1,
+            },
+        ] {
+            let local = tag.local_part(&secret);
+            assert!(local.len() <= 64, "{local}");
+            assert!(
+                local
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{local}"
+            );
+            assert_eq!(BounceTag::verify(&local, &secret), Some(tag));
+            assert_eq!(
+                BounceTag::verify(&local.to_ascii_uppercase(), &secret),
+                Some(tag)
+            );
+            assert_eq!(
+                BounceTag::verify(&local, &Secret::new(b"other".to_vec())),
+                None
+            );
+        }
+        let local = BounceTag::Delivery {
+            issue_id: 12,
+            subscriber_id: 3456,
+        }
+        .local_part(&secret);
+        for forged in [
+            local.replacen("d12-", "d13-", 1),
+            local.replacen("d12-", "d012-", 1),
+            local.replacen("d12-", "d+12-", 1),
+            local[..local.len() - 2].to_owned(),
+            format!("{local}00"),
+            local.replacen("b-d", "b-t", 1),
+            "b-".into(),
+            "b-d1-2-".into(),
+            "postmaster".into(),
+            String::new(),
+        ] {
+            assert_eq!(BounceTag::verify(&forged, &secret), None, "{forged}");
+        }
     }
 }
