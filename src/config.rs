@@ -688,7 +688,7 @@ impl Config {
             ));
         }
         let imap = &b.imap_url;
-        if !imap.is_empty() && !(imap.starts_with("imaps://") || imap.starts_with("imap://")) {
+        if !(imap.is_empty() || imap.starts_with("imaps://") || imap.starts_with("imap://")) {
             return Err(value_err(
                 "bounce.imap_url",
                 &redact_url(imap),
