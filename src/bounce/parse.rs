@@ -239,7 +239,14 @@ impl<'m, 'x> Parts<'m, 'x> {
     /// The first human-readable text of the report (text/plain, or HTML
     /// turned into text), where non-standard bounces say what happened.
     fn human_text(&self, message: &Message<'_>) -> Option<String> {
-        let text = message.body_text(0)?;
+        // A broken multipart (a boundary that never comes) leaves no body
+        // part flagged as text; its bytes are still the best explanation.
+        let text = message.body_text(0).or_else(|| {
+            message.parts.iter().find_map(|p| match &p.body {
+                PartType::Text(t) => Some(std::borrow::Cow::Borrowed(t.as_ref())),
+                _ => None,
+            })
+        })?;
         let end = floor_char_boundary(&text, MAX_TEXT_SCAN_BYTES);
         Some(text[..end].to_owned())
     }
@@ -329,10 +336,9 @@ fn recipient_of(group: &Group) -> Option<RecipientStatus> {
         .and_then(text::enhanced_status)
         .or_else(|| diagnostic.as_deref().and_then(text::enhanced_status))
         .or_else(|| {
-            diagnostic
-                .as_deref()
-                .and_then(text::basic_reply)
-                .map(|(_, class)| class)
+            let diagnostic = diagnostic.as_deref()?;
+            let (_, class) = text::basic_reply(diagnostic)?;
+            Some(text::refine_basic(class, diagnostic))
         });
     let action = group
         .get("Action")
@@ -397,7 +403,7 @@ fn read_feedback(
 ) {
     let groups = fields::groups(body, 4, MAX_MACHINE_FIELDS);
     let field = |name: &str| groups.iter().find_map(|g| g.get(name).map(str::to_owned));
-    let feedback_type = field("Feedback-Type").map(|t| t.to_ascii_lowercase());
+    let feedback_type = field("Feedback-Type").map(|t| clip(&t.to_ascii_lowercase()));
     report.kind = match feedback_type.as_deref() {
         Some("abuse" | "fraud" | "virus" | "other") => ReportKind::Complaint,
         _ => ReportKind::Unrecognised,

@@ -51,9 +51,15 @@ pub(super) fn groups(body: &[u8], max_groups: usize, max_fields: usize) -> Vec<G
                 headers
                     .iter()
                     .filter_map(|h| {
+                        // Room for the type ("smtp; ") the reader strips
+                        // before cutting the value to its bound.
+                        let value = match &h.value {
+                            HeaderValue::Text(t) => clip_to(t, MAX_FIELD_CHARS + 64),
+                            other => value_text(other)?,
+                        };
                         Some(Field {
                             name: h.name.as_str().to_owned(),
-                            value: value_text(&h.value)?,
+                            value,
                         })
                     })
                     .collect(),
@@ -84,7 +90,11 @@ pub(super) fn value_text(value: &HeaderValue<'_>) -> Option<String> {
 /// Text from outside as Herald keeps it: folding and control characters
 /// become single spaces, and at most [`MAX_FIELD_CHARS`] characters stay.
 pub(super) fn clip(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len().min(MAX_FIELD_CHARS));
+    clip_to(raw, MAX_FIELD_CHARS)
+}
+
+fn clip_to(raw: &str, max: usize) -> String {
+    let mut out = String::with_capacity(raw.len().min(max));
     let mut chars = 0usize;
     let mut pending_space = false;
     for c in raw.chars() {
@@ -93,14 +103,14 @@ pub(super) fn clip(raw: &str) -> String {
             continue;
         }
         if pending_space {
-            if chars + 1 >= MAX_FIELD_CHARS {
+            if chars + 1 >= max {
                 break;
             }
             out.push(' ');
             chars += 1;
             pending_space = false;
         }
-        if chars >= MAX_FIELD_CHARS {
+        if chars >= max {
             break;
         }
         out.push(c);

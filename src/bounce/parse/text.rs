@@ -59,22 +59,61 @@ pub(super) fn basic_reply(text: &str) -> Option<(usize, String)> {
     })
 }
 
-/// The line of `text` holding byte `at`, trimmed.
-pub(super) fn line_at(text: &str, at: usize) -> &str {
-    let start = text[..at].rfind('\n').map_or(0, |p| p + 1);
-    let end = text[at..].find('\n').map_or(text.len(), |p| at + p);
-    text[start..end].trim()
-}
-
-/// The first status in `text` and the diagnostic line holding it; the code
-/// is synthesised from a basic reply code when no enhanced one is given.
+/// The first status in `text` and the diagnostic holding it (its line and
+/// the lines after it up to a blank one). Without an enhanced code, the
+/// class of a basic reply code stands in, made `5.1.1` when the words say
+/// the mailbox does not exist (Yahoo's "554 delivery error: dd This user
+/// doesn't have a yahoo.com account" carries no enhanced code).
 pub(super) fn status_and_line(text: &str) -> Option<(String, String)> {
     if let Some(code) = enhanced_status(text) {
         let at = find_code(text, &code)?;
-        return Some((code, line_at(text, at).to_owned()));
+        return Some((code, paragraph_at(text, at).to_owned()));
     }
     let (at, class) = basic_reply(text)?;
-    Some((class, line_at(text, at).to_owned()))
+    let diagnostic = paragraph_at(text, at);
+    Some((refine_basic(class, diagnostic), diagnostic.to_owned()))
+}
+
+/// Phrases MTAs use, in lower case, for a mailbox that does not exist.
+const NO_SUCH_MAILBOX: &[&str] = &[
+    "user unknown",
+    "unknown user",
+    "no such user",
+    "user not found",
+    "not a valid recipient",
+    "doesn't have a",
+    "does not exist",
+    "recipient not found",
+    "mailbox not found",
+    "no mailbox here",
+    "invalid recipient",
+];
+
+/// A class-only status (`5.0.0`) made `5.1.1` when `diagnostic` says the
+/// mailbox does not exist; any other stays as it is.
+pub(super) fn refine_basic(class: String, diagnostic: &str) -> String {
+    let lower = diagnostic.to_ascii_lowercase();
+    if class == "5.0.0" && NO_SUCH_MAILBOX.iter().any(|p| lower.contains(p)) {
+        "5.1.1".to_owned()
+    } else {
+        class
+    }
+}
+
+/// From the start of the line holding byte `at` to the next blank line.
+fn paragraph_at(text: &str, at: usize) -> &str {
+    let start = text[..at].rfind('\n').map_or(0, |p| p + 1);
+    let mut end = start;
+    for line in text[start..].split_inclusive('\n') {
+        if end > start && line.trim().is_empty() {
+            break;
+        }
+        end += line.len();
+        if end - start > 4 * super::MAX_FIELD_CHARS {
+            break;
+        }
+    }
+    text[start..end].trim()
 }
 
 fn find_code(text: &str, code: &str) -> Option<usize> {
@@ -278,9 +317,14 @@ mod tests {
         assert_eq!(basic_reply("port 2550 open"), None);
         assert_eq!(basic_reply("451"), Some((0, "4.0.0".into())));
         assert_eq!(
-            status_and_line("x\n  550 no such user\nmore"),
-            Some(("5.0.0".into(), "550 no such user".into()))
+            status_and_line("x\n  550 no such user\n  here\n\nmore"),
+            Some(("5.1.1".into(), "550 no such user\n  here".into()))
         );
+        assert_eq!(
+            status_and_line("554 message refused"),
+            Some(("5.0.0".into(), "554 message refused".into()))
+        );
+        assert_eq!(refine_basic("4.0.0".into(), "user unknown"), "4.0.0");
     }
 
     #[test]
