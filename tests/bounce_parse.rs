@@ -227,7 +227,11 @@ fn every_fixture_is_classified_field_by_field() {
             .map(|r| (r.address.as_str(), r.action, r.status.as_deref()))
             .collect();
         assert_eq!(got, case.recipients, "{file}: recipients");
-        assert_eq!(report.original.message_id.as_deref(), case.message_id, "{file}: message id");
+        assert_eq!(
+            report.original.message_id.as_deref(),
+            case.message_id,
+            "{file}: message id"
+        );
         if let Some(path) = case.return_path {
             assert!(
                 report.original.return_paths.iter().any(|p| p == path),
@@ -235,10 +239,23 @@ fn every_fixture_is_classified_field_by_field() {
                 report.original.return_paths
             );
         }
-        assert_eq!(report.original.test_copy, case.test_copy, "{file}: test copy");
-        assert_eq!(report.feedback_type.as_deref(), case.feedback_type, "{file}: feedback type");
-        assert!(report.summary.is_some(), "{file}: the Subject is the summary");
-        assert_eq!(report.provider_event_id, None, "{file}: only webhooks have event ids");
+        assert_eq!(
+            report.original.test_copy, case.test_copy,
+            "{file}: test copy"
+        );
+        assert_eq!(
+            report.feedback_type.as_deref(),
+            case.feedback_type,
+            "{file}: feedback type"
+        );
+        assert!(
+            report.summary.is_some(),
+            "{file}: the Subject is the summary"
+        );
+        assert_eq!(
+            report.provider_event_id, None,
+            "{file}: only webhooks have event ids"
+        );
     }
 }
 
@@ -267,15 +284,24 @@ fn diagnostics_and_remote_mtas_are_the_remote_servers_words() {
         "unfolded, without the 'smtp;' type"
     );
     assert_eq!(r.remote_mta.as_deref(), Some("mx.example.com"));
-    assert_eq!(postfix.summary.as_deref(), Some("Undelivered Mail Returned to Sender"));
+    assert_eq!(
+        postfix.summary.as_deref(),
+        Some("Undelivered Mail Returned to Sender")
+    );
 
     let ms = parse("microsoft365-recipient-not-found.eml");
     let d = ms.recipients[0].diagnostic.as_deref().unwrap_or_default();
     assert!(d.contains("RESOLVER.ADR.RecipientNotFound"), "{d}");
 
     let gmail = parse("gmail-user-unknown.eml");
-    let d = gmail.recipients[0].diagnostic.as_deref().unwrap_or_default();
-    assert!(d.starts_with("550-5.1.1 The email account that you tried to reach does not exist"), "{d}");
+    let d = gmail.recipients[0]
+        .diagnostic
+        .as_deref()
+        .unwrap_or_default();
+    assert!(
+        d.starts_with("550-5.1.1 The email account that you tried to reach does not exist"),
+        "{d}"
+    );
     assert!(
         gmail.recipients[0]
             .remote_mta
@@ -310,7 +336,11 @@ fn diagnostics_and_remote_mtas_are_the_remote_servers_words() {
 fn a_report_type_wins_over_auto_submitted() {
     // Exim and Postfix mark their bounces "Auto-Submitted: auto-replied"
     // (RFC 3834 §5): they are still bounces, not auto-replies.
-    for file in ["exim-user-unknown.eml", "postfix-user-unknown.eml", "gmail-user-unknown.eml"] {
+    for file in [
+        "exim-user-unknown.eml",
+        "postfix-user-unknown.eml",
+        "gmail-user-unknown.eml",
+    ] {
         let raw = String::from_utf8_lossy(&fixture(file)).into_owned();
         assert!(raw.contains("Auto-Submitted: auto-replied"), "{file}");
         assert_eq!(parse(file).kind, ReportKind::Bounce, "{file}");
@@ -327,7 +357,10 @@ fn arf_types_that_are_not_complaints_change_nothing() {
         ("auth-failure", ReportKind::Unrecognised),
         ("made-up", ReportKind::Unrecognised),
     ] {
-        let changed = raw.replace("Feedback-Type: abuse", &format!("Feedback-Type: {feedback_type}"));
+        let changed = raw.replace(
+            "Feedback-Type: abuse",
+            &format!("Feedback-Type: {feedback_type}"),
+        );
         let report = parse_report(changed.as_bytes()).expect("parses");
         assert_eq!(report.kind, kind, "{feedback_type}");
         assert_eq!(report.feedback_type.as_deref(), Some(feedback_type));
@@ -335,17 +368,38 @@ fn arf_types_that_are_not_complaints_change_nothing() {
 }
 
 fn assert_bounded(report: &Report, what: &str) {
-    assert!(report.recipients.len() <= MAX_RECIPIENTS, "{what}: recipients");
-    assert!(report.original.return_paths.len() <= MAX_RETURN_PATHS, "{what}: return paths");
+    assert!(
+        report.recipients.len() <= MAX_RECIPIENTS,
+        "{what}: recipients"
+    );
+    assert!(
+        report.original.return_paths.len() <= MAX_RETURN_PATHS,
+        "{what}: return paths"
+    );
     let texts = report
         .recipients
         .iter()
-        .flat_map(|r| [Some(&r.address), r.status.as_ref(), r.diagnostic.as_ref(), r.remote_mta.as_ref()])
-        .chain([report.summary.as_ref(), report.feedback_type.as_ref(), report.original.message_id.as_ref()])
+        .flat_map(|r| {
+            [
+                Some(&r.address),
+                r.status.as_ref(),
+                r.diagnostic.as_ref(),
+                r.remote_mta.as_ref(),
+            ]
+        })
+        .chain([
+            report.summary.as_ref(),
+            report.feedback_type.as_ref(),
+            report.original.message_id.as_ref(),
+        ])
         .chain(report.original.return_paths.iter().map(Some))
         .flatten();
     for t in texts {
-        assert!(t.chars().count() <= MAX_FIELD_CHARS, "{what}: a field of {} chars", t.chars().count());
+        assert!(
+            t.chars().count() <= MAX_FIELD_CHARS,
+            "{what}: a field of {} chars",
+            t.chars().count()
+        );
     }
 }
 
@@ -428,7 +482,10 @@ fn nothing_and_garbage_are_clear_errors() {
         (&b"hello world, no header here"[..], "a sentence"),
     ] {
         match parse_report(raw) {
-            Err(ParseError::Malformed(why)) => assert!(why.contains("message") || why.contains("header"), "{what}: {why}"),
+            Err(ParseError::Malformed(why)) => assert!(
+                why.contains("message") || why.contains("header"),
+                "{what}: {why}"
+            ),
             other => panic!("{what}: {other:?}"),
         }
     }
@@ -446,7 +503,10 @@ fn a_report_over_the_limit_is_refused_before_it_is_read() {
             max: MAX_REPORT_BYTES
         }
     );
-    assert!(err.to_string().contains(&MAX_REPORT_BYTES.to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&MAX_REPORT_BYTES.to_string()),
+        "{err}"
+    );
     // Exactly at the limit is read.
     raw.truncate(MAX_REPORT_BYTES);
     answer(&raw, "a report of exactly MAX_REPORT_BYTES");
@@ -460,10 +520,19 @@ fn ten_thousand_nested_parts_get_an_answer() {
     let mut raw = String::from(HEAD);
     raw.push_str("Content-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
     for i in 1..10_000 {
-        raw.push_str(&format!("--b{}\r\nContent-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n", i - 1));
+        raw.push_str(&format!(
+            "--b{}\r\nContent-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n",
+            i - 1
+        ));
     }
-    raw.push_str("--b9999\r\nContent-Type: text/plain\r\n\r\n<ada@example.com>: 550 5.1.1 unknown\r\n");
-    answer(raw.as_bytes(), "10,000 nested multiparts");
+    raw.push_str(
+        "--b9999\r\nContent-Type: text/plain\r\n\r\n<ada@example.com>: 550 5.1.1 unknown\r\n",
+    );
+    let err = parse_report(raw.as_bytes()).expect_err("10,000 nested multiparts");
+    assert!(
+        err.to_string().contains("MIME parts or nested messages"),
+        "{err}"
+    );
 
     // Messages inside messages.
     let mut raw = String::from(HEAD);
@@ -472,7 +541,56 @@ fn ten_thousand_nested_parts_get_an_answer() {
         raw.push_str("Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n");
     }
     raw.push_str("\r\nbody\r\n--r--\r\n");
-    answer(raw.as_bytes(), "10,000 nested messages");
+    let err = parse_report(raw.as_bytes()).expect_err("10,000 nested messages");
+    assert!(
+        err.to_string().contains("MIME parts or nested messages"),
+        "{err}"
+    );
+
+    // Within the bound, deep nesting is read (and dropped) without trouble;
+    // "Content - Type" with blanks, as mail-parser reads it, counts too.
+    for spelling in ["Content-Type", "content - type"] {
+        let mut raw = String::from(HEAD);
+        raw.push_str("Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\r\n\r\n--r\r\n");
+        for _ in 0..490 {
+            raw.push_str(&format!(
+                "{spelling}: message/rfc822\r\n\r\nSubject: inner\r\n"
+            ));
+        }
+        raw.push_str("\r\nbody\r\n--r--\r\n");
+        answer(raw.as_bytes(), "490 nested messages");
+        raw.push_str(&format!("{spelling}: text/plain\r\n").repeat(20));
+        assert!(
+            parse_report(raw.as_bytes()).is_err(),
+            "{spelling}: 510 content types"
+        );
+    }
+}
+
+#[test]
+fn millions_of_tiny_fields_are_refused_before_parsing() {
+    // 2.5 million one-line fields would take mail-parser 300 MB.
+    for (unit, what) in [
+        ("a:b\n", "top-level fields"),
+        ("<:>\n", "fields with odd names"),
+    ] {
+        let mut raw = String::from(HEAD);
+        raw.push_str(&unit.repeat(9_000_000 / unit.len()));
+        raw.push_str("\nbody\n");
+        let err = parse_report(raw.as_bytes()).expect_err(what);
+        assert!(
+            err.to_string().contains("look like header fields"),
+            "{what}: {err}"
+        );
+    }
+    // Text without colons is not limited: a long returned body is fine.
+    let mut raw = String::from(HEAD);
+    raw.push_str("\n<ada@example.com>: 550 5.1.1 unknown\n\n");
+    raw.push_str(&"a line of the returned message\n".repeat(200_000));
+    assert_eq!(
+        parse_report(raw.as_bytes()).map(|r| r.kind),
+        Ok(ReportKind::Bounce)
+    );
 }
 
 #[test]
@@ -491,7 +609,9 @@ fn a_two_megabyte_header_line_gets_an_answer() {
 #[test]
 fn a_dsn_naming_thousands_of_recipients_keeps_the_first_hundred() {
     let mut raw = String::from(HEAD);
-    raw.push_str("Content-Type: multipart/report; report-type=delivery-status; boundary=\"d\"\r\n\r\n");
+    raw.push_str(
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"d\"\r\n\r\n",
+    );
     raw.push_str("--d\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; relay.example.org\r\n");
     for i in 0..5_000 {
         raw.push_str(&format!(
@@ -534,6 +654,10 @@ fn parsing_the_postfix_dsn_is_cheap() {
         "parse_report(postfix-user-unknown.eml, {} bytes): {:.1} µs per parse ({} build)",
         raw.len(),
         per.as_secs_f64() * 1e6,
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }

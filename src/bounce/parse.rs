@@ -22,6 +22,7 @@
 //! at most three deep), and every scan a single forward pass.
 
 mod fields;
+mod limits;
 mod text;
 
 use mail_parser::{Header, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
@@ -42,6 +43,9 @@ pub const MAX_RETURN_PATHS: usize = 20;
 const MAX_GROUPS: usize = MAX_RECIPIENTS + 2;
 /// Fields read from one machine-readable part, whatever their grouping.
 const MAX_MACHINE_FIELDS: usize = MAX_GROUPS * 32;
+/// Bytes read of one machine-readable part: 100 recipients' groups take a
+/// few dozen kilobytes.
+const MAX_MACHINE_BYTES: usize = 256 * 1024;
 /// How much of the human-readable text a non-standard bounce is read from.
 const MAX_TEXT_SCAN_BYTES: usize = 256 * 1024;
 
@@ -66,6 +70,7 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
             "the message is empty; send the whole report, header fields first".into(),
         ));
     }
+    limits::check_shape(raw)?;
     let message = MessageParser::new().parse(raw).ok_or_else(|| {
         ParseError::Malformed(
             "no header fields found; a report starts with header lines such as \
@@ -106,9 +111,10 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
     let human = parts.human_text(&message);
     let inline = match &returned {
         Some(_) => None,
-        None => human.as_deref().and_then(text::inline_headers).map(|(at, block)| {
-            (at, MessageParser::new().parse_headers(block.as_bytes()))
-        }),
+        None => human
+            .as_deref()
+            .and_then(text::inline_headers)
+            .map(|(at, block)| (at, MessageParser::new().parse_headers(block.as_bytes()))),
     };
     let returned_headers: Option<&[Header<'_>]> = match (&returned, &inline) {
         (Some(h), _) => Some(h.as_slice()),
@@ -123,7 +129,8 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
 
     if let Some(headers) = returned_headers {
         report.original.message_id = message_id(headers);
-        report.original.test_copy = header_values(headers, "X-Herald-Test").any(|v| v.trim() == "1");
+        report.original.test_copy =
+            header_values(headers, "X-Herald-Test").any(|v| v.trim() == "1");
         for value in header_values(headers, "Return-Path") {
             return_paths.add_all(value);
         }
@@ -173,9 +180,14 @@ fn is_message_field(name: &HeaderName<'_>) -> bool {
             | HeaderName::ReturnPath
             | HeaderName::Received
             | HeaderName::MimeVersion
-    ) || ["Auto-Submitted", "X-Failed-Recipients", "Delivered-To", "X-Original-To"]
-        .iter()
-        .any(|n| name.as_str().eq_ignore_ascii_case(n))
+    ) || [
+        "Auto-Submitted",
+        "X-Failed-Recipients",
+        "Delivered-To",
+        "X-Original-To",
+    ]
+    .iter()
+    .any(|n| name.as_str().eq_ignore_ascii_case(n))
 }
 
 /// The parts of the report Herald reads, found in one pass over the
@@ -202,12 +214,13 @@ impl<'m, 'x> Parts<'m, 'x> {
                 ("message", "delivery-status" | "global-delivery-status")
                     if found.delivery_status.is_none() =>
                 {
-                    found.delivery_status = Some(part.contents().to_vec());
+                    found.delivery_status = Some(machine_readable(part.contents()));
                 }
                 ("message", "feedback-report") if found.feedback.is_none() => {
-                    found.feedback = Some(part.contents().to_vec());
+                    found.feedback = Some(machine_readable(part.contents()));
                 }
-                ("message", "rfc822" | "global") | ("text", "rfc822-headers" | "global-headers")
+                ("message", "rfc822" | "global")
+                | ("text", "rfc822-headers" | "global-headers")
                     if found.returned.is_none() =>
                 {
                     found.returned = Some(part);
@@ -252,6 +265,10 @@ impl<'m, 'x> Parts<'m, 'x> {
     }
 }
 
+fn machine_readable(contents: &[u8]) -> Vec<u8> {
+    contents[..contents.len().min(MAX_MACHINE_BYTES)].to_vec()
+}
+
 fn owned_headers(headers: &[Header<'_>]) -> Vec<Header<'static>> {
     headers.iter().map(|h| h.clone().into_owned()).collect()
 }
@@ -265,7 +282,10 @@ fn floor_char_boundary(s: &str, mut at: usize) -> usize {
 }
 
 /// Every value of a header field, as text, whatever parser mail-parser used.
-fn header_values<'h>(headers: &'h [Header<'_>], name: &'h str) -> impl Iterator<Item = String> + 'h {
+fn header_values<'h>(
+    headers: &'h [Header<'_>],
+    name: &'h str,
+) -> impl Iterator<Item = String> + 'h {
     headers
         .iter()
         .filter(move |h| h.name.as_str().eq_ignore_ascii_case(name))
@@ -417,7 +437,11 @@ fn read_feedback(
     let remote_mta = field("Reporting-MTA").map(|m| clip(untyped(&m)));
     let mut rcpts: Vec<String> = groups
         .iter()
-        .flat_map(|g| g.all("Original-Rcpt-To").filter_map(address).collect::<Vec<_>>())
+        .flat_map(|g| {
+            g.all("Original-Rcpt-To")
+                .filter_map(address)
+                .collect::<Vec<_>>()
+        })
         .collect();
     // Providers that leave out Original-Rcpt-To often keep the original's To
     // (Microsoft's JMRP redacts it; then the VERP path or Message-ID matches).
@@ -457,11 +481,16 @@ fn looks_like_auto_reply(top: &[Header<'_>]) -> bool {
         let v = v.trim().to_ascii_lowercase();
         !v.is_empty() && !v.starts_with("no")
     });
-    let marked = ["X-Autoreply", "X-Autorespond", "X-Autoresponder", "X-Vacation"]
-        .iter()
-        .any(|n| header_values(top, n).any(|v| !v.trim().eq_ignore_ascii_case("no")));
-    let precedence = header_values(top, "Precedence")
-        .any(|v| v.trim().eq_ignore_ascii_case("auto_reply"));
+    let marked = [
+        "X-Autoreply",
+        "X-Autorespond",
+        "X-Autoresponder",
+        "X-Vacation",
+    ]
+    .iter()
+    .any(|n| header_values(top, n).any(|v| !v.trim().eq_ignore_ascii_case("no")));
+    let precedence =
+        header_values(top, "Precedence").any(|v| v.trim().eq_ignore_ascii_case("auto_reply"));
     auto_submitted
         || marked
         || precedence

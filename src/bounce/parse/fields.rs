@@ -148,7 +148,9 @@ pub(super) fn address(value: &str) -> Option<String> {
         && inner.contains('@')
         && !inner.starts_with('@')
         && !inner.ends_with('@')
-        && !inner.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
+        && !inner
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
     valid.then(|| inner.to_owned())
 }
 
@@ -162,7 +164,10 @@ mod tests {
         let groups = groups(body, 10, 100);
         assert_eq!(groups.len(), 3);
         assert_eq!(groups[0].get("reporting-mta"), Some("dns; mx.example.org"));
-        assert_eq!(groups[1].get("Final-Recipient"), Some("rfc822; a@example.com"));
+        assert_eq!(
+            groups[1].get("Final-Recipient"),
+            Some("rfc822; a@example.com")
+        );
         assert_eq!(groups[1].get("Action"), Some("failed"));
         assert_eq!(groups[2].get("Status"), Some("5.1.1"));
         assert_eq!(super::groups(body, 2, 100).len(), 2);
@@ -170,7 +175,10 @@ mod tests {
 
     #[test]
     fn clip_unfolds_and_cuts_on_characters() {
-        assert_eq!(clip("  550 5.1.1\r\n\t user  unknown \u{7}"), "550 5.1.1 user unknown");
+        assert_eq!(
+            clip("  550 5.1.1\r\n\t user  unknown \u{7}"),
+            "550 5.1.1 user unknown"
+        );
         let long = "é".repeat(5000);
         let cut = clip(&long);
         assert_eq!(cut.chars().count(), MAX_FIELD_CHARS);
@@ -178,9 +186,18 @@ mod tests {
 
     #[test]
     fn addresses_come_out_of_every_spelling() {
-        assert_eq!(address("rfc822; a@example.com").as_deref(), Some("a@example.com"));
-        assert_eq!(address("rfc822;<a@example.com>").as_deref(), Some("a@example.com"));
-        assert_eq!(address("\"A B\" <a@example.com>").as_deref(), Some("a@example.com"));
+        assert_eq!(
+            address("rfc822; a@example.com").as_deref(),
+            Some("a@example.com")
+        );
+        assert_eq!(
+            address("rfc822;<a@example.com>").as_deref(),
+            Some("a@example.com")
+        );
+        assert_eq!(
+            address("\"A B\" <a@example.com>").as_deref(),
+            Some("a@example.com")
+        );
         assert_eq!(address("rfc822; not an address"), None);
         assert_eq!(address("<>"), None);
         assert_eq!(untyped("smtp; 550 5.1.1 no"), "550 5.1.1 no");

@@ -29,14 +29,23 @@ fn dotted_code_end(b: &[u8], start: usize) -> Option<usize> {
             return None;
         }
         i += 1;
-        let digits = b[i..].iter().take(4).take_while(|c| c.is_ascii_digit()).count();
+        let digits = b[i..]
+            .iter()
+            .take(4)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
         if !(1..=3).contains(&digits) {
             return None;
         }
         i += digits;
     }
     match b.get(i) {
-        Some(c) if c.is_ascii_alphanumeric() || *c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) => None,
+        Some(c)
+            if c.is_ascii_alphanumeric()
+                || *c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
+        {
+            None
+        }
         _ => Some(i),
     }
 }
@@ -49,7 +58,10 @@ pub(super) fn basic_reply(text: &str) -> Option<(usize, String)> {
     (0..b.len().saturating_sub(2)).find_map(|i| {
         let code = &b[i..i + 3];
         let before_ok = i == 0 || !b[i - 1].is_ascii_alphanumeric() && b[i - 1] != b'.';
-        let after_ok = matches!(b.get(i + 3), None | Some(b' ' | b'-' | b':' | b'\r' | b'\n'));
+        let after_ok = matches!(
+            b.get(i + 3),
+            None | Some(b' ' | b'-' | b':' | b'\r' | b'\n')
+        );
         (before_ok
             && after_ok
             && matches!(code[0], b'4' | b'5')
@@ -257,7 +269,12 @@ const BOUNCE_SUBJECTS: &[&str] = &[
 
 /// Local parts bounces come from (RFC 5321 §4.5.5 sends them with a null
 /// return path, and MTAs sign them as the mailer daemon or postmaster).
-const BOUNCE_SENDERS: &[&str] = &["mailer-daemon", "mailer_daemon", "mail-daemon", "postmaster"];
+const BOUNCE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "mailer_daemon",
+    "mail-daemon",
+    "postmaster",
+];
 
 pub(super) fn subject_says_bounce(subject: &str) -> bool {
     let s = subject.to_ascii_lowercase();
@@ -270,7 +287,11 @@ pub(super) fn subject_says_delay(subject: &str) -> bool {
 }
 
 pub(super) fn sender_is_mailer_daemon(from: &str) -> bool {
-    let local = from.split('@').next().unwrap_or_default().to_ascii_lowercase();
+    let local = from
+        .split('@')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     BOUNCE_SENDERS.contains(&local.as_str())
 }
 
@@ -300,10 +321,22 @@ mod tests {
 
     #[test]
     fn enhanced_codes_are_found_but_not_in_ip_addresses() {
-        assert_eq!(enhanced_status("550 5.1.1 <a@b>: unknown").as_deref(), Some("5.1.1"));
-        assert_eq!(enhanced_status("550-5.1.1 The email account").as_deref(), Some("5.1.1"));
-        assert_eq!(enhanced_status("smtp;550 5.1.10 RESOLVER").as_deref(), Some("5.1.10"));
-        assert_eq!(enhanced_status("host [192.0.2.5] said 452 4.2.2").as_deref(), Some("4.2.2"));
+        assert_eq!(
+            enhanced_status("550 5.1.1 <a@b>: unknown").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(
+            enhanced_status("550-5.1.1 The email account").as_deref(),
+            Some("5.1.1")
+        );
+        assert_eq!(
+            enhanced_status("smtp;550 5.1.10 RESOLVER").as_deref(),
+            Some("5.1.10")
+        );
+        assert_eq!(
+            enhanced_status("host [192.0.2.5] said 452 4.2.2").as_deref(),
+            Some("4.2.2")
+        );
         assert_eq!(enhanced_status("version 5.1.1.4 here"), None);
         assert_eq!(enhanced_status("x5.1.1"), None);
         assert_eq!(enhanced_status("5.1.1234"), None);
@@ -313,7 +346,10 @@ mod tests {
 
     #[test]
     fn basic_codes_give_a_class_only() {
-        assert_eq!(basic_reply("said: 550 user unknown"), Some((6, "5.0.0".into())));
+        assert_eq!(
+            basic_reply("said: 550 user unknown"),
+            Some((6, "5.0.0".into()))
+        );
         assert_eq!(basic_reply("port 2550 open"), None);
         assert_eq!(basic_reply("451"), Some((0, "4.0.0".into())));
         assert_eq!(
@@ -329,7 +365,10 @@ mod tests {
 
     #[test]
     fn addresses_in_text_keep_order_and_drop_sentence_ends() {
-        let found = addresses_in("to <a@example.com>: and b@example.org. Also @x and a@example.com", 5);
+        let found = addresses_in(
+            "to <a@example.com>: and b@example.org. Also @x and a@example.com",
+            5,
+        );
         let list: Vec<_> = found.iter().map(|(_, a)| a.as_str()).collect();
         assert_eq!(list, ["a@example.com", "b@example.org"]);
         assert!(addresses_in(&"@".repeat(10_000), 5).is_empty());
