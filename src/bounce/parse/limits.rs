@@ -82,7 +82,7 @@ mod tests {
         );
         let fields = "a:b\n".repeat(MAX_FIELD_LINES + 1);
         assert!(
-            matches!(check_shape(fields.as_bytes()), Err(ParseError::Malformed(m)) if m.contains("header lines"))
+            matches!(check_shape(fields.as_bytes()), Err(ParseError::Malformed(m)) if m.contains("look like header fields"))
         );
         let body = "no colon here\n".repeat(MAX_FIELD_LINES * 2);
         assert!(check_shape(body.as_bytes()).is_ok());
