@@ -639,6 +639,46 @@ In-Reply-To: <issue-7.0123456789abcdef@news.example.org>\r\n\r\nAway until Monda
 }
 
 #[test]
+fn a_person_writing_about_a_bounce_is_not_one() {
+    let raw = "From: Ana <ana@example.com>\r\nTo: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\r\n\
+Subject: Re: Undeliverable: Example News #7\r\n\r\nWhy did I get this? It said 550 5.1.1 for bo@example.com.\r\n";
+    let report = parse_report(raw.as_bytes()).expect("parses");
+    assert_eq!(report.kind, ReportKind::Unrecognised);
+    assert!(report.recipients.is_empty());
+}
+
+#[test]
+fn postfix_names_the_original_envelope_sender() {
+    // X-Postfix-Sender in the per-message group is the VERP path too, for
+    // reports whose own headers were rewritten on the way.
+    let raw = String::from_utf8_lossy(&fixture("postfix-user-unknown.eml"))
+        .replace(
+            "X-Original-To: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\n",
+            "",
+        )
+        .replace(
+            "Delivered-To: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\n",
+            "",
+        )
+        .replace(
+            "To: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\n",
+            "To: bounces@example.org\n",
+        )
+        .replace(
+            "Return-Path: <b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org>\n",
+            "",
+        );
+    let report = parse_report(raw.as_bytes()).expect("parses");
+    assert_eq!(
+        report.original.return_paths,
+        [
+            "bounces@example.org",
+            "b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org"
+        ]
+    );
+}
+
+#[test]
 fn parsing_the_postfix_dsn_is_cheap() {
     // A figure for people (issue #11 wants >= 1,000 reports/s end to end);
     // no timing is asserted on a shared machine.

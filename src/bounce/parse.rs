@@ -138,7 +138,10 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
 
     if let Some(arf) = parts.feedback.as_deref() {
         read_feedback(arf, &mut report, &mut return_paths, returned_headers);
-    } else if let Some(dsn) = parts.delivery_status.as_deref().map(read_delivery_status)
+    } else if let Some(dsn) = parts
+        .delivery_status
+        .as_deref()
+        .map(|body| read_delivery_status(body, &mut return_paths))
         && !dsn.is_empty()
     {
         report.kind = kind_of(&dsn);
@@ -332,8 +335,13 @@ impl ReturnPaths {
 }
 
 /// RFC 3464 §2.3: one group per recipient after the per-message group.
-fn read_delivery_status(body: &[u8]) -> Vec<RecipientStatus> {
+/// Postfix names the original envelope sender (the VERP path) in the
+/// per-message group as `X-Postfix-Sender`.
+fn read_delivery_status(body: &[u8], return_paths: &mut ReturnPaths) -> Vec<RecipientStatus> {
     let groups = fields::groups(body, MAX_GROUPS, MAX_MACHINE_FIELDS);
+    if let Some(sender) = groups.first().and_then(|g| g.get("X-Postfix-Sender")) {
+        return_paths.add_all(untyped(sender).to_owned());
+    }
     groups
         .iter()
         .filter_map(recipient_of)

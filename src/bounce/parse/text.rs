@@ -276,9 +276,14 @@ const BOUNCE_SENDERS: &[&str] = &[
     "postmaster",
 ];
 
+/// A person answering or forwarding a bounce ("Re: Undeliverable …") is
+/// not a bounce.
 pub(super) fn subject_says_bounce(subject: &str) -> bool {
-    let s = subject.to_ascii_lowercase();
-    BOUNCE_SUBJECTS.iter().any(|k| s.contains(k))
+    let s = subject.trim_start().to_ascii_lowercase();
+    let reply = ["re:", "fw:", "fwd:", "aw:", "wg:", "sv:", "tr:"]
+        .iter()
+        .any(|p| s.starts_with(p));
+    !reply && BOUNCE_SUBJECTS.iter().any(|k| s.contains(k))
 }
 
 pub(super) fn subject_says_delay(subject: &str) -> bool {
@@ -372,6 +377,16 @@ mod tests {
         let list: Vec<_> = found.iter().map(|(_, a)| a.as_str()).collect();
         assert_eq!(list, ["a@example.com", "b@example.org"]);
         assert!(addresses_in(&"@".repeat(10_000), 5).is_empty());
+    }
+
+    #[test]
+    fn bounce_subjects_but_not_replies_to_them() {
+        assert!(subject_says_bounce("Undelivered Mail Returned to Sender"));
+        assert!(subject_says_bounce("Undeliverable: Example News #7"));
+        assert!(subject_says_bounce("failure notice"));
+        assert!(!subject_says_bounce("Re: Undeliverable: Example News #7"));
+        assert!(!subject_says_bounce("Fwd: Mail delivery failed"));
+        assert!(!subject_says_bounce("Example News #7"));
     }
 
     #[test]
