@@ -639,6 +639,27 @@ In-Reply-To: <issue-7.0123456789abcdef@news.example.org>\r\n\r\nAway until Monda
 }
 
 #[test]
+fn without_returned_headers_the_answered_id_names_the_original() {
+    // Gmail and Exchange set In-Reply-To/References on their DSNs; with the
+    // returned part lost, those still name the message Herald sent.
+    let raw = String::from_utf8_lossy(&fixture("gmail-user-unknown.eml")).into_owned();
+    let cut = raw
+        .find("Content-Type: message/rfc822")
+        .expect("a returned part");
+    let report = parse_report(raw[..cut].as_bytes()).expect("parses");
+    assert_eq!(report.kind, ReportKind::Bounce);
+    assert_eq!(
+        report.original.message_id.as_deref(),
+        Some("issue-7.6123456789abcdef@news.example.org")
+    );
+    // References lists the oldest first: the last one is answered.
+    let raw = "From: Bo <bo@example.com>\r\nSubject: Auto: hi\r\nAuto-Submitted: auto-replied\r\n\
+References: <older@example.com> <issue-7.0123456789abcdef@news.example.org>\r\n\r\naway\r\n";
+    let report = parse_report(raw.as_bytes()).expect("parses");
+    assert_eq!(report.original.message_id.as_deref(), Some(ISSUE7));
+}
+
+#[test]
 fn a_person_writing_about_a_bounce_is_not_one() {
     let raw = "From: Ana <ana@example.com>\r\nTo: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\r\n\
 Subject: Re: Undeliverable: Example News #7\r\n\r\nWhy did I get this? It said 550 5.1.1 for bo@example.com.\r\n";

@@ -161,10 +161,9 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
                 remote_mta: None,
             });
         }
-        if report.original.message_id.is_none() {
-            report.original.message_id = message_id_in(top, &HeaderName::InReplyTo)
-                .or_else(|| message_id_in(top, &HeaderName::References));
-        }
+    }
+    if report.original.message_id.is_none() {
+        report.original.message_id = answered_id(top);
     }
 
     report.original.return_paths = return_paths.0;
@@ -334,10 +333,19 @@ fn message_id(headers: &[Header<'_>]) -> Option<String> {
     message_id_in(headers, &HeaderName::MessageId)
 }
 
+/// The id a report names as the one it answers: `In-Reply-To`, else the
+/// last of `References` (Gmail, Exchange and auto-replies set them).
+fn answered_id(headers: &[Header<'_>]) -> Option<String> {
+    message_id_in(headers, &HeaderName::InReplyTo)
+        .or_else(|| message_id_in(headers, &HeaderName::References))
+}
+
+/// The first id of a field, or the last for `References` (oldest first).
 fn message_id_in(headers: &[Header<'_>], name: &HeaderName<'_>) -> Option<String> {
     let value = headers.iter().find(|h| &h.name == name)?;
     let id = match &value.value {
         HeaderValue::Text(t) => t.as_ref(),
+        HeaderValue::TextList(l) if name == &HeaderName::References => l.last()?.as_ref(),
         HeaderValue::TextList(l) => l.first()?.as_ref(),
         _ => return None,
     };

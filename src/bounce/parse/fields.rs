@@ -97,7 +97,9 @@ fn clip_to(raw: &str, max: usize) -> String {
     // Most fields are short plain ASCII already: no need to rebuild them.
     let trimmed = raw.trim();
     if trimmed.len() <= max
-        && trimmed.bytes().all(|b| (0x21..0x7f).contains(&b) || b == b' ')
+        && trimmed
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) || b == b' ')
         && !trimmed.contains("  ")
     {
         return trimmed.to_owned();
