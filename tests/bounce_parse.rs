@@ -639,6 +639,68 @@ In-Reply-To: <issue-7.0123456789abcdef@news.example.org>\r\n\r\nAway until Monda
 }
 
 #[test]
+fn without_returned_headers_the_answered_id_names_the_original() {
+    // Gmail and Exchange set In-Reply-To/References on their DSNs; with the
+    // returned part lost, those still name the message Herald sent.
+    let raw = String::from_utf8_lossy(&fixture("gmail-user-unknown.eml")).into_owned();
+    let cut = raw
+        .find("Content-Type: message/rfc822")
+        .expect("a returned part");
+    let report = parse_report(raw[..cut].as_bytes()).expect("parses");
+    assert_eq!(report.kind, ReportKind::Bounce);
+    assert_eq!(
+        report.original.message_id.as_deref(),
+        Some("issue-7.6123456789abcdef@news.example.org")
+    );
+    // References lists the oldest first: the last one is answered.
+    let raw = "From: Bo <bo@example.com>\r\nSubject: Auto: hi\r\nAuto-Submitted: auto-replied\r\n\
+References: <older@example.com> <issue-7.0123456789abcdef@news.example.org>\r\n\r\naway\r\n";
+    let report = parse_report(raw.as_bytes()).expect("parses");
+    assert_eq!(report.original.message_id.as_deref(), Some(ISSUE7));
+}
+
+#[test]
+fn an_encoded_returned_message_and_a_global_dsn_are_read() {
+    use base64::Engine as _;
+    // Some MTAs send the returned message base64-encoded.
+    let raw = String::from_utf8_lossy(&fixture("postfix-user-unknown.eml")).into_owned();
+    let marker = "Content-Type: message/rfc822\nContent-Transfer-Encoding: 8bit\n\n";
+    let start = raw.find(marker).expect("the returned part") + marker.len();
+    let end = raw
+        .rfind("\n--4Q9XkL2vZJz9sT1")
+        .expect("the closing boundary");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&raw[start..end]);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    let changed = format!(
+        "{}Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\n{}{}",
+        &raw[..start - marker.len()],
+        lines.join("\n"),
+        &raw[end..]
+    );
+    let report = parse_report(changed.as_bytes()).expect("parses");
+    assert_eq!(report.original.message_id.as_deref(), Some(ISSUE7));
+    assert_eq!(report.recipients[0].status.as_deref(), Some("5.1.1"));
+
+    // RFC 6533: UTF-8 addresses in message/global-delivery-status.
+    let global = raw
+        .replace(
+            "Content-Type: message/delivery-status",
+            "Content-Type: message/global-delivery-status",
+        )
+        .replace(
+            "Final-Recipient: rfc822; ada@example.com",
+            "Final-Recipient: utf-8; josé@exämple.com",
+        );
+    let report = parse_report(global.as_bytes()).expect("parses");
+    assert_eq!(report.kind, ReportKind::Bounce);
+    assert_eq!(report.recipients[0].address, "josé@exämple.com");
+}
+
+#[test]
 fn a_person_writing_about_a_bounce_is_not_one() {
     let raw = "From: Ana <ana@example.com>\r\nTo: b-d7-42-0a1b2c3d4e5f60718293@bounces.example.org\r\n\
 Subject: Re: Undeliverable: Example News #7\r\n\r\nWhy did I get this? It said 550 5.1.1 for bo@example.com.\r\n";

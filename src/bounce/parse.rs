@@ -25,6 +25,8 @@ mod fields;
 mod limits;
 mod text;
 
+use std::borrow::Cow;
+
 use mail_parser::{Header, HeaderName, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 
 use super::{DsnAction, MAX_REPORT_BYTES, OriginalMessage, RecipientStatus, Report};
@@ -107,8 +109,8 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
         }
     }
 
-    let returned = parts.returned_headers();
-    let human = parts.human_text(&message);
+    let returned = parts.returned();
+    let human = human_text(&message);
     let inline = match &returned {
         Some(_) => None,
         None => human
@@ -117,7 +119,7 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
             .map(|(at, block)| (at, MessageParser::new().parse_headers(block.as_bytes()))),
     };
     let returned_headers: Option<&[Header<'_>]> = match (&returned, &inline) {
-        (Some(h), _) => Some(h.as_slice()),
+        (Some(r), _) => Some(r.headers()),
         (None, Some((_, Some(m)))) => m.parts.first().map(|p| p.headers.as_slice()),
         _ => None,
     };
@@ -159,10 +161,9 @@ pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
                 remote_mta: None,
             });
         }
-        if report.original.message_id.is_none() {
-            report.original.message_id = message_id_in(top, &HeaderName::InReplyTo)
-                .or_else(|| message_id_in(top, &HeaderName::References));
-        }
+    }
+    if report.original.message_id.is_none() {
+        report.original.message_id = answered_id(top);
     }
 
     report.original.return_paths = return_paths.0;
@@ -236,44 +237,72 @@ impl<'m, 'x> Parts<'m, 'x> {
 
     /// The returned message's header fields, from a `message/rfc822` part or
     /// a `text/rfc822-headers` one.
-    fn returned_headers(&self) -> Option<Vec<Header<'static>>> {
+    fn returned(&self) -> Option<Returned<'m>> {
         let part = self.returned?;
         match &part.body {
-            PartType::Message(inner) => inner.parts.first().map(|p| owned_headers(&p.headers)),
-            other => {
-                let bytes: &[u8] = match other {
-                    PartType::Text(t) | PartType::Html(t) => t.as_bytes(),
-                    PartType::Binary(b) | PartType::InlineBinary(b) => b,
-                    _ => return None,
-                };
-                let parsed = MessageParser::new().parse_headers(bytes)?;
-                parsed.parts.first().map(|p| owned_headers(&p.headers))
-            }
+            PartType::Message(inner) => inner.parts.first().map(|p| Returned::Part(&p.headers)),
+            PartType::Text(t) | PartType::Html(t) => MessageParser::new()
+                .parse_headers(t.as_bytes())
+                .map(Returned::Block),
+            PartType::Binary(b) | PartType::InlineBinary(b) => MessageParser::new()
+                .parse_headers(b.as_ref())
+                .map(Returned::Block),
+            PartType::Multipart(_) => None,
         }
     }
+}
 
-    /// The first human-readable text of the report (text/plain, or HTML
-    /// turned into text), where non-standard bounces say what happened.
-    fn human_text(&self, message: &Message<'_>) -> Option<String> {
-        // A broken multipart (a boundary that never comes) leaves no body
-        // part flagged as text; its bytes are still the best explanation.
-        let text = message.body_text(0).or_else(|| {
-            message.parts.iter().find_map(|p| match &p.body {
-                PartType::Text(t) => Some(std::borrow::Cow::Borrowed(t.as_ref())),
-                _ => None,
-            })
-        })?;
-        let end = floor_char_boundary(&text, MAX_TEXT_SCAN_BYTES);
-        Some(text[..end].to_owned())
+/// The returned message's header fields, borrowed from the parsed report.
+enum Returned<'m> {
+    /// Those of a `message/rfc822` part, as mail-parser read them.
+    Part(&'m [Header<'m>]),
+    /// A `text/rfc822-headers` part (or one mail-parser could not nest),
+    /// read as a header block.
+    Block(Message<'m>),
+}
+
+impl<'m> Returned<'m> {
+    fn headers(&self) -> &[Header<'m>] {
+        match self {
+            Returned::Part(headers) => headers,
+            Returned::Block(m) => m.parts.first().map_or(&[], |p| p.headers.as_slice()),
+        }
     }
+}
+
+/// The first human-readable text of the report (text/plain, or HTML turned
+/// into text), where non-standard bounces say what happened; at most
+/// [`MAX_TEXT_SCAN_BYTES`] of it.
+fn human_text<'m>(message: &'m Message<'_>) -> Option<Cow<'m, str>> {
+    let flagged = message
+        .text_body
+        .first()
+        .and_then(|&i| message.parts.get(i as usize));
+    // A broken multipart (a boundary that never comes) leaves no body part
+    // flagged as text; its bytes are still the best explanation.
+    let part = flagged.or_else(|| {
+        message
+            .parts
+            .iter()
+            .find(|p| matches!(p.body, PartType::Text(_)))
+    })?;
+    let text = match &part.body {
+        PartType::Text(t) => Cow::Borrowed(t.as_ref()),
+        PartType::Html(h) => Cow::Owned(mail_parser::decoders::html::html_to_text(h)),
+        _ => return None,
+    };
+    let end = floor_char_boundary(&text, MAX_TEXT_SCAN_BYTES);
+    Some(match text {
+        Cow::Borrowed(t) => Cow::Borrowed(&t[..end]),
+        Cow::Owned(mut t) => {
+            t.truncate(end);
+            Cow::Owned(t)
+        }
+    })
 }
 
 fn machine_readable(contents: &[u8]) -> Vec<u8> {
     contents[..contents.len().min(MAX_MACHINE_BYTES)].to_vec()
-}
-
-fn owned_headers(headers: &[Header<'_>]) -> Vec<Header<'static>> {
-    headers.iter().map(|h| h.clone().into_owned()).collect()
 }
 
 fn floor_char_boundary(s: &str, mut at: usize) -> usize {
@@ -304,10 +333,19 @@ fn message_id(headers: &[Header<'_>]) -> Option<String> {
     message_id_in(headers, &HeaderName::MessageId)
 }
 
+/// The id a report names as the one it answers: `In-Reply-To`, else the
+/// last of `References` (Gmail, Exchange and auto-replies set them).
+fn answered_id(headers: &[Header<'_>]) -> Option<String> {
+    message_id_in(headers, &HeaderName::InReplyTo)
+        .or_else(|| message_id_in(headers, &HeaderName::References))
+}
+
+/// The first id of a field, or the last for `References` (oldest first).
 fn message_id_in(headers: &[Header<'_>], name: &HeaderName<'_>) -> Option<String> {
     let value = headers.iter().find(|h| &h.name == name)?;
     let id = match &value.value {
         HeaderValue::Text(t) => t.as_ref(),
+        HeaderValue::TextList(l) if name == &HeaderName::References => l.last()?.as_ref(),
         HeaderValue::TextList(l) => l.first()?.as_ref(),
         _ => return None,
     };

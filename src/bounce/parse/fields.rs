@@ -94,6 +94,16 @@ pub(super) fn clip(raw: &str) -> String {
 }
 
 fn clip_to(raw: &str, max: usize) -> String {
+    // Most fields are short plain ASCII already: no need to rebuild them.
+    let trimmed = raw.trim();
+    if trimmed.len() <= max
+        && trimmed
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) || b == b' ')
+        && !trimmed.contains("  ")
+    {
+        return trimmed.to_owned();
+    }
     let mut out = String::with_capacity(raw.len().min(max));
     let mut chars = 0usize;
     let mut pending_space = false;
