@@ -194,9 +194,12 @@ async fn a_send_logs_no_addresses_tokens_or_passwords(backend: Backend) {
     }
 }
 
-/// A fake OpenTelemetry collector: what `POST /v1/traces` received (body, Content-Type).
-async fn collector() -> (String, Arc<Mutex<Vec<(Vec<u8>, String)>>>) {
-    let got: Arc<Mutex<Vec<(Vec<u8>, String)>>> = Arc::default();
+/// What the fake collector received: (body, Content-Type) per POST.
+type Received = Arc<Mutex<Vec<(Vec<u8>, String)>>>;
+
+/// A fake OpenTelemetry collector accepting `POST /v1/traces`; its base URL and what it got.
+async fn collector() -> (String, Received) {
+    let got: Received = Arc::default();
     let store = got.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
