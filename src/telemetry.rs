@@ -4,7 +4,6 @@
 //! to an OpenTelemetry collector over OTLP/HTTP (protobuf, rustls).
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::Layered;
@@ -38,7 +37,8 @@ pub struct Telemetry {
 }
 
 /// How long exiting waits for the collector to take the last batch.
-const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+#[cfg(feature = "otlp")]
+const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type Filtered = Layered<Targets, Layered<EnvFilter, Registry>>;
 type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
@@ -64,6 +64,7 @@ pub fn init(log: &LogConfig) -> Result<Telemetry, TelemetryError> {
     let lettre_cap = Targets::new()
         .with_default(LevelFilter::TRACE)
         .with_target("lettre", LevelFilter::INFO);
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut layers: Vec<BoxedLayer> = vec![stderr_layer(log.format)];
     let telemetry = Telemetry {
         #[cfg(feature = "otlp")]
