@@ -316,7 +316,116 @@ async fn send_wait_exports_its_spans_over_otlp(backend: Backend) {
     assert!(stderr.contains("log.otlp_endpoint"), "{stderr}");
 }
 
+/// `herald serve` at debug, as JSON, exporting traces: each request is a span named by
+/// its route template, and the tokens in confirmation and unsubscribe paths reach
+/// neither the log nor the collector.
+async fn serve_traces_routes_never_tokens(backend: Backend) {
+    let (endpoint, got) = collector().await;
+    let t = TestApp::spawn(backend).await;
+    t.add_confirmed("leaving.reader@privacy.test").await;
+    let unsubscribe = t.unsubscribe_url_for("leaving.reader@privacy.test").await;
+    let unsubscribe_token = unsubscribe.rsplit('/').next().expect("token").to_owned();
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        probe.local_addr().expect("probe addr").port()
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let child = support::cli::herald_async(&t, &["serve"])
+        .env("HERALD_HTTP_BIND", format!("127.0.0.1:{port}"))
+        .env("HERALD_HTTP_BASE_URL", &base)
+        .env("HERALD_LOG", "debug")
+        .env("HERALD_LOG_FORMAT", "json")
+        .env("HERALD_LOG_OTLP_ENDPOINT", &endpoint)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("herald serve");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = t.client.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "herald serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let path = format!("/unsubscribe/{unsubscribe_token}");
+    let r = t
+        .client
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    let r = t
+        .client
+        .post(format!("{base}{path}"))
+        .form(&[("List-Unsubscribe", "One-Click")])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 200);
+    let r = t
+        .client
+        .post(format!("{base}/subscribe"))
+        .form(&[("email", "new.reader@privacy.test")])
+        .send()
+        .await
+        .expect("POST subscribe");
+    assert_eq!(r.status(), 200);
+    let mail = t.confirmation_mail("new.reader@privacy.test").await;
+    let confirm_path = support::app::text_part(&mail)
+        .lines()
+        .find_map(|l| {
+            l.split_once("/confirm/")
+                .map(|(_, token)| token.trim().to_owned())
+        })
+        .expect("a confirmation link");
+    let r = t
+        .client
+        .get(format!("{base}/confirm/{confirm_path}"))
+        .send()
+        .await
+        .expect("GET confirm");
+    assert_eq!(r.status(), 200);
+
+    let pid = child.id().expect("pid").to_string();
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("herald serve stops on SIGTERM")
+        .expect("output");
+    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        log.contains("\"route\":\"/unsubscribe/{token}\""),
+        "no request span with the route template: {log}"
+    );
+    for secret in [&unsubscribe_token, &confirm_path] {
+        assert!(!log.contains(secret.as_str()), "a token in the log: {log}");
+    }
+    let all: Vec<u8> = got
+        .lock()
+        .expect("lock")
+        .iter()
+        .flat_map(|(b, _)| b.clone())
+        .collect();
+    for name in ["http.request", "/unsubscribe/{token}", "/confirm/{token}"] {
+        assert!(contains(&all, name), "no {name:?} in the exported spans");
+    }
+    for secret in [&unsubscribe_token, &confirm_path] {
+        assert!(!contains(&all, secret), "a token in the exported spans");
+    }
+}
+
 on_each_backend!(
     a_send_logs_no_addresses_tokens_or_passwords,
-    send_wait_exports_its_spans_over_otlp
+    send_wait_exports_its_spans_over_otlp,
+    serve_traces_routes_never_tokens
 );
