@@ -30,6 +30,8 @@ pub struct App {
     pub links: Links,
     /// What `GET /readyz` reports; the delivery engine (and later the scheduler) report into it.
     pub readiness: crate::readiness::Readiness,
+    /// What `GET /metrics` shows; recorded where each event happens.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
         }
         Ok(App {
             links,
+            metrics: crate::metrics::Metrics::new(crate::metrics::Transport::of(&config)),
             config: Arc::new(config),
             db,
             secret,

@@ -180,6 +180,7 @@ pub struct Config {
     pub dkim: DkimConfig,
     pub render: RenderConfig,
     pub bounce: BounceConfig,
+    pub log: LogConfig,
 }
 
 /// `Debug` hides the URL's password (see the impl below).
@@ -212,6 +213,9 @@ pub struct HttpConfig {
     /// CIDRs of reverse proxies whose `X-Forwarded-For`/`Forwarded` name the
     /// client; empty = trust nobody (the TCP peer is the client).
     pub trusted_proxies: crate::web::TrustedProxies,
+    /// Bearer token that lets a scraper read `GET /metrics` from anywhere;
+    /// empty = only loopback peers (without forwarding headers) may.
+    pub metrics_token: Secret,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +362,108 @@ pub struct RenderConfig {
     pub overview: crate::render::Overview,
 }
 
+/// `[log]`: how Herald logs (stderr) and where its traces go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,herald::delivery=debug`;
+    /// `HERALD_LOG`, when set, wins.
+    pub level: LogLevel,
+    /// The OpenTelemetry collector's OTLP/HTTP base URL
+    /// (`http://127.0.0.1:4318`); traces go to `/v1/traces` there. Empty = no export.
+    pub otlp_endpoint: OtlpEndpoint,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colour only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, fields, spans.
+    Json,
+}
+
+/// `log.level`: a filter `tracing_subscriber::EnvFilter` accepts (checked at load).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLevel(String);
+
+impl LogLevel {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for LogLevel {
+    /// sqlx logs PostgreSQL's notices (migrations' "already exists, skipping") at info.
+    fn default() -> Self {
+        LogLevel("info,sqlx=warn".into())
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let trimmed = s.trim();
+        tracing_subscriber::EnvFilter::builder()
+            .parse(trimmed)
+            .map(|_| LogLevel(trimmed.to_owned()))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a log filter ({e}): expected a level (error, warn, info, debug, trace) or directives like \"info,herald::delivery=debug\""
+                ))
+            })
+    }
+}
+
+/// `log.otlp_endpoint`: empty, or an absolute http(s) URL (checked at load).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtlpEndpoint(Option<String>);
+
+impl Serialize for OtlpEndpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_deref().unwrap_or(""))
+    }
+}
+
+impl OtlpEndpoint {
+    /// Where spans are posted: the base URL with `/v1/traces` (the OTLP/HTTP
+    /// path), unless the configured URL already names it.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.0.as_deref()?;
+        if base.trim_end_matches('/').ends_with("/v1/traces") {
+            return Some(base.to_owned());
+        }
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpEndpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(OtlpEndpoint(None));
+        }
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"));
+        match rest {
+            Some(rest)
+                if !rest.is_empty()
+                    && !rest.starts_with('/')
+                    && !s.contains(char::is_whitespace) =>
+            {
+                Ok(OtlpEndpoint(Some(s.to_owned())))
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "{s:?} is not an OTLP/HTTP endpoint: expected the collector's base URL like \"http://127.0.0.1:4318\" (traces go to /v1/traces), or empty for no export"
+            ))),
+        }
+    }
+}
+
 /// Reports that arrive after the relay said yes (DSNs, complaints).
 /// `Debug` hides the IMAP URL's password.
 #[derive(Clone, Serialize, Deserialize)]
@@ -418,6 +524,7 @@ impl Default for HttpConfig {
             bind: "127.0.0.1:8080".into(),
             base_url: "http://127.0.0.1:8080".into(),
             trusted_proxies: Default::default(),
+            metrics_token: Secret::default(),
         }
     }
 }
@@ -497,6 +604,23 @@ impl Config {
     /// Defaults, then the file (if any), then `HERALD_<SECTION>_<KEY>`.
     /// `path` is `--config`; `HERALD_CONFIG` is read by clap into the same flag.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let config: Config = Config::figment(path)?
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Only `[log]`, for setting up logging before anything else is read
+    /// (the rest of the file is checked, and its errors logged, by `load`).
+    pub fn load_log(path: Option<&Path>) -> Result<LogConfig, ConfigError> {
+        Config::figment(path)?
+            .extract_inner("log")
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))
+    }
+
+    /// The defaults, the file (`path`, else ./herald.toml if present) and `HERALD_*`, in that order.
+    fn figment(path: Option<&Path>) -> Result<Figment, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = path {
             if !path.exists() {
@@ -509,12 +633,7 @@ impl Config {
         } else if Path::new("herald.toml").exists() {
             fig = fig.merge(Toml::file("herald.toml"));
         }
-        fig = fig.merge(env_provider());
-        let config: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))?;
-        config.validate()?;
-        Ok(config)
+        Ok(fig.merge(env_provider()))
     }
 
     /// Checks what serde cannot: each error names the key, the value and what is expected.
@@ -570,6 +689,16 @@ impl Config {
                     ),
                 )
             })?;
+        }
+        let token = &self.http.metrics_token;
+        if !token.is_empty() && token.len() < METRICS_TOKEN_MIN_LEN {
+            return Err(value_err(
+                "http.metrics_token",
+                &format!("<{} bytes, not shown>", token.len()),
+                &format!(
+                    "expected at least {METRICS_TOKEN_MIN_LEN} characters of random text (openssl rand -base64 32), or empty to allow only local scrapers"
+                ),
+            ));
         }
         let secret = &self.security.secret;
         if !secret.is_empty() && secret.len() < Secret::MIN_LEN {
@@ -787,6 +916,8 @@ impl Config {
 }
 
 const SEC: Duration = Duration::from_secs(1);
+/// A bearer token short enough to guess is no protection.
+const METRICS_TOKEN_MIN_LEN: usize = 24;
 const DAY: Duration = Duration::from_secs(86_400);
 
 /// The accepted values of every numeric and duration key, as error messages
@@ -872,6 +1003,7 @@ const RANGES: &[(&str, &str)] = &[
         "newsletter.preview_before",
         "expected a duration from 0s (no preview) to 30d, like \"18h\"",
     ),
+    ("log.format", "expected \"text\" or \"json\""),
     (
         "bounce.imap_poll_interval",
         "expected a duration from 5s to 24h, like \"1m\"",
@@ -1088,6 +1220,10 @@ base_url = "http://127.0.0.1:8080"
 # Reverse proxies (CIDRs) whose X-Forwarded-For / Forwarded header names the
 # client, e.g. ["127.0.0.1/32", "10.0.0.0/8"]. Empty: trust nobody.
 trusted_proxies = []
+# GET /metrics (Prometheus) answers local scrapers (loopback, not through a
+# proxy) and, with this set, any scraper sending "Authorization: Bearer TOKEN"
+# (at least 24 characters: openssl rand -base64 32). Empty: local only.
+metrics_token = ""
 
 [smtp]
 # Empty: every message is written as a .eml file into outbox_dir.
@@ -1182,6 +1318,17 @@ imap_poll_interval = "1m"
 # How long each report's raw message is kept for `herald bounces show` (0s to 3650d).
 keep_raw = "30d"
 
+[log]
+# "text" (one readable line per event) or "json" (one object per line, for
+# log collectors). Addresses appear masked (a***@example.org) below debug.
+format = "text"
+# A level or tracing directives ("info,herald::delivery=debug"); the
+# HERALD_LOG environment variable, when set, wins.
+level = "info,sqlx=warn"
+# Export traces (request, scheduler and delivery spans) to an OpenTelemetry
+# collector over OTLP/HTTP, e.g. "http://127.0.0.1:4318". Empty: no export.
+otlp_endpoint = ""
+
 # [dkim]
 # domain = "example.com"
 # selector = "herald"
@@ -1207,6 +1354,55 @@ mod tests {
             .unwrap();
         cfg.validate().unwrap();
         assert_eq!(cfg.security.secret.len(), 43);
+    }
+
+    #[test]
+    fn log_section_and_metrics_token_parse_and_bad_values_are_named() {
+        figment::Jail::expect_with(|jail| {
+            let log = Config::load_log(None).unwrap();
+            assert_eq!(log.format, LogFormat::Text);
+            assert_eq!(log.otlp_endpoint.traces_url(), None);
+            jail.set_env("HERALD_LOG_FORMAT", "json");
+            jail.set_env("HERALD_LOG_LEVEL", "warn,herald::delivery=debug");
+            jail.set_env("HERALD_LOG_OTLP_ENDPOINT", "http://127.0.0.1:4318/");
+            let cfg = Config::load(None).unwrap();
+            assert_eq!(cfg.log.format, LogFormat::Json);
+            assert_eq!(cfg.log.level.as_str(), "warn,herald::delivery=debug");
+            assert_eq!(
+                cfg.log.otlp_endpoint.traces_url().as_deref(),
+                Some("http://127.0.0.1:4318/v1/traces")
+            );
+            assert_eq!(Config::load_log(None).unwrap().format, LogFormat::Json);
+            for (key, env, value, good) in [
+                ("log.format", "HERALD_LOG_FORMAT", "yaml", "text"),
+                ("log.level", "HERALD_LOG_LEVEL", "herald=loud", "info"),
+                (
+                    "log.otlp_endpoint",
+                    "HERALD_LOG_OTLP_ENDPOINT",
+                    "collector:4318",
+                    "",
+                ),
+            ] {
+                jail.set_env(env, value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(key) && err.contains(value), "{err}");
+                assert!(err.contains("expected"), "{err}");
+                jail.set_env(env, good);
+            }
+            jail.set_env("HERALD_HTTP_METRICS_TOKEN", "short-token");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("http.metrics_token") && !err.contains("short-token"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_HTTP_METRICS_TOKEN",
+                "a-long-enough-metrics-token-123",
+            );
+            let cfg = Config::load(None).unwrap();
+            assert_eq!(cfg.http.metrics_token.len(), 31);
+            Ok(())
+        });
     }
 
     #[test]

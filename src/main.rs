@@ -1,32 +1,21 @@
-use std::io::IsTerminal;
-
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let filter =
-        EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    // lettre logs every line it writes at debug level: `AUTH PLAIN <base64 password>` and
-    // whole messages. Whatever HERALD_LOG says, it gets no further than info; Herald logs
-    // the SMTP outcomes it cares about itself.
-    let lettre_cap = Targets::new()
-        .with_default(LevelFilter::TRACE)
-        .with_target("lettre", LevelFilter::INFO);
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(lettre_cap)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                // Colour codes are noise in a log file or a pipe.
-                .with_ansi(std::io::stderr().is_terminal()),
-        )
-        .init();
     let cli = herald::cli::Cli::parse();
-    match herald::cli::run(cli).await {
+    // Logging first, from `[log]` alone. A broken file gets the defaults
+    // here; the full load in `cli::run` then reports what is wrong.
+    let log = herald::config::Config::load_log(cli.config.as_deref()).unwrap_or_default();
+    let telemetry = match herald::telemetry::init(&log) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = herald::cli::run(cli).await;
+    telemetry.shutdown().await;
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader went away (`herald subscribers list | head -1`): stop
         // quietly with the status a shell gives a process ended by SIGPIPE.

@@ -829,6 +829,12 @@ impl Engine {
             },
         };
         let verdict = classify(&outcome);
+        // The reply's text often quotes the address: at info only its code.
+        let code = match &outcome {
+            Ok(r) => Some(r.code),
+            Err(e) => e.reply().map(|r| r.code),
+        };
+        tracing::info!(issue = issue.number, newsletter = issue.newsletter.id, delivery = d.id, subscriber = d.subscriber_id, to = %crate::domain::email::redact_address(&d.email), verdict = verdict.as_str(), code, took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "delivery attempt");
         if let Some(cause) = self.relay.observe(d.issue_id, verdict, &outcome) {
             self.pause_issue(d.issue_id, issue.number, &cause).await;
         }
@@ -1027,6 +1033,7 @@ impl Engine {
     /// is requested the outage budget shrinks to `SHUTDOWN_FLUSH_GRACE`: a
     /// service manager kills a process that takes longer to stop, and then
     /// nothing at all would be handed back.
+    #[tracing::instrument(name = "engine.batch", skip_all, fields(results = batch.len()))]
     async fn write_batch(
         &self,
         batch: &[DeliveryResult],
@@ -1037,6 +1044,7 @@ impl Engine {
         loop {
             match self.app.db.record_results(batch, now_ms()).await {
                 Ok(()) => {
+                    self.app.metrics.delivery_results(batch);
                     if outage.recovered() {
                         tracing::info!(
                             results = batch.len(),

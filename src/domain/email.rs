@@ -141,10 +141,15 @@ impl EmailAddress {
     /// part and the domain (`a***@example.com`). The full address belongs
     /// at debug level only.
     pub fn redacted(&self) -> String {
-        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", &self.0));
-        let first: String = local.chars().take(1).collect();
-        format!("{first}***@{domain}")
+        redact_address(&self.0)
     }
+}
+
+/// [`EmailAddress::redacted`] for an address kept as text (a delivery row).
+pub fn redact_address(address: &str) -> String {
+    let (local, domain) = address.rsplit_once('@').unwrap_or(("", address));
+    let first: String = local.chars().take(1).collect();
+    format!("{first}***@{domain}")
 }
 
 impl fmt::Display for EmailAddress {

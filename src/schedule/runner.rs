@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::clock::Clock;
 use crate::content::{ContentError, SlotCompose};
 use crate::domain::{IssueStatus, Millis, OneOffState, RunState};
+use crate::metrics::Firing;
 use crate::readiness::ComponentState;
 use crate::schedule::spec::OnEmpty;
 use crate::store::schedule::{NewRun, OneOffRow, RunRow};
@@ -117,6 +118,7 @@ impl Scheduler {
     /// One round: record the slots that came due (or, with a preview, are
     /// within `preview_before`), then move every due run and one-off send
     /// one or more steps forward.
+    #[tracing::instrument(name = "schedule.tick", skip_all, level = "debug")]
     pub async fn tick(&self) -> Result<TickReport, ScheduleError> {
         let now = self.clock.now();
         let mut report = TickReport::default();
@@ -208,6 +210,7 @@ impl Scheduler {
             .collect();
         for r in runs.iter().filter(|r| r.state == RunState::Missed) {
             tracing::warn!(newsletter = s.newsletter_id, slot = %ms_to_utc(r.slot_at), "slot missed");
+            self.app.metrics.firing(Firing::Slot(RunState::Missed));
         }
         Ok(db
             .record_slots(s.newsletter_id, &runs, until.timestamp_millis(), now_ms)
@@ -222,6 +225,7 @@ impl Scheduler {
         )
     }
 
+    #[tracing::instrument(name = "schedule.slot", skip_all, fields(newsletter = run.newsletter_id, run = run.id, slot = %ms_to_utc(run.slot_at)))]
     async fn step_run(&self, run: RunRow, report: &mut TickReport) -> Result<(), ScheduleError> {
         let db = &self.app.db;
         let (now, lease) = self.lease_until();
@@ -233,6 +237,11 @@ impl Scheduler {
         }
         let Some(row) = db.schedule_of(run.newsletter_id).await? else {
             // The schedule was removed from the config since the slot was recorded.
+            tracing::info!(
+                run = run.id,
+                "slot cancelled: the newsletter no longer has a schedule"
+            );
+            self.app.metrics.firing(Firing::Slot(RunState::Cancelled));
             db.advance_run(
                 run.id,
                 &self.worker_id,
@@ -332,6 +341,7 @@ impl Scheduler {
                     other => (RunState::Failed, format!("compose failed: {other}")),
                 };
                 tracing::warn!(newsletter = %newsletter.slug, slot = %ms_to_utc(run.slot_at), %reason, "slot not sent");
+                self.app.metrics.firing(Firing::Slot(to));
                 db.advance_run(
                     run.id,
                     &self.worker_id,
@@ -407,18 +417,24 @@ impl Scheduler {
                 Some("already enqueued before this round"),
             ),
         };
-        db.advance_run(
-            run.id,
-            &self.worker_id,
-            RunState::Waiting,
-            to,
-            reason,
-            now(),
-        )
-        .await?;
+        if db
+            .advance_run(
+                run.id,
+                &self.worker_id,
+                RunState::Waiting,
+                to,
+                reason,
+                now(),
+            )
+            .await?
+        {
+            tracing::info!(issue = issue.number, state = %to, reason, "slot fired");
+            self.app.metrics.firing(Firing::Slot(to));
+        }
         Ok(to == RunState::Enqueued && reason.is_none())
     }
 
+    #[tracing::instrument(name = "schedule.one_off", skip_all, fields(newsletter = o.newsletter_id, issue = o.issue_number, one_off = o.id))]
     async fn step_one_off(
         &self,
         o: OneOffRow,
@@ -444,6 +460,8 @@ impl Scheduler {
         if to == OneOffState::Sent {
             report.one_offs_sent += 1;
         }
+        tracing::info!(issue = issue.number, state = %to, reason = reason.as_deref(), "one-off send fired");
+        self.app.metrics.firing(Firing::OneOff(to));
         db.finish_one_off(
             o.id,
             Some(&self.worker_id),

@@ -9,6 +9,7 @@ pub mod content;
 pub mod deliveries;
 pub mod editors;
 mod health;
+mod metrics;
 pub mod schedule;
 pub mod subscriber_pages;
 pub mod subscribers;

@@ -190,7 +190,10 @@ impl App {
                 .send_one(&mail.envelope_from, to.as_str(), &mail.bytes)
                 .await
             {
-                Ok(_) => return true,
+                Ok(_) => {
+                    self.metrics.confirmation_sent();
+                    return true;
+                }
                 // WARN and ERROR lines end up in shared log systems: the
                 // address is redacted there, in full only at debug level.
                 Err(e) if wait > 0 => {
@@ -310,6 +313,7 @@ impl App {
                 &context,
             )
             .await?;
+        self.metrics.unsubscribed(context.method.as_deref());
         Ok(UnsubscribeOutcome::Unsubscribed {
             email: email_text,
             newsletter_id,

@@ -230,12 +230,9 @@ fn is_json_media_type(m: &str) -> bool {
 pub async fn error_bodies(req: Request, next: Next) -> Response {
     let json = wants_json(req.headers());
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::info_span!(
-        "request",
-        id = %request_id,
-        method = %req.method(),
-        path = %req.uri().path()
-    );
+    // No path: it can hold a confirmation or unsubscribe token. The
+    // enclosing `http.request` span names the route template.
+    let span = tracing::info_span!("request", id = %request_id);
     let response = tracing::Instrument::instrument(next.run(req), span).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

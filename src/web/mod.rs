@@ -7,6 +7,7 @@ pub mod api;
 mod client_ip;
 pub(crate) mod error;
 mod health;
+pub mod metrics;
 mod pages;
 mod rate_limit;
 mod security_headers;
@@ -95,6 +96,12 @@ fn routes(state: WebState) -> Router {
         .layer(middleware::from_fn(security_headers::security_headers))
         // After the layers above: the API has its own (see `api`).
         .merge(api::router(&state))
+        .merge(metrics::metrics_router(state.app.clone()))
+        .route_layer(middleware::from_fn(metrics::note_route))
+        .layer(middleware::from_fn_with_state(
+            state.app.clone(),
+            metrics::observe_http,
+        ))
         .with_state(state)
 }
 
