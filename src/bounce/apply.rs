@@ -453,6 +453,24 @@ impl App {
     }
 }
 
+/// How often `herald serve` drops raw report messages past `bounce.keep_raw`.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `herald serve`'s purge of raw report messages, hourly until `shutdown`.
+/// A failed round (the database away) is logged and tried again next hour:
+/// a raw message kept a little longer harms nobody.
+pub async fn purge_raw_periodically(app: App, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = app.purge_report_raw().await {
+            tracing::warn!(error = %e, "could not drop raw report messages past bounce.keep_raw; trying again in an hour");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
+}
+
 /// What a report does to a delivery the relay accepted, by the rules of a
 /// reply during the SMTP session.
 fn decide(report: &Report, status: Option<&RecipientStatus>) -> ReportAction {
