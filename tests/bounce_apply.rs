@@ -389,6 +389,35 @@ async fn complaint_unsubscribes_and_is_counted(backend: Backend) {
             .await
             .expect("db")
     );
+
+    // Erasure takes the reports along (they hold the address); a later
+    // report to the erased reader's authentic VERP address matches nothing
+    // left and is recorded as such.
+    let verp = s.mail_from(angry);
+    s.fx.app
+        .erase_subscriber(&herald::domain::EmailAddress::parse(angry).expect("address"))
+        .await
+        .expect("erase");
+    assert_eq!(
+        s.count(&format!(
+            "SELECT COUNT(*) FROM bounce_reports WHERE subscriber_id = {} OR recipient = '{angry}'",
+            s.ids[2]
+        ))
+        .await,
+        0
+    );
+    let late = s
+        .apply(bounce(&verp, angry, "5.1.1", "550 5.1.1 unknown"))
+        .await
+        .expect("recorded");
+    assert_eq!(late.effect, ReportEffect::Unmatched);
+    let row =
+        s.fx.app
+            .bounce_report(late.report_id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((row.recipient, row.raw, row.diagnostic), (None, None, None));
 }
 
 async fn test_copy_and_confirmation_reports_leave_the_list_alone(backend: Backend) {

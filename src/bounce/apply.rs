@@ -179,7 +179,10 @@ impl App {
             Match::Gone => ReportAction::Record(ReportOutcome::Unmatched),
         };
         let keep = self.config.bounce.keep_raw.0;
-        let raw = raw.filter(|_| !keep.is_zero());
+        // An erased reader's address is not stored again by a late report.
+        let erased = matches!(found, Match::Gone);
+        let raw = raw.filter(|_| !keep.is_zero() && !erased);
+        let status = status.filter(|_| !erased);
         let record = NewReport {
             received_at: now,
             source,
