@@ -574,7 +574,20 @@ async fn message_id_and_recipient_match_without_verp(backend: Backend) {
             .unwrap()
             .unwrap();
     assert_eq!(row.matched_by.map(|m| m.as_str()), Some("recipient"));
-    assert_eq!(s.fx.subscription_state(&s.readers[2]).await, "confirmed");
+    // A complaint whose recipient is redacted: the Message-ID's tag finds the reader.
+    let c = &s.readers[2];
+    let applied = s
+        .apply(complaint(
+            None,
+            "redacted@example.com",
+            Some(&s.message_id(c)),
+        ))
+        .await
+        .expect("matched by the Message-ID's tag");
+    assert!(
+        matches!(applied.effect, ReportEffect::Complaint { subscriber_id, .. } if subscriber_id == s.ids[2])
+    );
+    assert_eq!(s.fx.subscription_state(c).await, "complained");
 }
 
 async fn duplicate_provider_event_is_applied_once(backend: Backend) {

@@ -174,6 +174,10 @@ async fn list_show_status_and_deliveries_show_a_bounce(backend: Backend) {
 
     let (ok, out, err) = s.herald(&["deliveries", "1"]).await;
     assert!(ok, "{err}");
+    assert!(
+        out.contains("issue #1 after delivery: 1 bounced, 0 complaints"),
+        "{out}"
+    );
     let line = out
         .lines()
         .find(|l| l.starts_with(gone.as_str()))

@@ -225,6 +225,16 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                 if let Some(reason) = &issue.pause_reason {
                     outln!("issue #{} is paused: {reason}", issue.number)?;
                 }
+                let status = app.issue_status(&issue).await?;
+                if status.bounced_after_delivery > 0 || status.complaints > 0 {
+                    outln!(
+                        "issue #{} after delivery: {} bounced, {} complaints ({:.2} % of delivered)",
+                        issue.number,
+                        status.bounced_after_delivery,
+                        status.complaints,
+                        status.complaint_rate * 100.0
+                    )?;
+                }
                 for d in &deliveries {
                     let r = &d.delivery;
                     // A bounce after delivery: the relay's 250 is not the news.
