@@ -27,6 +27,7 @@ crate::on_each_backend!(
     duplicate_provider_event_is_applied_once,
     raw_message_is_kept_then_purged,
     delays_auto_replies_and_policy_refusals_do_not_blame_the_reader,
+    confirmation_mail_leaves_with_its_verp_address,
 );
 
 const BOUNCE_DOMAIN: &str = "bounces.herald.test";
@@ -701,4 +702,33 @@ async fn delays_auto_replies_and_policy_refusals_do_not_blame_the_reader(backend
     assert_eq!(s.fx.subscription_state(reader).await, "confirmed");
     assert!(!s.fx.is_suppressed(reader).await);
     assert_eq!(s.count("SELECT COUNT(*) FROM bounce_reports").await, 3);
+}
+
+async fn confirmation_mail_leaves_with_its_verp_address(backend: Backend) {
+    let t = support::app::TestApp::spawn_with(backend, |c| {
+        c.bounce.domain = BOUNCE_DOMAIN.into();
+    })
+    .await;
+    let email = "newcomer@example.net";
+    t.post_subscribe_form(email, None).await;
+    let mail = t.confirmation_mail(email).await;
+    let subscriber_id = t.subscriber_id(email).await.expect("subscriber");
+    let expected = BounceTag::Confirmation {
+        subscriber_id,
+        newsletter_id: t.app.newsletter.id,
+    }
+    .address(BOUNCE_DOMAIN, &t.app.secret);
+    assert_eq!(mail.mail_from, expected);
+    // Its bounce is recorded and changes nothing on the list.
+    let applied = t
+        .app
+        .apply_report(
+            bounce(&expected, email, "5.1.1", "smtp; 550 5.1.1 User unknown"),
+            ReportSource::Smtp,
+            None,
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(applied.effect, ReportEffect::NotAboutTheList);
+    assert!(!t.is_suppressed(email).await);
 }
