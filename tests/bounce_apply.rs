@@ -27,6 +27,7 @@ crate::on_each_backend!(
     duplicate_provider_event_is_applied_once,
     raw_message_is_kept_then_purged,
     delays_auto_replies_and_policy_refusals_do_not_blame_the_reader,
+    confirmation_mail_leaves_with_its_verp_address,
 );
 
 const BOUNCE_DOMAIN: &str = "bounces.herald.test";
@@ -389,6 +390,35 @@ async fn complaint_unsubscribes_and_is_counted(backend: Backend) {
             .await
             .expect("db")
     );
+
+    // Erasure takes the reports along (they hold the address); a later
+    // report to the erased reader's authentic VERP address matches nothing
+    // left and is recorded as such.
+    let verp = s.mail_from(angry);
+    s.fx.app
+        .erase_subscriber(&herald::domain::EmailAddress::parse(angry).expect("address"))
+        .await
+        .expect("erase");
+    assert_eq!(
+        s.count(&format!(
+            "SELECT COUNT(*) FROM bounce_reports WHERE subscriber_id = {} OR recipient = '{angry}'",
+            s.ids[2]
+        ))
+        .await,
+        0
+    );
+    let late = s
+        .apply(bounce(&verp, angry, "5.1.1", "550 5.1.1 unknown"))
+        .await
+        .expect("recorded");
+    assert_eq!(late.effect, ReportEffect::Unmatched);
+    let row =
+        s.fx.app
+            .bounce_report(late.report_id)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!((row.recipient, row.raw, row.diagnostic), (None, None, None));
 }
 
 async fn test_copy_and_confirmation_reports_leave_the_list_alone(backend: Backend) {
@@ -545,7 +575,20 @@ async fn message_id_and_recipient_match_without_verp(backend: Backend) {
             .unwrap()
             .unwrap();
     assert_eq!(row.matched_by.map(|m| m.as_str()), Some("recipient"));
-    assert_eq!(s.fx.subscription_state(&s.readers[2]).await, "confirmed");
+    // A complaint whose recipient is redacted: the Message-ID's tag finds the reader.
+    let c = &s.readers[2];
+    let applied = s
+        .apply(complaint(
+            None,
+            "redacted@example.com",
+            Some(&s.message_id(c)),
+        ))
+        .await
+        .expect("matched by the Message-ID's tag");
+    assert!(
+        matches!(applied.effect, ReportEffect::Complaint { subscriber_id, .. } if subscriber_id == s.ids[2])
+    );
+    assert_eq!(s.fx.subscription_state(c).await, "complained");
 }
 
 async fn duplicate_provider_event_is_applied_once(backend: Backend) {
@@ -659,4 +702,33 @@ async fn delays_auto_replies_and_policy_refusals_do_not_blame_the_reader(backend
     assert_eq!(s.fx.subscription_state(reader).await, "confirmed");
     assert!(!s.fx.is_suppressed(reader).await);
     assert_eq!(s.count("SELECT COUNT(*) FROM bounce_reports").await, 3);
+}
+
+async fn confirmation_mail_leaves_with_its_verp_address(backend: Backend) {
+    let t = support::app::TestApp::spawn_with(backend, |c| {
+        c.bounce.domain = BOUNCE_DOMAIN.into();
+    })
+    .await;
+    let email = "newcomer@example.net";
+    t.post_subscribe_form(email, None).await;
+    let mail = t.confirmation_mail(email).await;
+    let subscriber_id = t.subscriber_id(email).await.expect("subscriber");
+    let expected = BounceTag::Confirmation {
+        subscriber_id,
+        newsletter_id: t.app.newsletter.id,
+    }
+    .address(BOUNCE_DOMAIN, &t.app.secret);
+    assert_eq!(mail.mail_from, expected);
+    // Its bounce is recorded and changes nothing on the list.
+    let applied = t
+        .app
+        .apply_report(
+            bounce(&expected, email, "5.1.1", "smtp; 550 5.1.1 User unknown"),
+            ReportSource::Smtp,
+            None,
+        )
+        .await
+        .expect("recorded");
+    assert_eq!(applied.effect, ReportEffect::NotAboutTheList);
+    assert!(!t.is_suppressed(email).await);
 }

@@ -179,7 +179,10 @@ impl App {
             Match::Gone => ReportAction::Record(ReportOutcome::Unmatched),
         };
         let keep = self.config.bounce.keep_raw.0;
-        let raw = raw.filter(|_| !keep.is_zero());
+        // An erased reader's address is not stored again by a late report.
+        let erased = matches!(found, Match::Gone);
+        let raw = raw.filter(|_| !keep.is_zero() && !erased);
+        let status = status.filter(|_| !erased);
         let record = NewReport {
             received_at: now,
             source,
@@ -332,7 +335,8 @@ impl App {
             .iter()
             .filter_map(|r| parse_address(&r.address))
             .collect();
-        if let Some((number, tag)) = message_id.and_then(issue_message_id) {
+        let ours = message_id.and_then(issue_message_id);
+        if let Some((number, tag)) = ours.clone() {
             for address in &recipients {
                 let targets = self
                     .db
@@ -348,6 +352,14 @@ impl App {
                     });
                 }
             }
+        }
+        if let Some((number, tag)) = ours
+            && let Some(target) = self.find_by_message_id_tag(number, tag).await?
+        {
+            return Ok(Match::Target {
+                target,
+                by: MatchedBy::MessageId,
+            });
         }
         let confirmation = message_id.is_some_and(|m| m.starts_with("confirm."));
         for address in &recipients {
@@ -383,6 +395,34 @@ impl App {
                 format!("with the address {}", bounded(&named.join(", "), 200))
             }
         )))
+    }
+
+    /// A Message-ID of ours whose recipient the report redacted (ARF
+    /// reports often do): the issue's deliveries are searched for the
+    /// subscriber whose tag it is. One HMAC per delivery, on the blocking
+    /// pool: about a second for a million, and only for such reports.
+    async fn find_by_message_id_tag(
+        &self,
+        number: i64,
+        tag: String,
+    ) -> Result<Option<ReportTarget>, BounceError> {
+        let candidates = self.db.accepted_deliveries_of_issue_number(number).await?;
+        let secret = self.secret.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            candidates
+                .into_iter()
+                .find(|(_, subscriber_id)| secret.subscriber_tag(*subscriber_id) == tag)
+        })
+        .await
+        .map_err(|e| BounceError::Rejected(format!("matching the Message-ID failed: {e}")))?;
+        Ok(match found {
+            Some((issue_id, subscriber_id)) => {
+                self.db
+                    .report_target_by_ids(issue_id, subscriber_id)
+                    .await?
+            }
+            None => None,
+        })
     }
 
     /// Step 1: a VERP address at `bounce.domain`. `Ok(None)`: none there.
@@ -450,6 +490,24 @@ impl App {
                 by: Some(MatchedBy::Verp),
             },
         }))
+    }
+}
+
+/// How often `herald serve` drops raw report messages past `bounce.keep_raw`.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// `herald serve`'s purge of raw report messages, hourly until `shutdown`.
+/// A failed round (the database away) is logged and tried again next hour:
+/// a raw message kept a little longer harms nobody.
+pub async fn purge_raw_periodically(app: App, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        if let Err(e) = app.purge_report_raw().await {
+            tracing::warn!(error = %e, "could not drop raw report messages past bounce.keep_raw; trying again in an hour");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+        }
     }
 }
 

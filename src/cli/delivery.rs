@@ -151,6 +151,14 @@ pub fn print_status(r: &IssueStatusReport) {
             println!("  {:<11} {n}", state.as_str());
         }
     }
+    if r.bounced_after_delivery > 0 || r.complaints > 0 {
+        println!(
+            "  after delivery  {} bounced, {} complaints ({:.2} % of delivered)",
+            r.bounced_after_delivery,
+            r.complaints,
+            r.complaint_rate * 100.0
+        );
+    }
     if r.rate_per_sec > 0.0 {
         println!(
             "  rate        {:.1} messages/s (last minute)",

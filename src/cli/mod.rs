@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+mod bounces;
 mod content;
 mod delivery;
 mod demo;
@@ -139,6 +140,9 @@ pub enum Command {
     /// Editors of the HTTP API and their tokens.
     #[command(subcommand)]
     Editor(editor::EditorCommand),
+    /// Bounces and complaints that came back after the relay accepted a message.
+    #[command(subcommand)]
+    Bounces(bounces::BouncesCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -171,6 +175,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
         Command::Editor(cmd) => editor::run(app, cmd).await,
+        Command::Bounces(cmd) => bounces::run(app, cmd).await,
         Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send {
             issue,
@@ -220,17 +225,29 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
                 if let Some(reason) = &issue.pause_reason {
                     outln!("issue #{} is paused: {reason}", issue.number)?;
                 }
+                let status = app.issue_status(&issue).await?;
+                if status.bounced_after_delivery > 0 || status.complaints > 0 {
+                    outln!(
+                        "issue #{} after delivery: {} bounced, {} complaints ({:.2} % of delivered)",
+                        issue.number,
+                        status.bounced_after_delivery,
+                        status.complaints,
+                        status.complaint_rate * 100.0
+                    )?;
+                }
                 for d in &deliveries {
                     let r = &d.delivery;
+                    // A bounce after delivery: the relay's 250 is not the news.
+                    let (first, second) = match r.state {
+                        crate::domain::DeliveryState::Bounced => (&r.failure_reason, &r.last_reply),
+                        _ => (&r.last_reply, &r.failure_reason),
+                    };
                     outln!(
                         "{:<40} {:<10} attempts {:<2} {}",
                         r.email,
                         r.state.as_str(),
                         r.attempts,
-                        r.last_reply
-                            .as_deref()
-                            .or(r.failure_reason.as_deref())
-                            .unwrap_or("")
+                        first.as_deref().or(second.as_deref()).unwrap_or("")
                     )?;
                     for a in &d.attempts {
                         outln!(
@@ -384,6 +401,10 @@ pub(crate) async fn serve_with_delivery(
         std::sync::Arc::new(crate::clock::SystemClock),
     );
     let mut scheduled = tokio::spawn(scheduler.run(shutdown.clone()));
+    tokio::spawn(crate::bounce::apply::purge_raw_periodically(
+        app.clone(),
+        shutdown.clone(),
+    ));
     let web_stop = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {

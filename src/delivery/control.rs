@@ -42,6 +42,12 @@ pub struct IssueStatusReport {
     /// (state, reply, count), most common first.
     pub top_replies: Vec<(DeliveryState, String, i64)>,
     pub final_counts: Option<serde_json::Value>,
+    /// Deliveries `bounced` after the relay accepted them (later DSNs).
+    pub bounced_after_delivery: i64,
+    /// Readers who complained about this issue (abuse reports).
+    pub complaints: i64,
+    /// complaints / delivered (`sent`), 0 when nothing was delivered.
+    pub complaint_rate: f64,
 }
 
 impl App {
@@ -158,7 +164,16 @@ impl App {
             .send_started_at
             .map(|s| (now - s).clamp(1_000, 60_000))
             .unwrap_or(60_000);
+        let reports = self.issue_report_counts(issue.id).await?;
+        let delivered = counts.get(DeliveryState::Sent);
         Ok(IssueStatusReport {
+            bounced_after_delivery: reports.bounced_after_delivery,
+            complaints: reports.complaints,
+            complaint_rate: if delivered > 0 {
+                reports.complaints as f64 / delivered as f64
+            } else {
+                0.0
+            },
             number: issue.number,
             slug: issue.slug.clone(),
             status: issue.status.to_string(),

@@ -172,6 +172,24 @@ impl Db {
         .await?))
     }
 
+    /// (issue id, subscriber id) of every delivery the relay accepted for
+    /// issues numbered `number`: the candidates for a Message-ID whose
+    /// recipient the report redacted.
+    pub async fn accepted_deliveries_of_issue_number(
+        &self,
+        number: i64,
+    ) -> Result<Vec<(i64, i64)>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT d.issue_id, d.subscriber_id FROM deliveries d JOIN issues i ON i.id = d.issue_id
+             WHERE i.number = $1 AND d.state IN ('sent', 'bounced')"
+        )
+        .bind(number)
+        .fetch_all(p)
+        .await?
+        }))
+    }
+
     /// The reader with this canonical address and their latest delivery
     /// that the relay accepted (`sent`, or already `bounced`); a reader
     /// with no such delivery comes back without one.

@@ -206,6 +206,12 @@ pub struct Progress {
     pub rate_per_sec: f64,
     pub next_retry_at: Option<String>,
     pub top_replies: Vec<ReplyCount>,
+    /// Deliveries reported failed after the relay accepted them (`bounced`).
+    pub bounced_after_delivery: i64,
+    /// Readers who complained about this issue.
+    pub complaints: i64,
+    /// complaints / delivered (`sent`); keep it under 0.001 (Gmail's guidance).
+    pub complaint_rate: f64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -605,6 +611,9 @@ pub async fn progress(
         total: report.counts.total,
         rate_per_sec: report.rate_per_sec,
         next_retry_at: report.next_retry_at.map(super::rfc3339),
+        bounced_after_delivery: report.bounced_after_delivery,
+        complaints: report.complaints,
+        complaint_rate: report.complaint_rate,
         top_replies: report
             .top_replies
             .into_iter()
