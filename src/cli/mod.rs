@@ -384,6 +384,8 @@ pub(crate) async fn serve_with_delivery(
         std::sync::Arc::new(crate::clock::SystemClock),
     );
     let mut scheduled = tokio::spawn(scheduler.run(shutdown.clone()));
+    // Never ends the process: an unreachable mailbox only delays reports.
+    let imap_poller = crate::bounce::imap::spawn(app, shutdown.clone());
     let web_stop = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -429,6 +431,10 @@ pub(crate) async fn serve_with_delivery(
                 anyhow::bail!("the scheduler stopped unexpectedly; exiting so that the service manager restarts Herald");
             }
         }
+    }
+    if let Some(poller) = imap_poller {
+        shutdown.cancel();
+        poller.await.context("the bounce mailbox poller panicked")?;
     }
     Ok(())
 }
