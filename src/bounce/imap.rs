@@ -471,13 +471,17 @@ impl App {
                 at: at.clone(),
                 doing: "SELECT",
             })?
-            .map_err(|e| ImapError::Mailbox {
-                at: at.clone(),
-                mailbox: ep.mailbox.clone(),
-                reply: server_words(&e),
+            .map_err(|e| match e {
+                async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_) => {
+                    ImapError::Mailbox {
+                        at: at.clone(),
+                        mailbox: ep.mailbox.clone(),
+                        reply: server_words(&e),
+                    }
+                }
+                other => lost(&at, "SELECT", other.to_string()),
             })?;
-        let mut uid_validity = mailbox.uid_validity.unwrap_or(0);
-        let mut exists = mailbox.exists;
+        let (mut exists, mut uid_validity) = selected(&at, &mailbox)?;
         let mut summary = PollSummary {
             mailbox: ep.describe(),
             ..PollSummary::default()
@@ -490,9 +494,6 @@ impl App {
         };
         while exists > 0 {
             let listed = list_batch(session, &at, exists.min(BATCH)).await?;
-            if listed.is_empty() {
-                break;
-            }
             for (uid, size) in listed {
                 if stop.is_cancelled() {
                     summary.stopped = true;
@@ -517,7 +518,7 @@ impl App {
             }
             // What is left (new mail may have arrived meanwhile).
             let now = step(&at, "SELECT", session.select(&ep.mailbox)).await?;
-            (exists, uid_validity) = (now.exists, now.uid_validity.unwrap_or(0));
+            (exists, uid_validity) = selected(&at, &now)?;
         }
         Ok(summary)
     }
@@ -544,15 +545,14 @@ impl App {
                 .await
         })
         .await?;
+        // No body: the connection ended mid-answer (async-imap ends a FETCH quietly then), or
+        // someone else expunged the message since the listing; either way the next poll sees.
         let Some(raw) = fetched
             .iter()
             .filter(|f| f.uid == Some(uid))
             .find_map(|f| f.body())
         else {
-            // Expunged by someone else since the listing: nothing to do.
-            return Ok(Outcome::Refused(
-                "the message was removed from the mailbox before it could be read".into(),
-            ));
+            return Err(lost(at, "FETCH", format!("no body came for UID {uid}")));
         };
         if raw.len() > MAX_REPORT_BYTES {
             return Ok(Outcome::Oversized(raw.len() as u64));
@@ -592,8 +592,30 @@ async fn list_batch(
         .iter()
         .filter_map(|f| Some((f.uid?, u64::from(f.size?))))
         .collect();
+    if listed.is_empty() {
+        // async-imap ends a FETCH quietly when the connection drops.
+        return Err(lost(at, "FETCH", format!("no answer for messages 1:{count}")));
+    }
     listed.sort_unstable();
     Ok(listed)
+}
+
+/// (EXISTS, UIDVALIDITY) of a SELECT. Every server sends UIDVALIDITY (RFC 3501 §6.3.1);
+/// without it the answer was cut short (async-imap ends a SELECT quietly on a dropped
+/// connection, as if the mailbox were empty).
+fn selected(at: &str, mailbox: &async_imap::types::Mailbox) -> Result<(u32, u32), ImapError> {
+    match mailbox.uid_validity {
+        Some(v) => Ok((mailbox.exists, v)),
+        None => Err(lost(at, "SELECT", "the answer had no UIDVALIDITY".into())),
+    }
+}
+
+fn lost(at: &str, doing: &'static str, what: String) -> ImapError {
+    ImapError::Protocol {
+        at: at.to_owned(),
+        doing,
+        reason: format!("{what}: the connection was lost or the server misbehaved"),
+    }
 }
 
 /// How processed messages leave the polled mailbox.
@@ -640,7 +662,7 @@ impl Marker<'_> {
                 let _ = session.uid_expunge(&uid).await?.try_collect::<Vec<_>>().await?;
                 Ok(())
             })
-            .await
+            .await?;
         } else {
             // Without UIDPLUS, EXPUNGE also removes what others marked \Deleted here: the
             // bounce mailbox is Herald's own.
@@ -648,8 +670,10 @@ impl Marker<'_> {
                 let _ = session.expunge().await?.try_collect::<Vec<_>>().await?;
                 Ok(())
             })
-            .await
+            .await?;
         }
+        // STORE and EXPUNGE answers end quietly on a dropped connection; NOOP's does not.
+        step(at, "NOOP", session.run_command_and_check_ok("NOOP")).await
     }
 }
 
@@ -678,11 +702,14 @@ async fn done_folder(session: &mut Session, at: &str, configured: &str) -> Resul
             tracing::info!(folder = %folder, "created the IMAP folder for processed reports");
             Ok(folder)
         }
-        Ok(Err(e)) => Err(ImapError::DoneFolder {
-            at: at.to_owned(),
-            folder,
-            reply: server_words(&e),
-        }),
+        Ok(Err(e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)))) => {
+            Err(ImapError::DoneFolder {
+                at: at.to_owned(),
+                folder,
+                reply: server_words(&e),
+            })
+        }
+        Ok(Err(e)) => Err(lost(at, "CREATE", e.to_string())),
         Err(_) => Err(ImapError::Timeout {
             at: at.to_owned(),
             doing: "CREATE",
