@@ -703,7 +703,9 @@ impl Config {
             .endpoint()
             .is_some_and(|ep| ep.mailbox.eq_ignore_ascii_case(done.trim_matches('/')));
         if done.trim_matches('/').is_empty()
-            || done.chars().any(|c| c.is_control() || c == '"' || c == '*' || c == '%')
+            || done
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '*' || c == '%')
             || same_as_polled
         {
             return Err(value_err(

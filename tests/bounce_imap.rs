@@ -102,7 +102,12 @@ async fn spawn_polling(backend: Backend, url: &str, server: &Dovecot) -> TestApp
     .await
 }
 
-async fn poll(t: &TestApp) -> (Result<herald::bounce::imap::PollSummary, ImapError>, Vec<Processed>) {
+async fn poll(
+    t: &TestApp,
+) -> (
+    Result<herald::bounce::imap::PollSummary, ImapError>,
+    Vec<Processed>,
+) {
     let mut seen = Vec::new();
     let result = t
         .app
@@ -176,7 +181,10 @@ async fn a_cut_between_recording_and_moving_reprocesses_harmlessly(backend: Back
         "{err}"
     );
     assert_eq!(proxy.cuts(), 1);
-    assert!(seen_first.is_empty(), "not reported as done: {seen_first:?}");
+    assert!(
+        seen_first.is_empty(),
+        "not reported as done: {seen_first:?}"
+    );
     assert_eq!(
         server.messages("INBOX").await.len(),
         1,
@@ -217,7 +225,9 @@ async fn a_wrong_password_names_the_key_and_hides_the_password() {
     let (result, seen) = poll(&t).await;
     let err = result.expect_err("refused login").to_string();
     assert!(
-        err.contains("bounce.imap_url") && err.contains("refused the login") && err.contains("bounces"),
+        err.contains("bounce.imap_url")
+            && err.contains("refused the login")
+            && err.contains("bounces"),
         "{err}"
     );
     assert!(!err.contains(wrong), "the password leaked: {err}");
@@ -252,7 +262,11 @@ async fn an_oversized_message_is_not_read_but_marked() {
         .iter()
         .find(|m| m.body.len() == big.len())
         .expect("the big message moved whole");
-    assert!(has_keyword(moved_big, REFUSED_KEYWORD), "{:?}", moved_big.flags);
+    assert!(
+        has_keyword(moved_big, REFUSED_KEYWORD),
+        "{:?}",
+        moved_big.flags
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +418,10 @@ async fn herald_bounces_poll_says_what_it_did() {
         .replace(&PASSWORD.replace('/', "%2F"), wrong));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!out.status.success(), "{said}");
-    assert!(said.contains("bounce.imap_url") && !said.contains(wrong), "{said}");
+    assert!(
+        said.contains("bounce.imap_url") && !said.contains(wrong),
+        "{said}"
+    );
 
     let out = run(server.url(true, "INBOX"));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));

@@ -72,7 +72,13 @@ pub struct ImapEndpoint {
 impl PartialEq for ImapEndpoint {
     fn eq(&self, other: &Self) -> bool {
         (&self.host, self.port, self.tls, &self.user, &self.mailbox)
-            == (&other.host, other.port, other.tls, &other.user, &other.mailbox)
+            == (
+                &other.host,
+                other.port,
+                other.tls,
+                &other.user,
+                &other.mailbox,
+            )
             && self.password.expose_text() == other.password.expose_text()
     }
 }
@@ -231,9 +237,7 @@ impl FromStr for ImapEndpoint {
             Some(i) => (&after[..i], &after[i + 1..]),
             None => (after, ""),
         };
-        let (user, pass) = userinfo
-            .split_once(':')
-            .ok_or(ImapUrlError::Credentials)?;
+        let (user, pass) = userinfo.split_once(':').ok_or(ImapUrlError::Credentials)?;
         if user.is_empty() {
             return Err(ImapUrlError::Credentials);
         }
@@ -565,7 +569,10 @@ impl App {
             report.provider_event_id = Some(ep.message_id(uid_validity, uid));
         }
         Ok(
-            match self.apply_report(report, ReportSource::Imap, Some(raw)).await {
+            match self
+                .apply_report(report, ReportSource::Imap, Some(raw))
+                .await
+            {
                 Ok(applied) => Outcome::Applied(applied),
                 Err(BounceError::Rejected(why)) => Outcome::Refused(why),
                 Err(e @ BounceError::Unavailable(_)) => Outcome::Deferred(e.to_string()),
@@ -594,7 +601,11 @@ async fn list_batch(
         .collect();
     if listed.is_empty() {
         // async-imap ends a FETCH quietly when the connection drops.
-        return Err(lost(at, "FETCH", format!("no answer for messages 1:{count}")));
+        return Err(lost(
+            at,
+            "FETCH",
+            format!("no answer for messages 1:{count}"),
+        ));
     }
     listed.sort_unstable();
     Ok(listed)
@@ -659,7 +670,11 @@ impl Marker<'_> {
         .await?;
         if self.uidplus {
             step(at, "EXPUNGE", async {
-                let _ = session.uid_expunge(&uid).await?.try_collect::<Vec<_>>().await?;
+                let _ = session
+                    .uid_expunge(&uid)
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await?;
                 Ok(())
             })
             .await?;
@@ -679,7 +694,11 @@ impl Marker<'_> {
 
 /// `bounce.imap_done_folder` in the server's own spelling (`/` becomes its hierarchy
 /// delimiter), created when missing.
-async fn done_folder(session: &mut Session, at: &str, configured: &str) -> Result<String, ImapError> {
+async fn done_folder(
+    session: &mut Session,
+    at: &str,
+    configured: &str,
+) -> Result<String, ImapError> {
     let root: Vec<_> = step(at, "LIST", async {
         session.list(Some(""), Some("")).await?.try_collect().await
     })
@@ -691,7 +710,11 @@ async fn done_folder(session: &mut Session, at: &str, configured: &str) -> Resul
         .to_owned();
     let folder = configured.replace('/', &delimiter);
     let found: Vec<_> = step(at, "LIST", async {
-        session.list(Some(""), Some(&folder)).await?.try_collect().await
+        session
+            .list(Some(""), Some(&folder))
+            .await?
+            .try_collect()
+            .await
     })
     .await?;
     if found.iter().any(|n| n.name() == folder) {
@@ -732,13 +755,16 @@ async fn connect(ep: &ImapEndpoint, trust: &TlsTrust) -> Result<Session, ImapErr
         at: at.clone(),
         doing,
     };
-    let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect((ep.host.as_str(), ep.port)))
-        .await
-        .map_err(|_| timeout("connect"))?
-        .map_err(|e| ImapError::Connect {
-            at: at.clone(),
-            reason: e.to_string(),
-        })?;
+    let tcp = tokio::time::timeout(
+        STEP_TIMEOUT,
+        TcpStream::connect((ep.host.as_str(), ep.port)),
+    )
+    .await
+    .map_err(|_| timeout("connect"))?
+    .map_err(|e| ImapError::Connect {
+        at: at.clone(),
+        reason: e.to_string(),
+    })?;
     let stream: Stream = if ep.tls {
         let config = tls_config(trust).await?;
         let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
@@ -962,10 +988,9 @@ mod tests {
         ] {
             let err = bad.parse::<ImapUrl>().unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{bad}: {err}");
-            let shown =
-                serde_json::from_value::<ImapUrl>(serde_json::Value::String(bad.into()))
-                    .unwrap_err()
-                    .to_string();
+            let shown = serde_json::from_value::<ImapUrl>(serde_json::Value::String(bad.into()))
+                .unwrap_err()
+                .to_string();
             assert!(
                 !shown.contains("hunter2") && shown.contains("imaps://USER:PASS@HOST"),
                 "{bad}: {shown}"
@@ -980,7 +1005,10 @@ mod tests {
             .unwrap();
         let shown = format!("{url:?} {}", url.endpoint().unwrap().describe());
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("imaps://bob@imap.example.org:993/INBOX"), "{shown}");
+        assert!(
+            shown.contains("imaps://bob@imap.example.org:993/INBOX"),
+            "{shown}"
+        );
     }
 
     #[test]

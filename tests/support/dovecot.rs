@@ -97,11 +97,8 @@ impl Dovecot {
         let pki = TestPki::new();
         let ca_file = pki.write_ca_file(root);
         let (cert, key) = pki.write_server_pem(Cert::CaSigned, root);
-        std::fs::write(
-            root.join("passwd"),
-            format!("{USER}:{{PLAIN}}{PASSWORD}\n"),
-        )
-        .expect("passwd");
+        std::fs::write(root.join("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}\n"))
+            .expect("passwd");
         let (imap_port, imaps_port) = (free_port(), free_port());
         let r = root.display();
         let config = format!(
