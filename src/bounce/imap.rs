@@ -1012,6 +1012,53 @@ mod tests {
     }
 
     #[test]
+    fn config_errors_name_the_key_and_never_the_password() {
+        use crate::config::Config;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env(
+                "HERALD_BOUNCE_IMAP_URL",
+                "pop3://bob:hunter2secret@mail.example.org/",
+            );
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("bounce.imap_url")
+                    && err.contains("imaps://USER:PASS@HOST")
+                    && !err.contains("hunter2"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_BOUNCE_IMAP_URL",
+                "imaps://bob:hunter2secret@mail.example.org/Bounces",
+            );
+            for (folder, why) in [
+                ("", "empty"),
+                ("Bounces", "the polled mailbox"),
+                ("a*b", "wildcard"),
+            ] {
+                jail.set_env("HERALD_BOUNCE_IMAP_DONE_FOLDER", folder);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(
+                    err.contains("bounce.imap_done_folder") && !err.contains("hunter2"),
+                    "{why}: {err}"
+                );
+            }
+            jail.set_env("HERALD_BOUNCE_IMAP_DONE_FOLDER", "Herald/Done");
+            let config = Config::load(None).expect("a valid mailbox setup");
+            let ep = config.bounce.imap_url.endpoint().expect("parsed");
+            assert_eq!((ep.mailbox.as_str(), ep.port), ("Bounces", 993));
+            assert!(!format!("{config:?}").contains("hunter2"));
+            jail.set_env("HERALD_BOUNCE_IMAP_CA_FILE", "no-such-ca.pem");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("bounce.imap_ca_file") && err.contains("no-such-ca.pem"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn message_ids_follow_rfc_5092() {
         let ep: ImapEndpoint = "imaps://u:p@imap.example.org/INBOX".parse().unwrap();
         assert_eq!(
