@@ -236,6 +236,24 @@ async fn a_wrong_password_names_the_key_and_hides_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_without_imap_ca_file_says_which_key_to_set() {
+    let Some(server) = Dovecot::start().await else {
+        return;
+    };
+    let url = server.url(true, "INBOX");
+    let t = TestApp::spawn_with(Backend::Sqlite, move |c| {
+        c.bounce.imap_url = url.parse().expect("test IMAP URL");
+    })
+    .await;
+    let (result, _) = poll(&t).await;
+    let err = result.expect_err("the test CA is not trusted").to_string();
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("bounce.imap_ca_file"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_is_not_read_but_marked() {
     let Some(server) = Dovecot::start().await else {
         return;

@@ -49,6 +49,8 @@ pub const BATCH: u32 = 50;
 pub const REFUSED_KEYWORD: &str = "$HeraldRefused";
 /// Longest wait for one IMAP step (connect, a command, a message's body).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a poll may go on after shutdown was asked for (it stops between messages).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The first retry after a failed poll; doubled each time, up to the poll interval.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -881,7 +883,23 @@ pub async fn run(app: App, stop: CancellationToken) {
     tracing::info!(mailbox = %ep.describe(), every = ?interval, "polling the bounce mailbox");
     let mut retry = FIRST_RETRY;
     loop {
-        let wait = match app.poll_bounce_mailbox(&stop, log_message).await {
+        // A poll stops between messages once `stop` is cancelled; a server that hangs is given
+        // SHUTDOWN_GRACE, then the poll is dropped. Dropping is safe at any point: a report
+        // half-recorded is rolled back with its transaction, a message not yet moved is read
+        // again next time.
+        let poll = app.poll_bounce_mailbox(&stop, log_message);
+        let grace = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let polled = tokio::select! {
+            polled = poll => polled,
+            _ = grace => {
+                tracing::warn!("the bounce mailbox poll did not end in time at shutdown; dropped");
+                break;
+            }
+        };
+        let wait = match polled {
             Ok(summary) => {
                 if summary.processed() > 0 {
                     tracing::info!(
