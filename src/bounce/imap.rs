@@ -1030,6 +1030,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's closure signature, not ours
     fn config_errors_name_the_key_and_never_the_password() {
         use crate::config::Config;
         figment::Jail::expect_with(|jail| {
