@@ -116,6 +116,41 @@ async fn poll(
     (result, seen)
 }
 
+/// Sends issue #1 (the sample digest) to `readers` through the test SMTP server and returns
+/// the Message-ID (without brackets) each of them got: what a real DSN quotes.
+async fn send_first_issue(t: &TestApp, readers: &[&str]) -> Vec<String> {
+    let nl = t.app.newsletter.clone();
+    t.app
+        .import_items_file(&nl, &support::engine::sample_digest(), true)
+        .await
+        .expect("import the sample digest");
+    let issue = t
+        .app
+        .compose_issue(&nl, herald::content::ComposeOptions::default())
+        .await
+        .expect("compose");
+    for r in readers {
+        t.add_confirmed(r).await;
+    }
+    t.app.send_issue(&issue).await.expect("send_issue");
+    support::engine::run_until_complete(&t.app, &t.db, issue.id, Duration::from_secs(60)).await;
+    readers
+        .iter()
+        .map(|r| {
+            let got = t.smtp.messages_to(r);
+            assert_eq!(got.len(), 1, "one message for {r}");
+            let raw = String::from_utf8_lossy(&got[0].data).into_owned();
+            raw.split("\r\n")
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("message-id")
+                        .then(|| value.trim().trim_matches(['<', '>']).to_owned())
+                })
+                .expect("a Message-ID")
+        })
+        .collect()
+}
+
 fn has_keyword(m: &StoredMessage, keyword: &str) -> bool {
     m.flags.iter().any(|f| f.contains(keyword))
 }
@@ -125,11 +160,14 @@ async fn applies_each_report_once_and_moves_it(backend: Backend) {
         return;
     };
     let t = spawn_polling(backend, &server.url(true, "INBOX"), &server).await;
-    t.add_confirmed("gone@example.net").await;
-    t.add_confirmed("moved@example.org").await;
+    let ids = send_first_issue(
+        &t,
+        &["gone@example.net", "moved@example.org", "stays@example.com"],
+    )
+    .await;
     let reports = [
-        postfix_dsn("gone@example.net", "issue-1.aaaa@news.herald.test"),
-        postfix_dsn("moved@example.org", "issue-1.bbbb@news.herald.test"),
+        postfix_dsn("gone@example.net", &ids[0]),
+        postfix_dsn("moved@example.org", &ids[1]),
     ];
     for raw in &reports {
         server.append("INBOX", raw).await;
@@ -170,8 +208,8 @@ async fn a_cut_between_recording_and_moving_reprocesses_harmlessly(backend: Back
         .url(false, "INBOX")
         .replace(&server.imap_port.to_string(), &proxy.port.to_string());
     let t = spawn_polling(backend, &url, &server).await;
-    t.add_confirmed("gone@example.net").await;
-    let raw = postfix_dsn("gone@example.net", "issue-1.cccc@news.herald.test");
+    let ids = send_first_issue(&t, &["gone@example.net"]).await;
+    let raw = postfix_dsn("gone@example.net", &ids[0]);
     server.append("INBOX", &raw).await;
 
     let (first, seen_first) = poll(&t).await;
