@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use herald::bounce::imap::{ImapError, Outcome, Processed, READINESS_COMPONENT, REFUSED_KEYWORD};
 use herald::bounce::{MAX_REPORT_BYTES, ReportEffect};
+use herald::domain::SubscriptionState;
 use herald::mail::CaFile;
 use herald::readiness::ComponentState;
 use support::app::{Backend, TestApp};
@@ -168,6 +169,8 @@ async fn applies_each_report_once_and_moves_it(backend: Backend) {
     let reports = [
         postfix_dsn("gone@example.net", &ids[0]),
         postfix_dsn("moved@example.org", &ids[1]),
+        // About no message Herald sent: refused as bad input, moved all the same.
+        postfix_dsn("stranger@example.org", "not-ours@elsewhere.example"),
     ];
     for raw in &reports {
         server.append("INBOX", raw).await;
@@ -175,11 +178,49 @@ async fn applies_each_report_once_and_moves_it(backend: Backend) {
 
     let (result, seen) = poll(&t).await;
     let summary = result.expect("poll over imaps with bounce.imap_ca_file");
-    assert_eq!(summary.processed(), 2, "{seen:?}");
-    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        (summary.applied, summary.refused, summary.oversized),
+        (2, 1, 0),
+        "{seen:?}"
+    );
+    assert_eq!(seen.len(), 3);
+    for p in &seen[..2] {
+        assert!(
+            matches!(&p.outcome, Outcome::Applied(a) if matches!(a.effect, ReportEffect::Suppressed { issue_id: Some(_), .. })),
+            "{p:?}"
+        );
+    }
+    assert!(
+        matches!(seen[2].outcome, Outcome::Refused(_)),
+        "{:?}",
+        seen[2]
+    );
+    for gone in ["gone@example.net", "moved@example.org"] {
+        assert_eq!(
+            t.subscription_state(gone).await,
+            Some(SubscriptionState::Bounced),
+            "{gone}"
+        );
+        assert!(t.is_suppressed(gone).await, "{gone}");
+    }
+    assert_eq!(
+        t.subscription_state("stays@example.com").await,
+        Some(SubscriptionState::Confirmed)
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM bounce_reports WHERE source = 'imap'")
+            .await,
+        2,
+        "the refused one is not recorded"
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM deliveries WHERE state = 'bounced'")
+            .await,
+        2
+    );
     assert!(server.messages("INBOX").await.is_empty(), "INBOX emptied");
     let done = server.messages(DONE).await;
-    assert_eq!(done.len(), 2, "both moved to {DONE}");
+    assert_eq!(done.len(), 3, "all moved to {DONE}");
     let bodies: Vec<&[u8]> = done.iter().map(|m| m.body.as_slice()).collect();
     assert!(
         reports.iter().all(|r| bodies.contains(&r.as_slice())),
@@ -194,7 +235,12 @@ async fn applies_each_report_once_and_moves_it(backend: Backend) {
     let (again, seen_again) = poll(&t).await;
     assert_eq!(again.expect("second poll").processed(), 0);
     assert!(seen_again.is_empty());
-    assert_eq!(server.messages(DONE).await.len(), 2);
+    assert_eq!(server.messages(DONE).await.len(), 3);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM bounce_reports").await,
+        2,
+        "nothing recorded twice"
+    );
 }
 
 async fn a_cut_between_recording_and_moving_reprocesses_harmlessly(backend: Backend) {
@@ -228,23 +274,78 @@ async fn a_cut_between_recording_and_moving_reprocesses_harmlessly(backend: Back
         1,
         "the message stays until it is moved"
     );
+    // Recorded and applied before the cut.
+    assert_eq!(t.count("SELECT COUNT(*) FROM bounce_reports").await, 1);
+    assert_eq!(
+        t.subscription_state("gone@example.net").await,
+        Some(SubscriptionState::Bounced)
+    );
 
     let (second, seen_second) = poll(&t).await;
     assert_eq!(second.expect("second poll").processed(), 1);
     assert_eq!(seen_second.len(), 1);
     assert!(server.messages("INBOX").await.is_empty());
     assert_eq!(server.messages(DONE).await.len(), 1);
-    if let Outcome::Applied(applied) = &seen_second[0].outcome {
-        assert!(
-            matches!(applied.effect, ReportEffect::Duplicate { .. }),
-            "the second time is a duplicate of the first: {applied:?}"
-        );
-    }
+    assert!(
+        matches!(&seen_second[0].outcome, Outcome::Applied(a) if matches!(a.effect, ReportEffect::Duplicate { .. })),
+        "the second time is a duplicate of the first: {:?}",
+        seen_second[0]
+    );
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM bounce_reports").await,
+        1,
+        "recorded once"
+    );
+    assert!(t.is_suppressed("gone@example.net").await);
+}
+
+async fn a_report_that_cannot_be_recorded_stays_for_the_next_poll(backend: Backend) {
+    let Some(server) = Dovecot::start().await else {
+        return;
+    };
+    let t = spawn_polling(backend, &server.url(true, "INBOX"), &server).await;
+    let ids = send_first_issue(&t, &["gone@example.net"]).await;
+    server
+        .append("INBOX", &postfix_dsn("gone@example.net", &ids[0]))
+        .await;
+    // The store fails as an unreachable database would (BounceError::Unavailable).
+    t.exec("ALTER TABLE bounce_reports RENAME TO bounce_reports_away")
+        .await;
+    let (result, seen) = poll(&t).await;
+    let err = result.expect_err("nothing could be recorded");
+    assert!(matches!(err, ImapError::Unavailable(_)), "{err}");
+    assert!(
+        matches!(
+            seen.as_slice(),
+            [Processed {
+                outcome: Outcome::Deferred(_),
+                ..
+            }]
+        ),
+        "{seen:?}"
+    );
+    assert_eq!(
+        server.messages("INBOX").await.len(),
+        1,
+        "left in the mailbox"
+    );
+    assert!(server.messages(DONE).await.is_empty());
+
+    t.exec("ALTER TABLE bounce_reports_away RENAME TO bounce_reports")
+        .await;
+    let (result, seen) = poll(&t).await;
+    assert_eq!(result.expect("the next poll").applied, 1, "{seen:?}");
+    assert_eq!(
+        t.subscription_state("gone@example.net").await,
+        Some(SubscriptionState::Bounced)
+    );
+    assert!(server.messages("INBOX").await.is_empty());
 }
 
 on_each_backend!(
     applies_each_report_once_and_moves_it,
     a_cut_between_recording_and_moving_reprocesses_harmlessly,
+    a_report_that_cannot_be_recorded_stays_for_the_next_poll,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,7 +554,6 @@ async fn herald_serve_polls_the_mailbox() {
 /// `herald bounces poll`: one poll now, saying what it did; a wrong password
 /// exits non-zero with the key to fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "`herald bounces` arrives with the core slice's merge"]
 async fn herald_bounces_poll_says_what_it_did() {
     let Some(server) = Dovecot::start().await else {
         return;

@@ -47,6 +47,8 @@ pub const READINESS_COMPONENT: &str = "bounce-imap";
 pub const BATCH: u32 = 50;
 /// The keyword a refused or oversized message gets before it is moved.
 pub const REFUSED_KEYWORD: &str = "$HeraldRefused";
+/// What `bounce_reports.provider_event_id` keeps (`apply_report` cuts longer ones).
+const MAX_EVENT_ID_CHARS: usize = 255;
 /// Longest wait for one IMAP step (connect, a command, a message's body).
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a poll may go on after shutdown was asked for (it stops between messages).
@@ -111,12 +113,19 @@ impl ImapEndpoint {
     }
 
     /// The id of one message of this mailbox while `uid_validity` holds (RFC 5092 form).
+    /// `bounce_reports.provider_event_id` keeps 255 characters and the UID comes last, so a
+    /// longer one names the mailbox by a hash instead: cut short, two messages would share it.
     pub fn message_id(&self, uid_validity: u32, uid: u32) -> String {
+        let mailbox = format!("{}://{}/{}", self.scheme(), self.host_port(), self.mailbox);
+        let id = format!("{mailbox};UIDVALIDITY={uid_validity}/;UID={uid}");
+        if id.chars().count() <= MAX_EVENT_ID_CHARS {
+            return id;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(mailbox.as_bytes());
         format!(
-            "{}://{}/{};UIDVALIDITY={uid_validity}/;UID={uid}",
-            self.scheme(),
-            self.host_port(),
-            self.mailbox
+            "imap-sha256:{};UIDVALIDITY={uid_validity}/;UID={uid}",
+            hex::encode(&digest[..16])
         )
     }
 
@@ -1084,5 +1093,14 @@ mod tests {
             ep.message_id(1_700_000_000, 42),
             "imaps://imap.example.org:993/INBOX;UIDVALIDITY=1700000000/;UID=42"
         );
+        let long: ImapEndpoint = format!("imaps://u:p@imap.example.org/{}", "Bounces".repeat(40))
+            .parse()
+            .unwrap();
+        let (a, b) = (
+            long.message_id(7, 4_294_967_295),
+            long.message_id(7, 4_294_967_294),
+        );
+        assert!(a.len() <= MAX_EVENT_ID_CHARS && a != b, "{a}");
+        assert!(a.ends_with(";UIDVALIDITY=7/;UID=4294967295"), "{a}");
     }
 }

@@ -10,6 +10,7 @@ macro_rules! outln {
     }};
 }
 
+mod bounces_imap;
 mod content;
 mod delivery;
 mod demo;
@@ -139,6 +140,9 @@ pub enum Command {
     /// Editors of the HTTP API and their tokens.
     #[command(subcommand)]
     Editor(editor::EditorCommand),
+    /// Bounces and complaints that arrive after the relay said yes.
+    #[command(subcommand)]
+    Bounces(bounces_imap::BouncesCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -171,6 +175,7 @@ async fn dispatch(app: &App, command: Command) -> anyhow::Result<()> {
         Command::Items(cmd) => content::items(app, cmd).await,
         Command::Issue(cmd) => content::issue(app, cmd).await,
         Command::Editor(cmd) => editor::run(app, cmd).await,
+        Command::Bounces(cmd) => bounces_imap::run(app, cmd).await,
         Command::Dkim(_) | Command::Demo { .. } => unreachable!("handled before the app is opened"),
         Command::Send {
             issue,
