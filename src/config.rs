@@ -477,9 +477,15 @@ pub struct BounceConfig {
     /// (`IP:PORT`); empty = no receiver.
     pub listen: String,
     /// `imaps://user:pass@host/INBOX` (or `imap://`): a mailbox polled for
-    /// reports; empty = none.
-    pub imap_url: String,
+    /// reports; empty = none. Parsed at load; the password is a `Secret`.
+    pub imap_url: crate::bounce::imap::ImapUrl,
     pub imap_poll_interval: HumanDuration,
+    /// Where processed messages are moved (`/` separates levels), created when missing.
+    pub imap_done_folder: String,
+    /// PEM file with the CA certificate(s) of an IMAP server whose certificate comes from a
+    /// private CA; trusted besides the web PKI roots and the system store. Empty = none.
+    #[serde(with = "ca_file_path")]
+    pub imap_ca_file: Option<CaFile>,
     /// How long the raw message of each report is kept (0s = not at all).
     pub keep_raw: HumanDuration,
 }
@@ -489,8 +495,10 @@ impl std::fmt::Debug for BounceConfig {
         f.debug_struct("BounceConfig")
             .field("domain", &self.domain)
             .field("listen", &self.listen)
-            .field("imap_url", &redact_url(&self.imap_url))
+            .field("imap_url", &self.imap_url)
             .field("imap_poll_interval", &self.imap_poll_interval)
+            .field("imap_done_folder", &self.imap_done_folder)
+            .field("imap_ca_file", &self.imap_ca_file)
             .field("keep_raw", &self.keep_raw)
             .finish()
     }
@@ -501,8 +509,10 @@ impl Default for BounceConfig {
         BounceConfig {
             domain: String::new(),
             listen: String::new(),
-            imap_url: String::new(),
+            imap_url: Default::default(),
             imap_poll_interval: secs(60),
+            imap_done_folder: "Herald/Processed".into(),
+            imap_ca_file: None,
             keep_raw: secs(30 * 86_400),
         }
     }
@@ -816,12 +826,21 @@ impl Config {
                 "the receiver accepts only VERP addresses of bounce.domain: set bounce.domain too",
             ));
         }
-        let imap = &b.imap_url;
-        if !(imap.is_empty() || imap.starts_with("imaps://") || imap.starts_with("imap://")) {
+        let done = &b.imap_done_folder;
+        let same_as_polled = b
+            .imap_url
+            .endpoint()
+            .is_some_and(|ep| ep.mailbox.eq_ignore_ascii_case(done.trim_matches('/')));
+        if done.trim_matches('/').is_empty()
+            || done
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '*' || c == '%')
+            || same_as_polled
+        {
             return Err(value_err(
-                "bounce.imap_url",
-                &redact_url(imap),
-                "expected imaps://USER:PASS@HOST[:PORT]/MAILBOX (or imap:// on a trusted network), or empty",
+                "bounce.imap_done_folder",
+                done,
+                "expected a folder name other than the polled mailbox, with `/` between levels, e.g. Herald/Processed (no control characters, `\"`, `*` or `%`)",
             ));
         }
         check_duration(
@@ -1315,6 +1334,11 @@ listen = ""            # e.g. "0.0.0.0:25" or "127.0.0.1:2526"
 # A mailbox that collects reports, polled by `herald serve` (empty: none).
 imap_url = ""          # e.g. "imaps://bounces:PASSWORD@imap.example.org/INBOX"
 imap_poll_interval = "1m"
+# Processed messages are moved there (created when missing); refused ones
+# also carry the keyword $HeraldRefused.
+imap_done_folder = "Herald/Processed"
+# PEM with the CA of an IMAP server whose certificate a private CA signed.
+imap_ca_file = ""
 # How long each report's raw message is kept for `herald bounces show` (0s to 3650d).
 keep_raw = "30d"
 

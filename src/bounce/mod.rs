@@ -9,6 +9,7 @@
 //! as a reply during the SMTP session (`delivery::policy`).
 
 pub mod apply;
+pub mod imap;
 pub mod parse;
 
 pub use apply::{Applied, ReportEffect};

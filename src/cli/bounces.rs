@@ -36,10 +36,13 @@ pub enum BouncesCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Poll bounce.imap_url once now: one line per message, then a summary.
+    Poll,
 }
 
 pub async fn run(app: &App, cmd: BouncesCommand) -> anyhow::Result<()> {
     match cmd {
+        BouncesCommand::Poll => super::bounces_imap::poll(app).await,
         BouncesCommand::List {
             issue,
             newsletter,

@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod bounces;
+mod bounces_imap;
 mod content;
 mod delivery;
 mod demo;
@@ -405,6 +406,8 @@ pub(crate) async fn serve_with_delivery(
         app.clone(),
         shutdown.clone(),
     ));
+    // Never ends the process: an unreachable mailbox only delays reports.
+    let imap_poller = crate::bounce::imap::spawn(app, shutdown.clone());
     let web_stop = shutdown.clone();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -450,6 +453,10 @@ pub(crate) async fn serve_with_delivery(
                 anyhow::bail!("the scheduler stopped unexpectedly; exiting so that the service manager restarts Herald");
             }
         }
+    }
+    if let Some(poller) = imap_poller {
+        shutdown.cancel();
+        poller.await.context("the bounce mailbox poller panicked")?;
     }
     Ok(())
 }

@@ -187,7 +187,7 @@ pub enum SmtpUrlError {
     Path { path: String },
 }
 
-fn percent_decode(s: &str, part: &'static str) -> Result<String, SmtpUrlError> {
+pub(crate) fn percent_decode(s: &str, part: &'static str) -> Result<String, SmtpUrlError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -153,6 +153,23 @@ impl TlsTrust {
     }
 }
 
+impl TlsTrust {
+    /// The same trust anchors as [`parameters`](Self::parameters) (web PKI roots, system store,
+    /// `ca_file`) for a rustls client of Herald's own, such as the IMAP poller. `insecure` is not
+    /// honoured here: those clients always verify. Blocking the first time (the system store).
+    pub(crate) fn root_store(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        let extra = self.ca_file.iter().flat_map(|f| f.certs.iter());
+        for der in system_roots().iter().chain(extra) {
+            // Each was checked as a usable anchor when it was loaded.
+            let _ = roots.add(der.clone());
+        }
+        roots
+    }
+}
+
 /// The system store's usable CA certificates, read once per process.
 fn system_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cli;
 pub mod db_proxy;
 pub mod delivered;
+pub mod dovecot;
 pub mod engine;
 pub mod smtp_server;
 pub mod tls;

@@ -111,6 +111,32 @@ impl TestPki {
         path
     }
 
+    /// Writes `cert` and its private key as PEM to `dir/server-cert.pem` and
+    /// `dir/server-key.pem` (for servers started as processes, such as Dovecot).
+    pub fn write_server_pem(&self, cert: Cert, dir: &Path) -> (PathBuf, PathBuf) {
+        let (_, der, key) = self
+            .certs
+            .iter()
+            .find(|(c, _, _)| *c == cert)
+            .expect("certificate kind");
+        let pem = |label: &str, bytes: &[u8]| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let (cert_path, key_path) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
+        std::fs::write(&cert_path, pem("CERTIFICATE", der)).expect("write server certificate");
+        std::fs::write(&key_path, pem("PRIVATE KEY", key)).expect("write server key");
+        (cert_path, key_path)
+    }
+
     /// A rustls server configuration presenting `cert`.
     pub fn server_config(&self, cert: Cert) -> Arc<ServerConfig> {
         let (_, der, key) = self
