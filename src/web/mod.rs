@@ -11,6 +11,7 @@ mod pages;
 mod rate_limit;
 mod security_headers;
 mod subscribe_queue;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,6 +96,9 @@ fn routes(state: WebState) -> Router {
         .layer(middleware::from_fn(security_headers::security_headers))
         // After the layers above: the API has its own (see `api`).
         .merge(api::router(&state))
+        // Public, with their own limits and answers: providers authenticate
+        // by signature or Basic credentials, never a bearer token.
+        .merge(webhooks::router(&state.app))
         .with_state(state)
 }
 
