@@ -1590,4 +1590,61 @@ mod tests {
             assert_eq!(redact_url(url), shown);
         }
     }
+
+    #[test]
+    fn webhook_keys_are_checked_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_WEBHOOKS_SES_TOPIC_ARN", "herald-bounces");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.ses_topic_arn") && err.contains("arn:aws:sns:"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_SES_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:herald-bounces",
+            );
+            jail.set_env("HERALD_WEBHOOKS_SENDGRID_PUBLIC_KEY", "bm90IGEga2V5");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("sendgrid_public_key") && err.contains("Verification Key"),
+                "{err}"
+            );
+            jail.set_env("HERALD_WEBHOOKS_SENDGRID_PUBLIC_KEY", "");
+            jail.set_env("HERALD_WEBHOOKS_POSTMARK_USER", "hook");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.postmark_user") && err.contains("postmark_password"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_POSTMARK_PASSWORD",
+                "pm-webhook-password-123",
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAILGUN_SIGNING_KEY", "short-key");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.mailgun_signing_key") && !err.contains("short-key"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_MAILGUN_SIGNING_KEY",
+                "mailgun-signing-key-0123456789",
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAX_AGE", "5s");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.max_age") && err.contains("1m to 7d"),
+                "{err}"
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAX_AGE", "2h");
+            let cfg = Config::load(None).unwrap();
+            let shown = format!("{:?}", cfg.webhooks);
+            assert!(
+                !shown.contains("pm-webhook-password") && !shown.contains("mailgun-signing-key"),
+                "{shown}"
+            );
+            Ok(())
+        });
+    }
 }
