@@ -202,17 +202,25 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match inbound.receive(&provider, &headers, body).await {
+    let span = tracing::info_span!(
+        "webhook",
+        id = %uuid::Uuid::new_v4().simple(),
+        provider = %bounded(&provider, 32)
+    );
+    let answer =
+        tracing::Instrument::instrument(inbound.receive(&provider, &headers, body), span.clone())
+            .await;
+    let _entered = span.enter();
+    match answer {
         Ok(answer) => answer,
         Err(e) => {
             match &e {
+                // Someone is posting with a wrong or no key: worth a look.
                 WebhookError::Forbidden(_) | WebhookError::Unauthenticated(_) => {
-                    tracing::warn!(provider = %bounded(&provider, 32), error = %e, "webhook refused")
+                    tracing::warn!(error = %e, "webhook refused")
                 }
                 WebhookError::NotFound(_) => {}
-                _ => {
-                    tracing::info!(provider = %bounded(&provider, 32), error = %e, "webhook refused")
-                }
+                _ => tracing::info!(error = %e, "webhook refused"),
             }
             e.into_response()
         }
@@ -301,6 +309,7 @@ impl Inbound {
         if let (true, Some(e)) = (single, rejected) {
             return Err(e);
         }
+        tracing::info!(events = results.len(), "webhook events recorded");
         Ok(ok_answer(
             serde_json::json!({"status": "recorded", "events": results}),
         ))
