@@ -14,12 +14,14 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use herald::config::Config;
-use herald::domain::SubscriptionState;
+use herald::content::ComposeOptions;
 use herald::web::webhooks::EventWebhookKey;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use std::time::Duration;
 use support::app::{Backend, TestApp};
+use support::engine::{run_until_complete, sample_digest};
 
 const TOPIC: &str = "arn:aws:sns:eu-west-1:123456789012:herald-bounces";
 const POSTMARK_USER: &str = "postmark-hook";
@@ -228,7 +230,41 @@ fn now() -> i64 {
 
 // ---------------------------------------------------------------- payloads
 
+/// What the test SMTP server saw of the issue sent to `email`: the
+/// envelope sender (VERP) and the Message-ID, without its brackets.
+struct Sent {
+    return_path: String,
+    message_id: String,
+}
+
+fn sent(t: &TestApp, email: &str) -> Sent {
+    let message = t
+        .smtp
+        .messages_to(email)
+        .pop()
+        .unwrap_or_else(|| panic!("no message to {email}"));
+    Sent {
+        return_path: message.mail_from.clone(),
+        message_id: message
+            .header("Message-ID")
+            .expect("Message-ID")
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_owned(),
+    }
+}
+
 fn ses_bounce(email: &str, feedback_id: &str) -> String {
+    ses_bounce_of(
+        email,
+        feedback_id,
+        "digest@news.herald.test",
+        "issue-1.0000@news.herald.test",
+    )
+}
+
+fn ses_bounce_of(email: &str, feedback_id: &str, source: &str, message_id: &str) -> String {
     json!({
         "notificationType": "Bounce",
         "bounce": {
@@ -239,16 +275,16 @@ fn ses_bounce(email: &str, feedback_id: &str) -> String {
             "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com"
         },
         "mail": {
-            "timestamp": "2026-12-02T09:59:58.000Z", "source": "digest@news.herald.test",
+            "timestamp": "2026-12-02T09:59:58.000Z", "source": source,
             "messageId": "0100018c-ses", "destination": [email], "headersTruncated": false,
-            "headers": [{"name": "Message-ID", "value": "<issue-1.abc@news.herald.test>"}],
-            "commonHeaders": {"messageId": "<issue-1.abc@news.herald.test>"}
+            "headers": [{"name": "Message-ID", "value": format!("<{message_id}>")}],
+            "commonHeaders": {"messageId": format!("<{message_id}>")}
         }
     })
     .to_string()
 }
 
-fn ses_complaint(email: &str, feedback_id: &str) -> String {
+fn ses_complaint(email: &str, feedback_id: &str, message_id: &str) -> String {
     json!({
         "notificationType": "Complaint",
         "complaint": {
@@ -257,7 +293,8 @@ fn ses_complaint(email: &str, feedback_id: &str) -> String {
             "complaintFeedbackType": "abuse", "userAgent": "Yahoo!-Mail-Feedback/1.0"
         },
         "mail": {"timestamp": "2026-12-02T09:59:58.000Z", "source": "digest@news.herald.test",
-                 "messageId": "0100018c-ses2", "destination": [email]}
+                 "messageId": "0100018c-ses2", "destination": [email],
+                 "commonHeaders": {"messageId": format!("<{message_id}>")}}
     })
     .to_string()
 }
@@ -283,11 +320,21 @@ fn postmark_complaint(email: &str, id: i64) -> Value {
 }
 
 fn mailgun_event(event: &str, email: &str, id: &str) -> Value {
+    mailgun_event_of(
+        event,
+        email,
+        id,
+        "digest@news.herald.test",
+        "issue-1.0000@news.herald.test",
+    )
+}
+
+fn mailgun_event_of(event: &str, email: &str, id: &str, sender: &str, message_id: &str) -> Value {
     let mut data = json!({
         "id": id, "timestamp": now() as f64, "event": event, "recipient": email,
-        "message": {"headers": {"message-id": "issue-1.abc@news.herald.test",
+        "message": {"headers": {"message-id": message_id,
                                  "from": "digest@news.herald.test", "to": email}},
-        "envelope": {"sender": "digest@news.herald.test", "targets": email}
+        "envelope": {"sender": sender, "targets": email}
     });
     if event == "failed" {
         data["severity"] = json!("permanent");
@@ -306,15 +353,17 @@ fn mailgun_body(key: &str, event: Value) -> Vec<u8> {
     .expect("json")
 }
 
-fn sendgrid_batch(email_bounced: &str, email_complained: &str, tag: &str) -> Vec<u8> {
+/// A processed event, a bounce and a spam report, with the Message-IDs
+/// (`smtp-id`) of the messages they are about.
+fn sendgrid_batch(bounced: (&str, &str), complained: (&str, &str), tag: &str) -> Vec<u8> {
     serde_json::to_vec(&json!([
         {"email": "processed@example.com", "timestamp": now(), "event": "processed",
-         "sg_event_id": format!("{tag}-p"), "smtp-id": "<issue-1.abc@news.herald.test>"},
-        {"email": email_bounced, "timestamp": now(), "event": "bounce", "type": "bounce",
+         "sg_event_id": format!("{tag}-p"), "smtp-id": format!("<{}>", bounced.1)},
+        {"email": bounced.0, "timestamp": now(), "event": "bounce", "type": "bounce",
          "status": "5.1.1", "reason": "550 5.1.1 The email account does not exist",
-         "sg_event_id": format!("{tag}-b"), "smtp-id": "<issue-1.abc@news.herald.test>"},
-        {"email": email_complained, "timestamp": now(), "event": "spamreport",
-         "sg_event_id": format!("{tag}-s"), "smtp-id": "<issue-1.def@news.herald.test>"}
+         "sg_event_id": format!("{tag}-b"), "smtp-id": format!("<{}>", bounced.1)},
+        {"email": complained.0, "timestamp": now(), "event": "spamreport",
+         "sg_event_id": format!("{tag}-s"), "smtp-id": format!("<{}>", complained.1)}
     ]))
     .expect("json")
 }
@@ -360,11 +409,38 @@ fn postmark_auth(user: &str, password: &str) -> Vec<(&'static str, String)> {
     )]
 }
 
+const READERS: [&str; 3] = ["ann@example.com", "bob@example.com", "carol@example.com"];
+
+/// A Herald with every provider configured, VERP return paths, and the
+/// sample issue sent to the three readers over SMTP (reports are about
+/// messages Herald sent, as in life).
 async fn spawn(backend: Backend) -> (TestApp, Providers) {
     let providers = Providers::start().await;
-    let t = TestApp::spawn_with(backend, |c| providers.configure(c)).await;
-    for email in ["ann@example.com", "bob@example.com", "carol@example.com"] {
+    let t = TestApp::spawn_with(backend, |c| {
+        providers.configure(c);
+        c.bounce.domain = "bounces.herald.test".into();
+    })
+    .await;
+    for email in READERS {
         t.add_confirmed(email).await;
+    }
+    let app = &t.app;
+    app.import_items_file(&app.newsletter, &sample_digest(), true)
+        .await
+        .expect("import the sample digest");
+    let issue = app
+        .compose_issue(&app.newsletter, ComposeOptions::default())
+        .await
+        .expect("compose");
+    app.send_issue(&issue).await.expect("send");
+    run_until_complete(app, &t.db, issue.id, Duration::from_secs(60)).await;
+    for email in READERS {
+        assert!(
+            sent(&t, email)
+                .return_path
+                .ends_with("@bounces.herald.test"),
+            "a VERP return path"
+        );
     }
     (t, providers)
 }
@@ -378,8 +454,8 @@ async fn reports(t: &TestApp) -> i64 {
 /// was left alone.
 async fn assert_effects(t: &TestApp) {
     assert_eq!(
-        t.subscription_state("ann@example.com").await,
-        Some(SubscriptionState::Bounced),
+        state(t, "ann@example.com").await,
+        "bounced",
         "a hard bounce marks the subscription bounced"
     );
     assert!(
@@ -387,9 +463,9 @@ async fn assert_effects(t: &TestApp) {
         "a hard bounce suppresses"
     );
     assert_eq!(
-        t.subscription_state("bob@example.com").await,
-        Some(SubscriptionState::Unsubscribed),
-        "a complaint unsubscribes"
+        state(t, "bob@example.com").await,
+        "complained",
+        "a complaint ends the subscription"
     );
     assert!(
         t.is_suppressed("bob@example.com").await,
@@ -406,10 +482,17 @@ async fn assert_effects(t: &TestApp) {
     assert_untouched(t, "carol@example.com").await;
 }
 
+async fn state(t: &TestApp, email: &str) -> String {
+    t.subscription_state(email)
+        .await
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
 async fn assert_untouched(t: &TestApp, email: &str) {
     assert_eq!(
-        t.subscription_state(email).await,
-        Some(SubscriptionState::Confirmed),
+        state(t, email).await,
+        "confirmed",
         "{email} must be untouched"
     );
     assert!(
@@ -440,6 +523,9 @@ fn assert_refused(answer: &Answer, statuses: &[u16], what: &str) {
 
 async fn ses_events_are_verified_and_recorded(backend: Backend) {
     let (t, p) = spawn(backend).await;
+    // The bounce names its message by the VERP return path (mail.source),
+    // the complaint by the original Message-ID.
+    let (ann, bob) = (sent(&t, "ann@example.com"), sent(&t, "bob@example.com"));
     // Forged first: nothing recorded, nobody touched.
     let mut forged = p.sns(
         "Notification",
@@ -506,7 +592,7 @@ async fn ses_events_are_verified_and_recorded(backend: Backend) {
     // Version 1 (SHA-1) for the bounce, version 2 (SHA-256) for the complaint.
     let bounce = p.sns(
         "Notification",
-        json!({"MessageId": "m-1", "Message": ses_bounce("ann@example.com", "ses-feedback-1")}),
+        json!({"MessageId": "m-1", "Message": ses_bounce_of("ann@example.com", "ses-feedback-1", &ann.return_path, &ann.message_id)}),
         1,
     );
     let answer = post(&t, "ses", bounce.to_string(), &[]).await;
@@ -514,7 +600,7 @@ async fn ses_events_are_verified_and_recorded(backend: Backend) {
     let complaint = p.sns(
         "Notification",
         json!({"MessageId": "m-2", "Subject": "Amazon SES Email Event Notification",
-               "Message": ses_complaint("bob@example.com", "ses-feedback-2")}),
+               "Message": ses_complaint("bob@example.com", "ses-feedback-2", &bob.message_id)}),
         2,
     );
     let answer = post(&t, "ses", complaint.to_string(), &[]).await;
@@ -618,6 +704,16 @@ async fn postmark_events_need_the_basic_credentials(backend: Backend) {
 
 async fn mailgun_signatures_timestamps_and_tokens_are_checked(backend: Backend) {
     let (t, _p) = spawn(backend).await;
+    let (ann, bob) = (sent(&t, "ann@example.com"), sent(&t, "bob@example.com"));
+    let ann_failed = |id: &str| {
+        mailgun_event_of(
+            "failed",
+            "ann@example.com",
+            id,
+            &ann.return_path,
+            &ann.message_id,
+        )
+    };
     let forged = mailgun_body(
         "not-the-signing-key-0123456789",
         mailgun_event("failed", "ann@example.com", "mg-f"),
@@ -646,15 +742,18 @@ async fn mailgun_signatures_timestamps_and_tokens_are_checked(backend: Backend) 
     assert_untouched(&t, "ann@example.com").await;
     assert_eq!(reports(&t).await, 0);
 
-    let bounce = mailgun_body(
-        MAILGUN_KEY,
-        mailgun_event("failed", "ann@example.com", "mg-1"),
-    );
+    let bounce = mailgun_body(MAILGUN_KEY, ann_failed("mg-1"));
     let answer = post(&t, "mailgun", bounce.clone(), &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let complaint = mailgun_body(
         MAILGUN_KEY,
-        mailgun_event("complained", "bob@example.com", "mg-2"),
+        mailgun_event_of(
+            "complained",
+            "bob@example.com",
+            "mg-2",
+            "digest@news.herald.test",
+            &bob.message_id,
+        ),
     );
     let answer = post(&t, "mailgun", complaint, &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
@@ -668,10 +767,7 @@ async fn mailgun_signatures_timestamps_and_tokens_are_checked(backend: Backend) 
         "replayed token",
     );
     // The same event freshly signed (Mailgun's retry): a duplicate, recorded once.
-    let retry = mailgun_body(
-        MAILGUN_KEY,
-        mailgun_event("failed", "ann@example.com", "mg-1"),
-    );
+    let retry = mailgun_body(MAILGUN_KEY, ann_failed("mg-1"));
     let answer = post(&t, "mailgun", retry, &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(reports(&t).await, 2);
@@ -679,7 +775,12 @@ async fn mailgun_signatures_timestamps_and_tokens_are_checked(backend: Backend) 
 
 async fn sendgrid_batches_are_verified_and_recorded(backend: Backend) {
     let (t, p) = spawn(backend).await;
-    let batch = sendgrid_batch("ann@example.com", "bob@example.com", "sg1");
+    let (ann, bob) = (sent(&t, "ann@example.com"), sent(&t, "bob@example.com"));
+    let batch = sendgrid_batch(
+        ("ann@example.com", &ann.message_id),
+        ("bob@example.com", &bob.message_id),
+        "sg1",
+    );
     let ts = now();
     let headers = p.sendgrid_headers(&batch, ts);
     // The signature covers the timestamp and every byte of the body.
@@ -723,7 +824,13 @@ async fn sendgrid_batches_are_verified_and_recorded(backend: Backend) {
     assert_effects(&t).await;
     assert_eq!(reports(&t).await, 2, "the processed event is not a report");
     // SendGrid retries the whole batch: each event is recorded once.
-    let answer = post(&t, "sendgrid", batch, &p.sendgrid_headers_now()).await;
+    let answer = post(
+        &t,
+        "sendgrid",
+        batch.clone(),
+        &p.sendgrid_headers(&batch, now()),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(reports(&t).await, 2);
 }
@@ -863,15 +970,6 @@ async fn hostile_input_never_panics(backend: Backend) {
     );
     assert_untouched(&t, "ann@example.com").await;
     assert_eq!(reports(&t).await, 0);
-}
-
-impl Providers {
-    fn sendgrid_headers_now(&self) -> Vec<(&'static str, String)> {
-        // Re-signed for the retry (what SendGrid sends is not our concern
-        // here, only that each event is recorded once).
-        let batch = sendgrid_batch("ann@example.com", "bob@example.com", "sg1");
-        self.sendgrid_headers(&batch, now())
-    }
 }
 
 on_each_backend!(
