@@ -347,6 +347,7 @@ fn applied_json(applied: &Applied) -> serde_json::Value {
     let effect = match &applied.effect {
         ReportEffect::Suppressed { .. } => "suppressed",
         ReportEffect::SoftBounce { .. } => "soft_bounce",
+        ReportEffect::DeliveryFailed { .. } => "delivery_failed",
         ReportEffect::Complaint { .. } => "complaint",
         ReportEffect::NotAboutTheList => "not_about_the_list",
         ReportEffect::Ignored => "ignored",
