@@ -450,6 +450,14 @@ async fn reports(t: &TestApp) -> i64 {
     t.count("SELECT COUNT(*) FROM bounce_reports").await
 }
 
+/// Recorded reports from `source` about `email`, matched by `by`.
+async fn matched(t: &TestApp, source: &str, email: &str, by: &str) -> i64 {
+    t.count(&format!(
+        "SELECT COUNT(*) FROM bounce_reports WHERE source = '{source}' AND recipient = '{email}' AND matched_by = '{by}'"
+    ))
+    .await
+}
+
 /// The effects of a hard bounce (ann) and a complaint (bob), and that carol
 /// was left alone.
 async fn assert_effects(t: &TestApp) {
@@ -597,6 +605,12 @@ async fn ses_events_are_verified_and_recorded(backend: Backend) {
     );
     let answer = post(&t, "ses", bounce.to_string(), &[]).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        answer.json()["events"][0]["effect"],
+        "suppressed",
+        "{}",
+        answer.body
+    );
     let complaint = p.sns(
         "Notification",
         json!({"MessageId": "m-2", "Subject": "Amazon SES Email Event Notification",
@@ -607,6 +621,16 @@ async fn ses_events_are_verified_and_recorded(backend: Backend) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_effects(&t).await;
     assert_eq!(reports(&t).await, 2);
+    assert_eq!(
+        matched(&t, "ses", "ann@example.com", "verp").await,
+        1,
+        "mail.source is the VERP address"
+    );
+    assert_eq!(
+        matched(&t, "ses", "bob@example.com", "message_id").await,
+        1,
+        "commonHeaders.messageId"
+    );
 
     // SNS delivers at least once: the same message again is a duplicate.
     let answer = post(&t, "ses", bounce.to_string(), &[]).await;
@@ -689,6 +713,14 @@ async fn postmark_events_need_the_basic_credentials(backend: Backend) {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_effects(&t).await;
     assert_eq!(reports(&t).await, 2);
+    assert_eq!(
+        matched(&t, "postmark", "ann@example.com", "recipient").await,
+        1
+    );
+    assert_eq!(
+        matched(&t, "postmark", "bob@example.com", "recipient").await,
+        1
+    );
     let answer = post(&t, "postmark", bounce, &auth).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(reports(&t).await, 2, "Postmark's retry is recorded once");
@@ -759,6 +791,15 @@ async fn mailgun_signatures_timestamps_and_tokens_are_checked(backend: Backend) 
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_effects(&t).await;
     assert_eq!(reports(&t).await, 2);
+    assert_eq!(
+        matched(&t, "mailgun", "ann@example.com", "verp").await,
+        1,
+        "envelope.sender"
+    );
+    assert_eq!(
+        matched(&t, "mailgun", "bob@example.com", "message_id").await,
+        1
+    );
 
     // The same request again: a replayed token.
     assert_refused(
@@ -823,6 +864,15 @@ async fn sendgrid_batches_are_verified_and_recorded(backend: Backend) {
     );
     assert_effects(&t).await;
     assert_eq!(reports(&t).await, 2, "the processed event is not a report");
+    assert_eq!(
+        matched(&t, "sendgrid", "ann@example.com", "message_id").await,
+        1,
+        "smtp-id"
+    );
+    assert_eq!(
+        matched(&t, "sendgrid", "bob@example.com", "message_id").await,
+        1
+    );
     // SendGrid retries the whole batch: each event is recorded once.
     let answer = post(
         &t,
