@@ -888,15 +888,35 @@ async fn sendgrid_batches_are_verified_and_recorded(backend: Backend) {
 async fn malformed_oversized_and_unconfigured_requests_are_refused(backend: Backend) {
     let (t, p) = spawn(backend).await;
     let auth = postmark_auth(POSTMARK_USER, POSTMARK_PASSWORD);
+    // Refused from its Content-Length, before it is read: the server may
+    // close the connection while the client is still writing, which the
+    // client sees as a cut connection instead of the 413.
     let big = vec![b' '; 3 * 1024 * 1024];
-    for provider in ["ses", "mailgun", "sendgrid"] {
-        assert_refused(
-            &post(&t, provider, big.clone(), &[]).await,
-            &[413],
-            provider,
-        );
+    for (provider, headers) in [
+        ("ses", Vec::new()),
+        ("mailgun", Vec::new()),
+        ("sendgrid", Vec::new()),
+        ("postmark", auth.clone()),
+    ] {
+        let mut request = t
+            .client
+            .post(t.url(&format!("/webhooks/{provider}")))
+            .header("content-type", "application/json")
+            .body(big.clone());
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let answer = Answer {
+                    status: response.status().as_u16(),
+                    body: response.text().await.unwrap_or_default(),
+                };
+                assert_refused(&answer, &[413], provider);
+            }
+            Err(e) => assert!(e.is_request(), "{provider}: {e}"),
+        }
     }
-    assert_refused(&post(&t, "postmark", big, &auth).await, &[413], "postmark");
     // Signed, but not the provider's JSON.
     let garbage = b"[\"not\", \"events\"".to_vec();
     assert_refused(
