@@ -181,6 +181,8 @@ pub struct Config {
     pub render: RenderConfig,
     pub bounce: BounceConfig,
     pub log: LogConfig,
+
+    pub webhooks: WebhooksConfig,
 }
 
 /// `Debug` hides the URL's password (see the impl below).
@@ -518,6 +520,56 @@ impl Default for BounceConfig {
     }
 }
 
+/// Bounce and complaint events posted by the providers Herald relays
+/// through, under `/webhooks/{provider}` (`web::webhooks`). A provider whose
+/// keys are empty is off: its endpoint answers 404. `Debug` hides the secrets.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Amazon SES through SNS: the ARN of the topic SES publishes to; a
+    /// message from any other topic is refused.
+    pub ses_topic_arn: String,
+    /// FOR TESTS ONLY: an `http(s)://` prefix that SNS signing certificates
+    /// and SubscribeURLs may start with instead of `https://sns.<region>.amazonaws.com/`.
+    pub ses_cert_url_prefix: String,
+    /// Postmark: the HTTP Basic credentials set on the webhook.
+    pub postmark_user: String,
+    pub postmark_password: Secret,
+    /// Mailgun: the account's HTTP webhook signing key.
+    pub mailgun_signing_key: Secret,
+    /// SendGrid: the Signed Event Webhook's verification key (base64 DER).
+    pub sendgrid_public_key: crate::web::webhooks::EventWebhookKey,
+    /// How old a signed timestamp may be (and how long Mailgun tokens are
+    /// remembered against replay).
+    pub max_age: WebhookMaxAge,
+}
+
+/// `webhooks.max_age`, with its own default (1h) so that `WebhooksConfig`
+/// can derive `Default`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WebhookMaxAge(pub HumanDuration);
+
+impl Default for WebhookMaxAge {
+    fn default() -> Self {
+        WebhookMaxAge(secs(3600))
+    }
+}
+
+impl std::fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhooksConfig")
+            .field("ses_topic_arn", &self.ses_topic_arn)
+            .field("ses_cert_url_prefix", &self.ses_cert_url_prefix)
+            .field("postmark_user", &self.postmark_user)
+            .field("postmark_password", &self.postmark_password)
+            .field("mailgun_signing_key", &self.mailgun_signing_key)
+            .field("sendgrid_public_key", &self.sendgrid_public_key)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
@@ -793,6 +845,7 @@ impl Config {
             ));
         }
         self.validate_bounce()?;
+        self.validate_webhooks()?;
         if ed25519_set == 2 && dkim.ed25519_selector.eq_ignore_ascii_case(&dkim.selector) {
             return Err(value_err(
                 "dkim.ed25519_selector",
@@ -850,6 +903,57 @@ impl Config {
             DAY,
         )?;
         check_duration("bounce.keep_raw", b.keep_raw, Duration::ZERO, 3650 * DAY)?;
+        Ok(())
+    }
+
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let w = &self.webhooks;
+        if !w.ses_topic_arn.is_empty() && !is_sns_topic_arn(&w.ses_topic_arn) {
+            return Err(value_err(
+                "webhooks.ses_topic_arn",
+                &w.ses_topic_arn,
+                "expected the SNS topic's ARN, arn:aws:sns:REGION:ACCOUNT:TOPIC (as `aws sns list-topics` shows it), or empty to turn the SES endpoint off",
+            ));
+        }
+        let prefix = &w.ses_cert_url_prefix;
+        if !prefix.is_empty()
+            && (!(prefix.starts_with("https://") || prefix.starts_with("http://"))
+                || !prefix.ends_with('/')
+                || prefix.contains(char::is_whitespace))
+        {
+            return Err(value_err(
+                "webhooks.ses_cert_url_prefix",
+                prefix,
+                "for tests only: an http(s):// URL prefix ending in '/', e.g. http://127.0.0.1:8443/; leave it empty in production (certificates then come only from https://sns.<region>.amazonaws.com/)",
+            ));
+        }
+        if w.postmark_user.is_empty() != w.postmark_password.is_empty() {
+            return Err(value_err(
+                "webhooks.postmark_user",
+                &w.postmark_user,
+                "set both webhooks.postmark_user and webhooks.postmark_password (the Basic auth credentials of the Postmark webhook), or neither",
+            ));
+        }
+        if w.postmark_user.contains(':') || w.postmark_user.contains(char::is_control) {
+            return Err(value_err(
+                "webhooks.postmark_user",
+                &w.postmark_user,
+                "a user name without ':' or control characters (HTTP Basic auth)",
+            ));
+        }
+        for (key, secret) in [
+            ("webhooks.postmark_password", &w.postmark_password),
+            ("webhooks.mailgun_signing_key", &w.mailgun_signing_key),
+        ] {
+            if !secret.is_empty() && secret.len() < 16 {
+                return Err(value_err(
+                    key,
+                    &format!("<{} bytes, not shown>", secret.len()),
+                    "at least 16 bytes (copy it from the provider's dashboard), or empty to turn the endpoint off",
+                ));
+            }
+        }
+        check_duration("webhooks.max_age", w.max_age.0, 60 * SEC, 7 * DAY)?;
         Ok(())
     }
 
@@ -1028,6 +1132,10 @@ const RANGES: &[(&str, &str)] = &[
         "expected a duration from 5s to 24h, like \"1m\"",
     ),
     (
+        "webhooks.max_age",
+        "expected a duration from 1m to 7d, like \"1h\"",
+    ),
+    (
         "bounce.keep_raw",
         "expected a duration from 0s (keep no raw messages) to 3650d, like \"30d\"",
     ),
@@ -1104,6 +1212,19 @@ fn check_hello_name(name: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `arn:aws:sns:REGION:ACCOUNT:TOPIC` (partitions `aws`, `aws-cn`, `aws-us-gov`).
+fn is_sns_topic_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.split(':').collect();
+    matches!(parts.as_slice(), ["arn", partition, "sns", region, account, topic]
+        if partition.starts_with("aws")
+            && !region.is_empty()
+            && account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && !topic.is_empty()
+            && topic.len() <= 256
+            && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'))
 }
 
 fn value_err(key: &'static str, value: &str, expected: &str) -> ConfigError {
@@ -1352,6 +1473,26 @@ level = "info,sqlx=warn"
 # Export traces (request, scheduler and delivery spans) to an OpenTelemetry
 # collector over OTLP/HTTP, e.g. "http://127.0.0.1:4318". Empty: no export.
 otlp_endpoint = ""
+
+[webhooks]
+# Bounce and complaint events from the provider you relay through, posted to
+# {{base_url}}/webhooks/ses, /postmark, /mailgun or /sendgrid. Empty keys: that
+# endpoint is off (404).
+# Amazon SES via SNS: the topic SES publishes bounces and complaints to
+# (the subscription is confirmed automatically once its signature verifies).
+ses_topic_arn = ""     # e.g. "arn:aws:sns:eu-west-1:123456789012:herald-bounces"
+# Postmark: the webhook's HTTP Basic auth user and password.
+postmark_user = ""
+postmark_password = ""
+# Mailgun: Sending > Webhooks > HTTP webhook signing key.
+mailgun_signing_key = ""
+# SendGrid: Mail Settings > Signed Event Webhook > Verification Key (base64).
+sendgrid_public_key = ""
+# How old a signed timestamp may be before the event is refused (1m to 7d).
+max_age = "1h"
+# FOR TESTS ONLY: let SNS certificates come from this prefix instead of
+# https://sns.<region>.amazonaws.com/. Never set it in production.
+ses_cert_url_prefix = ""
 
 # [dkim]
 # domain = "example.com"
@@ -1696,5 +1837,62 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown);
         }
+    }
+
+    #[test]
+    fn webhook_keys_are_checked_by_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_WEBHOOKS_SES_TOPIC_ARN", "herald-bounces");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.ses_topic_arn") && err.contains("arn:aws:sns:"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_SES_TOPIC_ARN",
+                "arn:aws:sns:eu-west-1:123456789012:herald-bounces",
+            );
+            jail.set_env("HERALD_WEBHOOKS_SENDGRID_PUBLIC_KEY", "bm90IGEga2V5");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("sendgrid_public_key") && err.contains("Verification Key"),
+                "{err}"
+            );
+            jail.set_env("HERALD_WEBHOOKS_SENDGRID_PUBLIC_KEY", "");
+            jail.set_env("HERALD_WEBHOOKS_POSTMARK_USER", "hook");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.postmark_user") && err.contains("postmark_password"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_POSTMARK_PASSWORD",
+                "pm-webhook-password-123",
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAILGUN_SIGNING_KEY", "short-key");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.mailgun_signing_key") && !err.contains("short-key"),
+                "{err}"
+            );
+            jail.set_env(
+                "HERALD_WEBHOOKS_MAILGUN_SIGNING_KEY",
+                "mailgun-signing-key-0123456789",
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAX_AGE", "5s");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("webhooks.max_age") && err.contains("1m to 7d"),
+                "{err}"
+            );
+            jail.set_env("HERALD_WEBHOOKS_MAX_AGE", "2h");
+            let cfg = Config::load(None).unwrap();
+            let shown = format!("{:?}", cfg.webhooks);
+            assert!(
+                !shown.contains("pm-webhook-password") && !shown.contains("mailgun-signing-key"),
+                "{shown}"
+            );
+            Ok(())
+        });
     }
 }

@@ -12,6 +12,7 @@ mod pages;
 mod rate_limit;
 mod security_headers;
 mod subscribe_queue;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,6 +97,9 @@ fn routes(state: WebState) -> Router {
         .layer(middleware::from_fn(security_headers::security_headers))
         // After the layers above: the API has its own (see `api`).
         .merge(api::router(&state))
+        // Public, with their own limits and answers: providers authenticate
+        // by signature or Basic credentials, never a bearer token.
+        .merge(webhooks::router(&state.app))
         .merge(metrics::metrics_router(state.app.clone()))
         .route_layer(middleware::from_fn(metrics::note_route))
         .layer(middleware::from_fn_with_state(
