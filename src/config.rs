@@ -102,6 +102,32 @@ mod optional_address {
     }
 }
 
+/// `http.admin_bind`: empty means "the admin pages are served on `http.bind`".
+mod optional_socket_addr {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::net::SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        s.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not an IP address with a port; expected e.g. \"127.0.0.1:8081\" or \"[::1]:8081\", or empty to serve /admin on http.bind"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(a: &Option<std::net::SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
 /// `smtp.ca_file`: a path in the file, the certificates in the `Config` (read once, at load).
 mod ca_file_path {
     use super::*;
@@ -212,6 +238,10 @@ pub struct HttpConfig {
     /// CIDRs of reverse proxies whose `X-Forwarded-For`/`Forwarded` name the
     /// client; empty = trust nobody (the TCP peer is the client).
     pub trusted_proxies: crate::web::TrustedProxies,
+    /// Where the editors' pages (`/admin`) listen; `None` = on `bind`, beside
+    /// the public pages. Set, `/admin` is served only there.
+    #[serde(with = "optional_socket_addr")]
+    pub admin_bind: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -418,6 +448,7 @@ impl Default for HttpConfig {
             bind: "127.0.0.1:8080".into(),
             base_url: "http://127.0.0.1:8080".into(),
             trusted_proxies: Default::default(),
+            admin_bind: None,
         }
     }
 }
@@ -1075,6 +1106,9 @@ base_url = "http://127.0.0.1:8080"
 # Reverse proxies (CIDRs) whose X-Forwarded-For / Forwarded header names the
 # client, e.g. ["127.0.0.1/32", "10.0.0.0/8"]. Empty: trust nobody.
 trusted_proxies = []
+# Where the editors' pages (/admin) listen, e.g. "127.0.0.1:8081", so that
+# they need not face the internet. Empty: /admin is served on bind.
+admin_bind = ""
 
 [smtp]
 # Empty: every message is written as a .eml file into outbox_dir.

@@ -3,6 +3,7 @@
 //! Every answer passes two layers: `error::error_bodies` (errors in the
 //! client's format, JSON or HTML) and `security_headers` (CSP and friends).
 
+pub mod admin;
 pub mod api;
 mod client_ip;
 pub(crate) mod error;
@@ -95,7 +96,35 @@ fn routes(state: WebState) -> Router {
         .layer(middleware::from_fn(security_headers::security_headers))
         // After the layers above: the API has its own (see `api`).
         .merge(api::router(&state))
+        .merge(admin_unless_elsewhere(&state))
         .with_state(state)
+}
+
+/// `/admin` beside the public pages, unless `http.admin_bind` puts it on
+/// its own listener ([`serve_admin`]).
+fn admin_unless_elsewhere(state: &WebState) -> Router<WebState> {
+    match state.app.config.http.admin_bind {
+        None => admin::router(state),
+        Some(_) => Router::new(),
+    }
+}
+
+/// Serves only `/admin` (for `http.admin_bind`) until `shutdown` resolves.
+pub async fn serve_admin(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (state, _workers) = WebState::start(app);
+    let router = admin::router(&state)
+        .fallback(|| async { WebError::NotFound })
+        .with_state(state);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 type WebResult = Result<Response, WebError>;
