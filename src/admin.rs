@@ -366,3 +366,57 @@ impl App {
             .collect())
     }
 }
+
+/// One week of the growth chart: confirmed subscriptions at its end.
+#[derive(Debug, Clone)]
+pub struct WeekCount {
+    pub week_start: Millis,
+    pub confirmed: i64,
+}
+
+const WEEK_MS: Millis = 7 * 24 * 60 * 60 * 1000;
+
+impl App {
+    /// Confirmed subscriptions at the end of each of the last `weeks`
+    /// weeks (the current one ends now), oldest first. Two grouped scans,
+    /// whatever the number of weeks.
+    pub async fn subscriber_growth(
+        &self,
+        newsletter: &crate::store::Newsletter,
+        weeks: usize,
+    ) -> Result<Vec<WeekCount>, StoreError> {
+        let now = now_ms();
+        let weeks_i = i64::try_from(weeks).unwrap_or(52);
+        let start = now - weeks_i * WEEK_MS;
+        let gains = self
+            .db
+            .confirmations_by_week(newsletter.id, start, WEEK_MS)
+            .await?;
+        let losses = self
+            .db
+            .departures_by_week(newsletter.id, start, WEEK_MS)
+            .await?;
+        let at = |rows: &[(i64, i64)], w: i64| rows.iter().filter(|(b, _)| *b == w).map(|(_, n)| n).sum::<i64>();
+        let mut total = at(&gains, -1) - at(&losses, -1);
+        Ok((0..weeks_i)
+            .map(|w| {
+                total += at(&gains, w) - at(&losses, w);
+                WeekCount {
+                    week_start: start + w * WEEK_MS,
+                    confirmed: total,
+                }
+            })
+            .collect())
+    }
+
+    /// Permanent failures of the last `days` days grouped by the reply.
+    pub async fn recent_failures_by_reply(
+        &self,
+        days: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.db
+            .failures_by_reply(now_ms() - days * 24 * 60 * 60 * 1000, limit)
+            .await
+    }
+}

@@ -242,3 +242,64 @@ impl Db {
         }))
     }
 }
+
+impl Db {
+    /// Confirmations of a newsletter's subscriptions by week since
+    /// `start` (bucket -1: before it), for the dashboard's growth chart.
+    pub async fn confirmations_by_week(
+        &self,
+        newsletter_id: i64,
+        start: Millis,
+        week: Millis,
+    ) -> Result<Vec<(i64, i64)>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT CASE WHEN confirmed_at < $2 THEN -1 ELSE (confirmed_at - $2) / $3 END AS w, COUNT(*)
+                 FROM subscriptions WHERE newsletter_id = $1 AND confirmed_at IS NOT NULL GROUP BY 1",
+            )
+            .bind(newsletter_id)
+            .bind(start)
+            .bind(week)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Confirmed subscriptions that left (unsubscribed, bounced, complained)
+    /// by week since `start`, like [`Db::confirmations_by_week`].
+    pub async fn departures_by_week(
+        &self,
+        newsletter_id: i64,
+        start: Millis,
+        week: Millis,
+    ) -> Result<Vec<(i64, i64)>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT CASE WHEN COALESCE(unsubscribed_at, updated_at) < $2 THEN -1
+                             ELSE (COALESCE(unsubscribed_at, updated_at) - $2) / $3 END AS w, COUNT(*)
+                 FROM subscriptions
+                 WHERE newsletter_id = $1 AND confirmed_at IS NOT NULL AND state <> 'confirmed' GROUP BY 1",
+            )
+            .bind(newsletter_id)
+            .bind(start)
+            .bind(week)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+
+    /// Permanent failures since `since`, grouped by the relay's reply, most common first.
+    pub async fn failures_by_reply(&self, since: Millis, limit: i64) -> Result<Vec<(String, i64)>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT COALESCE(last_reply, failure_reason, '') AS reply, COUNT(*) AS n FROM deliveries
+                 WHERE state = 'failed' AND updated_at >= $1
+                 GROUP BY COALESCE(last_reply, failure_reason, '') ORDER BY n DESC LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+}

@@ -49,7 +49,7 @@ async fn issue(s: &WebState, n: &str) -> Result<IssueRow, AdminFail> {
     Ok(s.app.find_issue(&nl, n).await?)
 }
 
-fn when(ms: i64) -> String {
+pub(super) fn when(ms: i64) -> String {
     ms_to_datetime(ms).format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -81,38 +81,9 @@ fn counts_header() -> Markup {
     }
 }
 
-// --- dashboard ---------------------------------------------------------
+// --- the issues table (also on the dashboard) ---------------------------
 
-pub async fn dashboard(
-    State(s): State<WebState>,
-    Extension(session): Extension<AdminSession>,
-) -> AdminResult {
-    let nl = s.app.newsletter(None).await?;
-    let subs = s.app.subscription_counts(&nl).await?;
-    let issues = s.app.issues_with_counts(&nl, 5).await?;
-    let ready = s.app.list_items(&nl, Some(ItemState::Ready)).await?;
-    Ok(page(layout::page(
-        &nl.name,
-        &session,
-        Section::Dashboard,
-        html! {
-            section class="grid" aria-label="Subscribers by state" {
-                @for (state, n) in &subs {
-                    div class="card" {
-                        div class="muted" { (state.as_str()) }
-                        div class="big" { (n) }
-                    }
-                }
-            }
-            h2 { "Ready for the next issue" }
-            p { (ready.len()) " item(s) ready. " a href="/admin/issues" { "Compose an issue" } }
-            h2 { "Latest issues" }
-            (issues_table(&issues))
-        },
-    )))
-}
-
-fn issues_table(issues: &[crate::admin::IssueWithCounts]) -> Markup {
+pub(super) fn issues_table(issues: &[crate::admin::IssueWithCounts]) -> Markup {
     html! {
         @if issues.is_empty() {
             p class="muted" { "No issues yet." }

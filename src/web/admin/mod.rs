@@ -11,6 +11,7 @@
 //!   and carry the session's CSRF token (form field `csrf`, or the
 //!   `X-CSRF-Token` header, or `?csrf=` on multipart forms).
 
+mod dashboard;
 mod issues;
 mod layout;
 
@@ -41,7 +42,7 @@ const FORM_LIMIT: usize = 1024 * 1024;
 pub fn router(state: &WebState) -> Router<WebState> {
     let guarded = Router::new()
         .route("/admin", get(|| async { Redirect::to("/admin/") }))
-        .route("/admin/", get(issues::dashboard))
+        .route("/admin/", get(dashboard::dashboard))
         .route("/admin/logout", post(logout))
         .merge(issues::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard));
