@@ -117,7 +117,7 @@ async fn wrong_passwords_and_unknown_addresses_are_refused_alike_then_locked(bac
     let ok = post_login(&t, EDITOR, PASSWORD).await;
     assert_eq!(ok.status, 303, "{}", ok.body);
     assert_eq!(
-        t.count("SELECT COUNT(*) FROM admin_login_failures WHERE subject LIKE 'email:%'")
+        t.count("SELECT COUNT(*) FROM admin_login_failures WHERE subject = 'email:editor@herald.test'")
             .await,
         0
     );
