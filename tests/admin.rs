@@ -448,6 +448,83 @@ async fn pause_resume_cancel_and_schedule_from_the_issue_page(backend: Backend) 
     assert!(later.body.contains("will be sent at 2099-05-08"), "{}", later.body);
 }
 
+
+async fn editor_passwd_reads_stdin_and_the_password_logs_in(backend: Backend) {
+    use std::io::Write;
+    let t = TestApp::spawn(backend).await;
+    let addr = herald::domain::EmailAddress::parse(EDITOR).expect("address");
+    t.app.add_editor(&addr, None).await.expect("add editor");
+
+    let run = |input: &'static str| {
+        let mut child = support::cli::herald_command(&t, &["editor", "passwd", EDITOR])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn herald");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write password");
+        child.wait_with_output().expect("herald editor passwd")
+    };
+    let short = run("short\n");
+    assert!(!short.status.success());
+    let err = support::cli::text(&short.stderr);
+    assert!(err.contains("it has 5 characters"), "{err}");
+    assert!(!err.contains("short\n"), "{err}");
+
+    let ok = run("a long enough passphrase\n");
+    assert!(ok.status.success(), "{}", support::cli::text(&ok.stderr));
+    assert!(support::cli::text(&ok.stdout).contains("/admin/login"));
+    let stored = t
+        .count("SELECT COUNT(*) FROM editors WHERE password_hash LIKE '$argon2id$%'")
+        .await;
+    assert_eq!(stored, 1);
+    assert_eq!(post_login(&t, EDITOR, "a long enough passphrase").await.status, 303);
+
+    let stranger = support::cli::herald_command(&t, &["editor", "passwd", "nobody@herald.test"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!stranger.status.success());
+    assert!(
+        support::cli::text(&stranger.stderr).contains("herald editor add"),
+        "{}",
+        support::cli::text(&stranger.stderr)
+    );
+}
+
+async fn the_dashboard_shows_states_growth_and_failures(backend: Backend) {
+    let t = TestApp::spawn(backend).await;
+    make_editor(&t, EDITOR, PASSWORD).await;
+    let readers: Vec<String> = (0..4).map(|i| format!("d{i}@example.org")).collect();
+    support::engine::add_confirmed(&t.app, &t.db, t.dir.path(), &readers).await;
+    // One of them was confirmed five weeks ago.
+    let week = 7 * 24 * 60 * 60 * 1000_i64;
+    t.exec(&format!(
+        "UPDATE subscriptions SET confirmed_at = confirmed_at - {} WHERE subscriber_id = (SELECT MIN(subscriber_id) FROM subscriptions)",
+        5 * week
+    ))
+    .await;
+    let s = login(&t, EDITOR, PASSWORD).await;
+    let page = get(&t, &s.cookie, "/admin/").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"data-state="confirmed">4<"#), "{}", page.body);
+    assert!(page.body.contains("<svg"), "growth chart");
+    assert!(
+        page.body.contains("Confirmed subscribers over the last 12 weeks: from 0 to 4"),
+        "{}",
+        page.body
+    );
+    // The early confirmation shows in the weeks before this one.
+    assert!(page.body.contains(": 1</title>"), "{}", page.body);
+    assert!(page.body.contains("Nothing scheduled") || page.body.contains("Next scheduled slot"));
+    assert!(page.body.contains("Permanent failures in the last 30 days"));
+}
+
 on_each_backend!(
     the_login_sets_a_strict_session_cookie_and_logout_ends_it,
     the_cookie_is_secure_when_the_base_url_is_https,
@@ -460,4 +537,6 @@ on_each_backend!(
     admin_bind_moves_the_admin_off_the_public_address,
     an_issue_goes_from_compose_to_a_finished_send,
     pause_resume_cancel_and_schedule_from_the_issue_page,
+    editor_passwd_reads_stdin_and_the_password_logs_in,
+    the_dashboard_shows_states_growth_and_failures,
 );
