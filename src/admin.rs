@@ -420,3 +420,40 @@ impl App {
             .await
     }
 }
+
+impl App {
+    /// Moves an unpublished item one place up or down in the order compose
+    /// uses. Positions end at 0 for the last item, so an item added later
+    /// (position 0, a higher id) comes after every ordered one.
+    pub async fn move_item(
+        &self,
+        newsletter: &crate::store::Newsletter,
+        item_id: i64,
+        up: bool,
+    ) -> Result<(), crate::content::ContentError> {
+        let mut ids: Vec<i64> = self
+            .list_items(newsletter, None)
+            .await?
+            .into_iter()
+            .filter(|i| i.state != crate::domain::ItemState::Published)
+            .map(|i| i.id)
+            .collect();
+        let at = ids
+            .iter()
+            .position(|id| *id == item_id)
+            .ok_or(crate::content::ContentError::NoItem(item_id))?;
+        let other = if up { at.checked_sub(1) } else { Some(at + 1).filter(|o| *o < ids.len()) };
+        let Some(other) = other else {
+            return Ok(());
+        };
+        ids.swap(at, other);
+        let n = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+        let positions: Vec<(i64, i64)> = ids
+            .iter()
+            .zip(0..)
+            .map(|(id, i)| (*id, i - n + 1))
+            .collect();
+        self.db.set_item_positions(newsletter.id, &positions).await?;
+        Ok(())
+    }
+}

@@ -22,6 +22,8 @@ use crate::domain::LanguageTag;
 
 pub use html::{MSO_CLOSE, MSO_OPEN};
 pub use markdown::{MAX_NESTING, nesting_depth as markdown_nesting_depth};
+/// The admin's live preview of an item summary.
+pub(crate) use markdown::to_html as markdown_to_html;
 pub use mime::{BOUNDARY, MessageHeaders, MessageTemplate, Recipient};
 
 /// Sentinel tokens used in [`RenderedIssue::html`] and [`RenderedIssue::text`].

@@ -303,3 +303,23 @@ impl Db {
         }))
     }
 }
+
+impl Db {
+    /// Writes the order of a newsletter's unpublished items (the issue's
+    /// order at compose), in one transaction.
+    pub async fn set_item_positions(&self, newsletter_id: i64, positions: &[(i64, i64)]) -> Result<()> {
+        with_tx!(self, |tx| {
+            for (id, position) in positions {
+                sqlx::query(
+                    "UPDATE items SET position = $3 WHERE id = $1 AND newsletter_id = $2 AND state <> 'published'",
+                )
+                .bind(*id)
+                .bind(newsletter_id)
+                .bind(*position)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok::<_, super::StoreError>(())
+        })
+    }
+}

@@ -12,9 +12,11 @@ pub const ADMIN_JS: &str = include_str!("admin.js");
 pub enum Section {
     Dashboard,
     Issues,
+    Items,
+    Subscribers,
 }
 
-fn head(title: &str) -> Markup {
+fn head(title: &str, extra: Markup) -> Markup {
     html! {
         head {
             meta charset="utf-8";
@@ -23,6 +25,7 @@ fn head(title: &str) -> Markup {
             title { (title) " · Herald admin" }
             link rel="stylesheet" href="/admin/static/admin.css";
             script src="/admin/static/admin.js" defer {}
+            (extra)
         }
     }
 }
@@ -32,7 +35,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            (head(title))
+            (head(title, html! {}))
             body {
                 main class="login" {
                     h1 { (title) }
@@ -61,15 +64,7 @@ pub fn page_with_head(
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="robots" content="noindex";
-                title { (title) " · Herald admin" }
-                link rel="stylesheet" href="/admin/static/admin.css";
-                script src="/admin/static/admin.js" defer {}
-                (extra_head)
-            }
+            (head(title, extra_head))
             body {
                 a class="skip" href="#main" { "Skip to content" }
                 header class="top" {
@@ -78,6 +73,10 @@ pub fn page_with_head(
                         a href="/admin/" aria-current=[current(Section::Dashboard)] { "Dashboard" }
                         " "
                         a href="/admin/issues" aria-current=[current(Section::Issues)] { "Issues" }
+                        " "
+                        a href="/admin/items" aria-current=[current(Section::Items)] { "Items" }
+                        " "
+                        a href="/admin/subscribers" aria-current=[current(Section::Subscribers)] { "Subscribers" }
                     }
                     span class="muted" { (session.email) }
                     form method="post" action="/admin/logout" {

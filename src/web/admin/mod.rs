@@ -13,6 +13,7 @@
 
 mod dashboard;
 mod issues;
+mod items;
 mod layout;
 
 use axum::body::Body;
@@ -45,6 +46,7 @@ pub fn router(state: &WebState) -> Router<WebState> {
         .route("/admin/", get(dashboard::dashboard))
         .route("/admin/logout", post(logout))
         .merge(issues::routes())
+        .merge(items::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/admin/login", get(login_page).post(login))
