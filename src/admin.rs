@@ -457,3 +457,24 @@ impl App {
         Ok(())
     }
 }
+
+impl App {
+    /// A page of subscribers whose address contains `needle` (any case),
+    /// keyset-paged by id like [`App::subscribers_page`].
+    pub async fn search_subscribers(
+        &self,
+        newsletter: &crate::store::Newsletter,
+        needle: &str,
+        state: Option<crate::domain::SubscriptionState>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::store::subscribers::ListedSubscriber>, StoreError> {
+        let needle = needle.trim().to_lowercase();
+        if needle.is_empty() {
+            return self.subscribers_page(newsletter, state, after, limit).await;
+        }
+        self.db
+            .search_subscribers_page(newsletter.id, &needle, state, after, limit)
+            .await
+    }
+}

@@ -323,3 +323,38 @@ impl Db {
         })
     }
 }
+
+impl Db {
+    /// Like `subscribers_page`, only addresses containing `needle`
+    /// (lower-case, compared with the address's lower-case form).
+    pub async fn search_subscribers_page(
+        &self,
+        newsletter_id: i64,
+        needle: &str,
+        state: Option<crate::domain::SubscriptionState>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<super::subscribers::ListedSubscriber>> {
+        let escaped = needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        Ok(with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT s.id, s.email, s.name, s.attributes, sub.state, s.created_at, sub.confirmed_at, sub.unsubscribed_at
+                 FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id
+                 WHERE sub.newsletter_id = $1 AND ($2 IS NULL OR sub.state = $2) AND s.id > $3
+                   AND lower(s.email) LIKE $5 ESCAPE '\\'
+                 ORDER BY s.id LIMIT $4",
+            )
+            .bind(newsletter_id)
+            .bind(state)
+            .bind(after)
+            .bind(limit)
+            .bind(pattern)
+            .fetch_all(p)
+            .await?
+        }))
+    }
+}

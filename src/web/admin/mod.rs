@@ -15,6 +15,7 @@ mod dashboard;
 mod issues;
 mod items;
 mod layout;
+mod subscribers;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -47,6 +48,7 @@ pub fn router(state: &WebState) -> Router<WebState> {
         .route("/admin/logout", post(logout))
         .merge(issues::routes())
         .merge(items::routes())
+        .merge(subscribers::routes())
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/admin/login", get(login_page).post(login))
