@@ -151,7 +151,9 @@ fn verify(password: &Password, stored: Option<&str>) -> bool {
         },
     };
     let Ok(parsed) = PasswordHash::new(phc) else {
-        tracing::warn!("an editor's stored password hash does not parse; set it again with `herald editor passwd`");
+        tracing::warn!(
+            "an editor's stored password hash does not parse; set it again with `herald editor passwd`"
+        );
         return false;
     };
     argon2()
@@ -190,7 +192,10 @@ impl App {
         if !self.db.set_editor_password(editor.id, &hash).await? {
             return Err(AdminError::NotAnEditor(email.to_string()));
         }
-        tracing::info!(editor_id = editor.id, "editor password set; their sessions ended");
+        tracing::info!(
+            editor_id = editor.id,
+            "editor password set; their sessions ended"
+        );
         Ok(())
     }
 
@@ -261,7 +266,10 @@ impl App {
     }
 
     /// The live session a cookie names, if any (renews its idle time).
-    pub async fn admin_session(&self, session_id: &str) -> Result<Option<AdminSession>, StoreError> {
+    pub async fn admin_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<AdminSession>, StoreError> {
         if session_id.is_empty() || session_id.len() > 100 {
             return Ok(None);
         }
@@ -303,8 +311,14 @@ mod tests {
         assert_eq!(format!("{p:?}"), "Password(***)");
         let h = hash_password(&p).unwrap();
         assert!(h.starts_with("$argon2id$"), "{h}");
-        assert!(verify(&Password::attempt("correct horse battery"), Some(&h)));
-        assert!(!verify(&Password::attempt("correct horse battery!"), Some(&h)));
+        assert!(verify(
+            &Password::attempt("correct horse battery"),
+            Some(&h)
+        ));
+        assert!(!verify(
+            &Password::attempt("correct horse battery!"),
+            Some(&h)
+        ));
         // No stored hash never verifies, even with the dummy's own input.
         assert!(!verify(&Password::attempt(""), None));
         assert!(Password::new("short".into()).is_err());
@@ -396,7 +410,12 @@ impl App {
             .db
             .departures_by_week(newsletter.id, start, WEEK_MS)
             .await?;
-        let at = |rows: &[(i64, i64)], w: i64| rows.iter().filter(|(b, _)| *b == w).map(|(_, n)| n).sum::<i64>();
+        let at = |rows: &[(i64, i64)], w: i64| {
+            rows.iter()
+                .filter(|(b, _)| *b == w)
+                .map(|(_, n)| n)
+                .sum::<i64>()
+        };
         let mut total = at(&gains, -1) - at(&losses, -1);
         Ok((0..weeks_i)
             .map(|w| {
@@ -442,7 +461,11 @@ impl App {
             .iter()
             .position(|id| *id == item_id)
             .ok_or(crate::content::ContentError::NoItem(item_id))?;
-        let other = if up { at.checked_sub(1) } else { Some(at + 1).filter(|o| *o < ids.len()) };
+        let other = if up {
+            at.checked_sub(1)
+        } else {
+            Some(at + 1).filter(|o| *o < ids.len())
+        };
         let Some(other) = other else {
             return Ok(());
         };
@@ -453,7 +476,9 @@ impl App {
             .zip(0..)
             .map(|(id, i)| (*id, i - n + 1))
             .collect();
-        self.db.set_item_positions(newsletter.id, &positions).await?;
+        self.db
+            .set_item_positions(newsletter.id, &positions)
+            .await?;
         Ok(())
     }
 }

@@ -120,7 +120,10 @@ mod optional_socket_addr {
         })
     }
 
-    pub fn serialize<S: Serializer>(a: &Option<std::net::SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        a: &Option<std::net::SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match a {
             Some(a) => s.collect_str(a),
             None => s.serialize_str(""),

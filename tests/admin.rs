@@ -17,7 +17,11 @@ fn assert_admin_headers(page: &Page, what: &str) {
     assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
     assert!(csp.contains("script-src 'self'"), "{what}: {csp}");
     assert!(!csp.contains("unsafe-inline"), "{what}: {csp}");
-    assert_eq!(page.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(
+        page.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
     assert!(page.header("referrer-policy").is_some(), "{what}");
     assert_eq!(page.header("x-frame-options"), Some("DENY"), "{what}");
 }
@@ -38,7 +42,10 @@ async fn the_login_sets_a_strict_session_cookie_and_logout_ends_it(backend: Back
     for part in ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age="] {
         assert!(set_cookie.contains(part), "{part} missing: {set_cookie}");
     }
-    assert!(!set_cookie.contains("Secure"), "http base URL: {set_cookie}");
+    assert!(
+        !set_cookie.contains("Secure"),
+        "http base URL: {set_cookie}"
+    );
     let cookie = session_cookie(&answer).expect("cookie");
     // Only the hash of the session id is stored.
     let id = cookie.trim_start_matches("herald_admin=");
@@ -64,7 +71,11 @@ async fn the_login_sets_a_strict_session_cookie_and_logout_ends_it(backend: Back
     };
     let out = post(&t, &s, "/admin/logout", &[]).await;
     assert_eq!(out.status, 303);
-    assert!(out.header("set-cookie").unwrap_or_default().contains("Max-Age=0"));
+    assert!(
+        out.header("set-cookie")
+            .unwrap_or_default()
+            .contains("Max-Age=0")
+    );
     let after = get(&t, &cookie, "/admin/").await;
     assert_eq!(after.status, 303, "the old cookie is dead");
     assert_eq!(t.count("SELECT COUNT(*) FROM admin_sessions").await, 0);
@@ -104,7 +115,11 @@ async fn wrong_passwords_and_unknown_addresses_are_refused_alike_then_locked(bac
     }
     let locked = post_login(&t, EDITOR, PASSWORD).await;
     assert_eq!(locked.status, 429, "{}", locked.body);
-    assert!(locked.body.contains("Too many failed logins"), "{}", locked.body);
+    assert!(
+        locked.body.contains("Too many failed logins"),
+        "{}",
+        locked.body
+    );
     let retry_after: u64 = locked
         .header("retry-after")
         .and_then(|v| v.parse().ok())
@@ -113,12 +128,15 @@ async fn wrong_passwords_and_unknown_addresses_are_refused_alike_then_locked(bac
     assert!(session_cookie(&locked).is_none());
 
     // The lock ends: then the right password works and clears the count.
-    t.exec("UPDATE admin_login_failures SET locked_until = 1").await;
+    t.exec("UPDATE admin_login_failures SET locked_until = 1")
+        .await;
     let ok = post_login(&t, EDITOR, PASSWORD).await;
     assert_eq!(ok.status, 303, "{}", ok.body);
     assert_eq!(
-        t.count("SELECT COUNT(*) FROM admin_login_failures WHERE subject = 'email:editor@herald.test'")
-            .await,
+        t.count(
+            "SELECT COUNT(*) FROM admin_login_failures WHERE subject = 'email:editor@herald.test'"
+        )
+        .await,
         0
     );
 }
@@ -143,16 +161,28 @@ async fn pages_need_a_session_and_posts_need_the_csrf_token(backend: Backend) {
         let p = t.get(&t.url(path)).await;
         assert_eq!(p.status, 303, "{path}");
         let to = p.header("location").unwrap_or_default();
-        assert!(to.starts_with("/admin/login?next=%2Fadmin%2F"), "{path}: {to}");
+        assert!(
+            to.starts_with("/admin/login?next=%2Fadmin%2F"),
+            "{path}: {to}"
+        );
         assert_admin_headers(&p, path);
     }
     let no_session = post_raw(&t, None, "/admin/issues/compose", &[("csrf", "x")], &[]).await;
     assert_eq!(no_session.status, 403);
-    assert!(no_session.body.contains("not logged in"), "{}", no_session.body);
+    assert!(
+        no_session.body.contains("not logged in"),
+        "{}",
+        no_session.body
+    );
     assert_admin_headers(&no_session, "403");
 
     // A forged session cookie is no session.
-    let forged = get(&t, "herald_admin=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/admin/").await;
+    let forged = get(
+        &t,
+        "herald_admin=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "/admin/",
+    )
+    .await;
     assert_eq!(forged.status, 303);
 
     let s = login(&t, EDITOR, PASSWORD).await;
@@ -267,11 +297,17 @@ async fn admin_bind_moves_the_admin_off_the_public_address(backend: Backend) {
     assert_eq!(public.status, 404, "no admin on the public address");
     assert_eq!(t.get(&t.url("/subscribe")).await.status, 200);
 
-    let listener = tokio::net::TcpListener::bind(admin_addr).await.expect("bind admin");
+    let listener = tokio::net::TcpListener::bind(admin_addr)
+        .await
+        .expect("bind admin");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(herald::web::serve_admin(t.app.clone(), listener, async move {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(herald::web::serve_admin(
+        t.app.clone(),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let admin = t
         .client
         .get(format!("http://{admin_addr}/admin/login"))
@@ -319,7 +355,13 @@ async fn an_issue_goes_from_compose_to_a_finished_send(backend: Backend) {
         .expect("add item");
 
     // A subject with a line break is refused next to its field.
-    let bad = post(&t, &s, "/admin/issues/compose", &[("subject", "two\nlines")]).await;
+    let bad = post(
+        &t,
+        &s,
+        "/admin/issues/compose",
+        &[("subject", "two\nlines")],
+    )
+    .await;
     assert_eq!(bad.status, 422, "{}", bad.body);
     assert!(bad.body.contains(r#"id="subject-error""#), "{}", bad.body);
 
@@ -329,29 +371,44 @@ async fn an_issue_goes_from_compose_to_a_finished_send(backend: Backend) {
 
     let show = get(&t, &s.cookie, "/admin/issues/1").await;
     assert_eq!(show.status, 200);
-    assert!(show.body.contains("Rivers return to the steppe"), "text part shown");
+    assert!(
+        show.body.contains("Rivers return to the steppe"),
+        "text part shown"
+    );
     assert!(show.body.contains(r#"src="/admin/issues/1/preview.html""#));
     assert!(show.body.contains(r#"sandbox="""#));
 
     let preview = get(&t, &s.cookie, "/admin/issues/1/preview.html").await;
     assert_eq!(preview.status, 200);
     assert!(preview.body.contains("Rivers return to the steppe"));
-    let csp = preview.header("content-security-policy").unwrap_or_default();
-    assert!(csp.contains("sandbox") && csp.contains("frame-ancestors 'self'"), "{csp}");
+    let csp = preview
+        .header("content-security-policy")
+        .unwrap_or_default();
+    assert!(
+        csp.contains("sandbox") && csp.contains("frame-ancestors 'self'"),
+        "{csp}"
+    );
     assert!(!csp.contains("script"), "{csp}");
     assert_eq!(preview.header("x-frame-options"), Some("SAMEORIGIN"));
 
     // A test copy: one mail, marked, and nobody else's.
     let bad_test = post(&t, &s, "/admin/issues/1/test", &[("to", "not-an-address")]).await;
     assert_eq!(bad_test.status, 422);
-    assert!(bad_test.body.contains(r#"id="to-error""#), "{}", bad_test.body);
+    assert!(
+        bad_test.body.contains(r#"id="to-error""#),
+        "{}",
+        bad_test.body
+    );
     let test = post(&t, &s, "/admin/issues/1/test", &[("to", "me@herald.test")]).await;
     assert_eq!(test.status, 200, "{}", test.body);
     assert!(test.body.contains("Test copies sent to me@herald.test"));
     let mails = t.smtp.wait_for_messages(1, Duration::from_secs(10)).await;
     assert_eq!(mails.len(), 1);
     assert!(
-        mails[0].header("Subject").unwrap_or_default().contains("[TEST]"),
+        mails[0]
+            .header("Subject")
+            .unwrap_or_default()
+            .contains("[TEST]"),
         "{:?}",
         mails[0].header("Subject")
     );
@@ -359,30 +416,55 @@ async fn an_issue_goes_from_compose_to_a_finished_send(backend: Backend) {
     // The confirmation says how many people will receive it.
     let confirm = get(&t, &s.cookie, "/admin/issues/1/send").await;
     assert_eq!(confirm.status, 200);
-    assert!(confirm.body.contains(r#"data-recipients="3""#), "{}", confirm.body);
+    assert!(
+        confirm.body.contains(r#"data-recipients="3""#),
+        "{}",
+        confirm.body
+    );
     assert!(confirm.body.contains("3 people"));
-    assert_eq!(t.count("SELECT COUNT(*) FROM deliveries").await, 0, "GET queues nothing");
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM deliveries").await,
+        0,
+        "GET queues nothing"
+    );
 
     let sent = post(&t, &s, "/admin/issues/1/send", &[]).await;
     assert_eq!(sent.status, 303);
     assert_eq!(sent.header("location"), Some("/admin/issues/1/progress"));
     let progress = get(&t, &s.cookie, "/admin/issues/1/progress").await;
     assert_eq!(progress.status, 200);
-    assert!(progress.body.contains(r#"http-equiv="refresh""#), "works without script");
-    assert!(progress.body.contains(r#"data-progress-url="/admin/issues/1/progress.json""#));
+    assert!(
+        progress.body.contains(r#"http-equiv="refresh""#),
+        "works without script"
+    );
+    assert!(
+        progress
+            .body
+            .contains(r#"data-progress-url="/admin/issues/1/progress.json""#)
+    );
 
-    let issue = t.app.find_issue(&t.app.newsletter, "1").await.expect("issue");
+    let issue = t
+        .app
+        .find_issue(&t.app.newsletter, "1")
+        .await
+        .expect("issue");
     support::engine::run_until_complete(&t.app, &t.db, issue.id, Duration::from_secs(60)).await;
-    let json: serde_json::Value =
-        serde_json::from_str(&get(&t, &s.cookie, "/admin/issues/1/progress.json").await.body)
-            .expect("progress JSON");
+    let json: serde_json::Value = serde_json::from_str(
+        &get(&t, &s.cookie, "/admin/issues/1/progress.json")
+            .await
+            .body,
+    )
+    .expect("progress JSON");
     assert_eq!(json["total"], 3, "{json}");
     assert_eq!(json["done"], 3, "{json}");
     assert_eq!(json["finished"], true, "{json}");
     assert_eq!(json["fields"]["percent"], "100 %", "{json}");
     assert_eq!(json["fields"]["sent"], "3", "{json}");
     let done = get(&t, &s.cookie, "/admin/issues/1/progress").await;
-    assert!(!done.body.contains(r#"http-equiv="refresh""#), "no refresh once finished");
+    assert!(
+        !done.body.contains(r#"http-equiv="refresh""#),
+        "no refresh once finished"
+    );
 
     let list = get(&t, &s.cookie, "/admin/issues").await;
     assert!(list.body.contains("Week one"), "{}", list.body);
@@ -428,9 +510,15 @@ async fn pause_resume_cancel_and_schedule_from_the_issue_page(backend: Backend) 
         }
     };
     assert_eq!(status(1).await, "paused");
-    assert_eq!(post(&t, &s, "/admin/issues/1/resume", &[]).await.status, 303);
+    assert_eq!(
+        post(&t, &s, "/admin/issues/1/resume", &[]).await.status,
+        303
+    );
     assert_eq!(status(1).await, "sending");
-    assert_eq!(post(&t, &s, "/admin/issues/1/cancel", &[]).await.status, 303);
+    assert_eq!(
+        post(&t, &s, "/admin/issues/1/cancel", &[]).await.status,
+        303
+    );
     assert_eq!(status(1).await, "cancelled");
     // A cancelled issue cannot be sent: the page says why.
     let again = post(&t, &s, "/admin/issues/1/send", &[]).await;
@@ -438,16 +526,31 @@ async fn pause_resume_cancel_and_schedule_from_the_issue_page(backend: Backend) 
     assert!(again.body.contains("cancelled"), "{}", again.body);
 
     // Issue 2: a time in the past is refused next to the field; a future one schedules.
-    let past = post(&t, &s, "/admin/issues/2/schedule", &[("at", "2001-01-01T09:00")]).await;
+    let past = post(
+        &t,
+        &s,
+        "/admin/issues/2/schedule",
+        &[("at", "2001-01-01T09:00")],
+    )
+    .await;
     assert_eq!(past.status, 422, "{}", past.body);
     assert!(past.body.contains(r#"id="at-error""#), "{}", past.body);
     let garbage = post(&t, &s, "/admin/issues/2/schedule", &[("at", "soon")]).await;
     assert_eq!(garbage.status, 422);
-    let later = post(&t, &s, "/admin/issues/2/schedule", &[("at", "2099-05-08T09:00")]).await;
+    let later = post(
+        &t,
+        &s,
+        "/admin/issues/2/schedule",
+        &[("at", "2099-05-08T09:00")],
+    )
+    .await;
     assert_eq!(later.status, 200, "{}", later.body);
-    assert!(later.body.contains("will be sent at 2099-05-08"), "{}", later.body);
+    assert!(
+        later.body.contains("will be sent at 2099-05-08"),
+        "{}",
+        later.body
+    );
 }
-
 
 async fn editor_passwd_reads_stdin_and_the_password_logs_in(backend: Backend) {
     use std::io::Write;
@@ -483,7 +586,12 @@ async fn editor_passwd_reads_stdin_and_the_password_logs_in(backend: Backend) {
         .count("SELECT COUNT(*) FROM editors WHERE password_hash LIKE '$argon2id$%'")
         .await;
     assert_eq!(stored, 1);
-    assert_eq!(post_login(&t, EDITOR, "a long enough passphrase").await.status, 303);
+    assert_eq!(
+        post_login(&t, EDITOR, "a long enough passphrase")
+            .await
+            .status,
+        303
+    );
 
     let stranger = support::cli::herald_command(&t, &["editor", "passwd", "nobody@herald.test"])
         .stdin(std::process::Stdio::null())
@@ -512,10 +620,15 @@ async fn the_dashboard_shows_states_growth_and_failures(backend: Backend) {
     let s = login(&t, EDITOR, PASSWORD).await;
     let page = get(&t, &s.cookie, "/admin/").await;
     assert_eq!(page.status, 200);
-    assert!(page.body.contains(r#"data-state="confirmed">4<"#), "{}", page.body);
+    assert!(
+        page.body.contains(r#"data-state="confirmed">4<"#),
+        "{}",
+        page.body
+    );
     assert!(page.body.contains("<svg"), "growth chart");
     assert!(
-        page.body.contains("Confirmed subscribers over the last 12 weeks: from 0 to 4"),
+        page.body
+            .contains("Confirmed subscribers over the last 12 weeks: from 0 to 4"),
         "{}",
         page.body
     );

@@ -27,7 +27,12 @@ async fn wait_for(b: &Browser, what: &str, condition: &str, timeout: Duration) {
         if b.eval(condition, json!([])).await == Value::Bool(true) {
             return;
         }
-        let body = b.eval("return document.body ? document.body.innerText : '';", json!([])).await;
+        let body = b
+            .eval(
+                "return document.body ? document.body.innerText : '';",
+                json!([]),
+            )
+            .await;
         assert!(
             Instant::now() < deadline,
             "{what}: not within {timeout:?}; the page says: {body}"
@@ -94,8 +99,19 @@ async fn an_editor_runs_an_issue_in_the_browser() {
     // A missing session: the login page, which then leads back.
     b.open(&t.url("/admin/issues")).await;
     path_is(b, "/admin/login").await;
-    submit(b, &[("email", EDITOR), ("password", "wrong password!")], "form").await;
-    wait_for(b, "refusal", "return document.body.innerText.includes('do not match');", Duration::from_secs(20)).await;
+    submit(
+        b,
+        &[("email", EDITOR), ("password", "wrong password!")],
+        "form",
+    )
+    .await;
+    wait_for(
+        b,
+        "refusal",
+        "return document.body.innerText.includes('do not match');",
+        Duration::from_secs(20),
+    )
+    .await;
     submit(b, &[("email", EDITOR), ("password", PASSWORD)], "form").await;
     path_is(b, "/admin/issues").await;
 
@@ -126,19 +142,50 @@ async fn an_editor_runs_an_issue_in_the_browser() {
     )
     .await;
     path_is(b, "/admin/items").await;
-    b.eval("document.querySelector('form[action$=\"/ready\"]').requestSubmit();", json!([])).await;
-    wait_for(b, "item ready", "return document.body.innerText.includes('Back to draft');", Duration::from_secs(20)).await;
+    b.eval(
+        "document.querySelector('form[action$=\"/ready\"]').requestSubmit();",
+        json!([]),
+    )
+    .await;
+    wait_for(
+        b,
+        "item ready",
+        "return document.body.innerText.includes('Back to draft');",
+        Duration::from_secs(20),
+    )
+    .await;
 
     // Compose, then a test copy.
     b.open(&t.url("/admin/issues")).await;
     path_is(b, "/admin/issues").await;
-    submit(b, &[("subject", "Rivers are back")], "form[action='/admin/issues/compose']").await;
+    submit(
+        b,
+        &[("subject", "Rivers are back")],
+        "form[action='/admin/issues/compose']",
+    )
+    .await;
     path_is(b, "/admin/issues/1").await;
-    submit(b, &[("to", "me@herald.test")], "form[action='/admin/issues/1/test']").await;
-    wait_for(b, "test sent", "return document.body.innerText.includes('Test copies sent to me@herald.test');", Duration::from_secs(30)).await;
+    submit(
+        b,
+        &[("to", "me@herald.test")],
+        "form[action='/admin/issues/1/test']",
+    )
+    .await;
+    wait_for(
+        b,
+        "test sent",
+        "return document.body.innerText.includes('Test copies sent to me@herald.test');",
+        Duration::from_secs(30),
+    )
+    .await;
     let tests = t.smtp.wait_for_messages(1, Duration::from_secs(10)).await;
     assert_eq!(tests.len(), 1);
-    assert!(tests[0].header("Subject").unwrap_or_default().contains("[TEST]"));
+    assert!(
+        tests[0]
+            .header("Subject")
+            .unwrap_or_default()
+            .contains("[TEST]")
+    );
     // The preview iframes show the email itself.
     wait_for(
         b,
@@ -153,15 +200,27 @@ async fn an_editor_runs_an_issue_in_the_browser() {
     b.open(&t.url("/admin/issues/1/send")).await;
     path_is(b, "/admin/issues/1/send").await;
     assert!(text(b).await.contains("3 people"), "{}", text(b).await);
-    b.eval("document.querySelector('form[action=\"/admin/issues/1/send\"]').requestSubmit();", json!([])).await;
+    b.eval(
+        "document.querySelector('form[action=\"/admin/issues/1/send\"]').requestSubmit();",
+        json!([]),
+    )
+    .await;
     path_is(b, "/admin/issues/1/progress").await;
-    assert!(text(b).await.contains("0 %"), "nothing sent before the engine runs: {}", text(b).await);
+    assert!(
+        text(b).await.contains("0 %"),
+        "nothing sent before the engine runs: {}",
+        text(b).await
+    );
 
     // The engine runs now; the page updates itself (no reload: script polling).
     b.eval("window.__notReloaded = true;", json!([])).await;
     let app = t.app.clone();
     let db = t.db.clone();
-    let issue = t.app.find_issue(&t.app.newsletter, "1").await.expect("issue");
+    let issue = t
+        .app
+        .find_issue(&t.app.newsletter, "1")
+        .await
+        .expect("issue");
     let engine = tokio::spawn(async move {
         support::engine::run_until_complete(&app, &db, issue.id, Duration::from_secs(60)).await;
     });
@@ -173,8 +232,18 @@ async fn an_editor_runs_an_issue_in_the_browser() {
     )
     .await;
     engine.await.expect("engine");
-    assert_eq!(t.smtp.wait_for_messages(4, Duration::from_secs(10)).await.len(), 4);
-    assert!(text(b).await.contains("finished: 3 sent"), "{}", text(b).await);
+    assert_eq!(
+        t.smtp
+            .wait_for_messages(4, Duration::from_secs(10))
+            .await
+            .len(),
+        4
+    );
+    assert!(
+        text(b).await.contains("finished: 3 sent"),
+        "{}",
+        text(b).await
+    );
     shoot(b, &shots, "progress").await;
 
     b.open(&t.url("/admin/")).await;
@@ -190,7 +259,13 @@ async fn an_editor_runs_an_issue_in_the_browser() {
         json!([]),
     )
     .await;
-    wait_for(b, "CSRF refusal", "return document.body.innerText.includes('out of date');", Duration::from_secs(20)).await;
+    wait_for(
+        b,
+        "CSRF refusal",
+        "return document.body.innerText.includes('out of date');",
+        Duration::from_secs(20),
+    )
+    .await;
     b.open(&t.url("/admin/")).await;
     path_is(b, "/admin/").await;
 

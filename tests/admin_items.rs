@@ -24,7 +24,10 @@ async fn items_are_added_edited_ordered_and_deleted(backend: Backend) {
 
     let form = get(&t, &s.cookie, "/admin/items/new").await;
     assert_eq!(form.status, 200);
-    assert!(form.body.contains(r#"data-markdown-preview="summary-preview""#));
+    assert!(
+        form.body
+            .contains(r#"data-markdown-preview="summary-preview""#)
+    );
 
     // A bad link is named next to its field; what was typed stays.
     let bad = post(
@@ -57,7 +60,10 @@ async fn items_are_added_edited_ordered_and_deleted(backend: Backend) {
         let p = post(&t, &s, "/admin/items", &pairs).await;
         assert_eq!(p.status, 303, "{}", p.body);
     }
-    assert_eq!(order(&t).await, ["First:ready", "Second:draft", "Third:ready"]);
+    assert_eq!(
+        order(&t).await,
+        ["First:ready", "Second:draft", "Third:ready"]
+    );
 
     let ids: Vec<i64> = t
         .app
@@ -77,13 +83,22 @@ async fn items_are_added_edited_ordered_and_deleted(backend: Backend) {
     }
     post(&t, &s, &format!("/admin/items/{}/ready", ids[1]), &[]).await;
     post(&t, &s, &format!("/admin/items/{}/draft", ids[0]), &[]).await;
-    assert_eq!(order(&t).await, ["Third:ready", "First:draft", "Second:ready"]);
+    assert_eq!(
+        order(&t).await,
+        ["Third:ready", "First:draft", "Second:ready"]
+    );
     post(&t, &s, &format!("/admin/items/{}/down", ids[2]), &[]).await;
-    assert_eq!(order(&t).await, ["First:draft", "Third:ready", "Second:ready"]);
+    assert_eq!(
+        order(&t).await,
+        ["First:draft", "Third:ready", "Second:ready"]
+    );
 
     // Edit keeps the order and changes the fields.
     let edit = get(&t, &s.cookie, &format!("/admin/items/{}", ids[1])).await;
-    assert!(edit.body.contains("<strong>early</strong>"), "server-side preview");
+    assert!(
+        edit.body.contains("<strong>early</strong>"),
+        "server-side preview"
+    );
     let p = post(
         &t,
         &s,
@@ -109,7 +124,11 @@ async fn items_are_added_edited_ordered_and_deleted(backend: Backend) {
     // The compose order follows.
     let c = post(&t, &s, "/admin/issues/compose", &[]).await;
     assert_eq!(c.status, 303, "{}", c.body);
-    let issue = t.app.find_issue(&t.app.newsletter, "1").await.expect("issue");
+    let issue = t
+        .app
+        .find_issue(&t.app.newsletter, "1")
+        .await
+        .expect("issue");
     let headlines: Vec<String> = t
         .app
         .items_of_issue(&issue)
@@ -130,7 +149,10 @@ async fn the_live_preview_renders_safe_html(backend: Backend) {
         .post(t.url("/admin/markdown-preview"))
         .header("cookie", &s.cookie)
         .header("x-csrf-token", &s.csrf)
-        .form(&[("markdown", "Hello **world** <script>alert(1)</script> [x](javascript:alert(1))")])
+        .form(&[(
+            "markdown",
+            "Hello **world** <script>alert(1)</script> [x](javascript:alert(1))",
+        )])
         .send()
         .await
         .expect("POST");

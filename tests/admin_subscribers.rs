@@ -8,10 +8,13 @@ use support::app::{Backend, Page, TestApp};
 
 /// Count of `<tr>` rows in the subscribers table body.
 fn rows(page: &Page) -> usize {
-    page.body
-        .split("<tbody>")
-        .nth(1)
-        .map_or(0, |b| b.split("</tbody>").next().unwrap_or("").matches("<tr>").count())
+    page.body.split("<tbody>").nth(1).map_or(0, |b| {
+        b.split("</tbody>")
+            .next()
+            .unwrap_or("")
+            .matches("<tr>")
+            .count()
+    })
 }
 
 fn next_link(page: &Page) -> Option<String> {
@@ -35,7 +38,10 @@ async fn upload(t: &TestApp, s: &Session, csv: &str, confirmed: bool) -> Page {
         t.client
             .post(t.url(&format!("/admin/subscribers/import?csrf={}", s.csrf)))
             .header("cookie", &s.cookie)
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
             .body(body)
             .send()
             .await
@@ -47,7 +53,9 @@ async fn upload(t: &TestApp, s: &Session, csv: &str, confirmed: bool) -> Page {
 async fn search_filter_and_keyset_paging(backend: Backend) {
     let t = TestApp::spawn(backend).await;
     make_editor(&t, EDITOR, PASSWORD).await;
-    let emails: Vec<String> = (0..120).map(|i| format!("reader{i:03}@example.org")).collect();
+    let emails: Vec<String> = (0..120)
+        .map(|i| format!("reader{i:03}@example.org"))
+        .collect();
     support::engine::add_confirmed(&t.app, &t.db, t.dir.path(), &emails).await;
     let s = login(&t, EDITOR, PASSWORD).await;
 
@@ -76,7 +84,13 @@ async fn add_show_unsubscribe_and_erase(backend: Backend) {
     make_editor(&t, EDITOR, PASSWORD).await;
     let s = login(&t, EDITOR, PASSWORD).await;
 
-    let bad = post(&t, &s, "/admin/subscribers/new", &[("email", "not an address")]).await;
+    let bad = post(
+        &t,
+        &s,
+        "/admin/subscribers/new",
+        &[("email", "not an address")],
+    )
+    .await;
     assert_eq!(bad.status, 422);
     assert!(bad.body.contains(r#"id="email-error""#), "{}", bad.body);
 
@@ -84,27 +98,61 @@ async fn add_show_unsubscribe_and_erase(backend: Backend) {
         &t,
         &s,
         "/admin/subscribers/new",
-        &[("email", "Ann@Example.org"), ("name", "Ann"), ("confirmed", "on")],
+        &[
+            ("email", "Ann@Example.org"),
+            ("name", "Ann"),
+            ("confirmed", "on"),
+        ],
     )
     .await;
     assert_eq!(added.status, 200, "{}", added.body);
     assert!(added.body.contains("Confirmed."));
-    assert!(added.body.contains("admin-change") || added.body.contains("confirm"), "{}", added.body);
+    assert!(
+        added.body.contains("admin-change") || added.body.contains("confirm"),
+        "{}",
+        added.body
+    );
 
-    let pending = post(&t, &s, "/admin/subscribers/new", &[("email", "bob@example.org")]).await;
+    let pending = post(
+        &t,
+        &s,
+        "/admin/subscribers/new",
+        &[("email", "bob@example.org")],
+    )
+    .await;
     assert_eq!(pending.status, 200, "{}", pending.body);
-    assert!(pending.body.contains("confirmation link was mailed"), "{}", pending.body);
-    let mails = t.smtp.wait_for_messages(1, std::time::Duration::from_secs(10)).await;
+    assert!(
+        pending.body.contains("confirmation link was mailed"),
+        "{}",
+        pending.body
+    );
+    let mails = t
+        .smtp
+        .wait_for_messages(1, std::time::Duration::from_secs(10))
+        .await;
     assert!(!mails.is_empty());
 
-    let show = get(&t, &s.cookie, "/admin/subscribers/show?email=ann%40example.org").await;
+    let show = get(
+        &t,
+        &s.cookie,
+        "/admin/subscribers/show?email=ann%40example.org",
+    )
+    .await;
     assert_eq!(show.status, 200);
     assert!(show.body.contains("Consent history"));
 
-    let out = post(&t, &s, "/admin/subscribers/unsubscribe", &[("email", "ann@example.org")]).await;
+    let out = post(
+        &t,
+        &s,
+        "/admin/subscribers/unsubscribe",
+        &[("email", "ann@example.org")],
+    )
+    .await;
     assert_eq!(out.status, 200, "{}", out.body);
     assert_eq!(
-        t.subscription_state("ann@example.org").await.map(|s| s.to_string()),
+        t.subscription_state("ann@example.org")
+            .await
+            .map(|s| s.to_string()),
         Some("unsubscribed".into())
     );
     // Adding as confirmed again is refused next to the field.
@@ -118,10 +166,21 @@ async fn add_show_unsubscribe_and_erase(backend: Backend) {
     assert_eq!(again.status, 422, "{}", again.body);
     assert!(again.body.contains(r#"id="email-error""#));
 
-    let gone = post(&t, &s, "/admin/subscribers/erase", &[("email", "ann@example.org"), ("sure", "on")]).await;
+    let gone = post(
+        &t,
+        &s,
+        "/admin/subscribers/erase",
+        &[("email", "ann@example.org"), ("sure", "on")],
+    )
+    .await;
     assert_eq!(gone.status, 303);
     assert!(t.subscriber_id("ann@example.org").await.is_none(), "erased");
-    let show = get(&t, &s.cookie, "/admin/subscribers/show?email=ann%40example.org").await;
+    let show = get(
+        &t,
+        &s.cookie,
+        "/admin/subscribers/show?email=ann%40example.org",
+    )
+    .await;
     assert_eq!(show.status, 404);
 }
 
@@ -136,10 +195,25 @@ async fn csv_import_summarises_and_export_streams(backend: Backend) {
     let csv = "email,name\none@example.org,One\ntwo@example.org,=HYPERLINK(\"x\")\nnot-an-address,Bad\none@example.org,Again\n";
     let summary = upload(&t, &s, csv, true).await;
     assert_eq!(summary.status, 200, "{}", summary.body);
-    assert!(summary.body.contains(r#"data-count="imported">2<"#), "{}", summary.body);
-    assert!(summary.body.contains(r#"data-count="invalid">1<"#), "{}", summary.body);
-    assert!(summary.body.contains(r#"data-count="duplicate">1<"#), "{}", summary.body);
-    assert!(summary.body.contains("not-an-address"), "refused rows listed");
+    assert!(
+        summary.body.contains(r#"data-count="imported">2<"#),
+        "{}",
+        summary.body
+    );
+    assert!(
+        summary.body.contains(r#"data-count="invalid">1<"#),
+        "{}",
+        summary.body
+    );
+    assert!(
+        summary.body.contains(r#"data-count="duplicate">1<"#),
+        "{}",
+        summary.body
+    );
+    assert!(
+        summary.body.contains("not-an-address"),
+        "refused rows listed"
+    );
 
     // No CSRF token in the URL: refused like any POST.
     let forged = Page::from_response(
@@ -161,10 +235,27 @@ async fn csv_import_summarises_and_export_streams(backend: Backend) {
 
     let export = get(&t, &s.cookie, "/admin/subscribers/export.csv").await;
     assert_eq!(export.status, 200);
-    assert!(export.header("content-type").unwrap_or_default().starts_with("text/csv"));
-    assert!(export.body.starts_with("email,name,state"), "{}", export.body);
-    assert!(export.body.contains("one@example.org,One,confirmed"), "{}", export.body);
-    assert!(export.body.contains("'=HYPERLINK"), "formula neutralised: {}", export.body);
+    assert!(
+        export
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/csv")
+    );
+    assert!(
+        export.body.starts_with("email,name,state"),
+        "{}",
+        export.body
+    );
+    assert!(
+        export.body.contains("one@example.org,One,confirmed"),
+        "{}",
+        export.body
+    );
+    assert!(
+        export.body.contains("'=HYPERLINK"),
+        "formula neutralised: {}",
+        export.body
+    );
 }
 
 on_each_backend!(

@@ -70,9 +70,10 @@ pub async fn run(app: &App, cmd: EditorCommand) -> anyhow::Result<()> {
             let email = parse_email(&email)?;
             // Before asking for a password that could not be kept.
             let (editors, _) = app.editors().await?;
-            if !editors.iter().any(|e| {
-                parse_email(&e.email).is_ok_and(|a| a.canonical() == email.canonical())
-            }) {
+            if !editors
+                .iter()
+                .any(|e| parse_email(&e.email).is_ok_and(|a| a.canonical() == email.canonical()))
+            {
                 return Err(crate::admin::AdminError::NotAnEditor(email.to_string()).into());
             }
             let password = tokio::task::spawn_blocking(read_new_password)

@@ -359,7 +359,11 @@ async fn serve(app: &App) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr} (http.admin_bind)"))?;
         println!("admin pages: http://{}/admin/", admin.local_addr()?);
-        tokio::spawn(crate::web::serve_admin(app.clone(), admin, shutdown_signal()));
+        tokio::spawn(crate::web::serve_admin(
+            app.clone(),
+            admin,
+            shutdown_signal(),
+        ));
     } else {
         println!("admin pages: {}/admin/", app.links.base());
     }

@@ -136,7 +136,11 @@ impl Db {
     }
 
     /// The latest `locked_until` among `subjects` that is still ahead of `now`.
-    pub async fn login_locked_until(&self, subjects: &[&str], now: Millis) -> Result<Option<Millis>> {
+    pub async fn login_locked_until(
+        &self,
+        subjects: &[&str],
+        now: Millis,
+    ) -> Result<Option<Millis>> {
         let mut latest = None;
         for subject in subjects {
             let until: Option<Option<Millis>> = with_pool!(self, |p| {
@@ -307,7 +311,11 @@ impl Db {
 impl Db {
     /// Writes the order of a newsletter's unpublished items (the issue's
     /// order at compose), in one transaction.
-    pub async fn set_item_positions(&self, newsletter_id: i64, positions: &[(i64, i64)]) -> Result<()> {
+    pub async fn set_item_positions(
+        &self,
+        newsletter_id: i64,
+        positions: &[(i64, i64)],
+    ) -> Result<()> {
         with_tx!(self, |tx| {
             for (id, position) in positions {
                 sqlx::query(

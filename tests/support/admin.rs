@@ -31,7 +31,11 @@ pub struct Session {
 pub async fn post_login(t: &TestApp, email: &str, password: &str) -> Page {
     t.post_form(
         &t.url("/admin/login"),
-        &[("email", email), ("password", password), ("next", "/admin/")],
+        &[
+            ("email", email),
+            ("password", password),
+            ("next", "/admin/"),
+        ],
     )
     .await
 }

@@ -4,9 +4,9 @@
 
 use std::str::FromStr;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::response::Response;
-use axum::Extension;
 use maud::{Markup, html};
 
 use super::issues::{issues_table, when};

@@ -132,7 +132,11 @@ async fn list_page(
     let nl = s.app.newsletter(None).await?;
     let issues = s.app.issues_with_counts(&nl, 50).await?;
     let ready = s.app.list_items(&nl, Some(ItemState::Ready)).await?;
-    let error_for = |f: &str| compose_error.filter(|(field, _)| *field == f).map(|(_, m)| m);
+    let error_for = |f: &str| {
+        compose_error
+            .filter(|(field, _)| *field == f)
+            .map(|(_, m)| m)
+    };
     Ok((
         status,
         page(layout::page(
@@ -195,11 +199,23 @@ async fn compose(
         Ok(row) => Ok(Redirect::to(&issue_url(&row)).into_response()),
         Err(e @ (C::NotOneLine { field } | C::TooLong { field, .. })) => {
             let message = e.to_string();
-            list_page(&s, &session, Some((field, &message)), StatusCode::UNPROCESSABLE_ENTITY).await
+            list_page(
+                &s,
+                &session,
+                Some((field, &message)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
         }
         Err(e @ (C::NoReadyItems(_) | C::TooManyItems { .. } | C::Clipped(_))) => {
             let message = e.to_string();
-            list_page(&s, &session, Some(("items", &message)), StatusCode::CONFLICT).await
+            list_page(
+                &s,
+                &session,
+                Some(("items", &message)),
+                StatusCode::CONFLICT,
+            )
+            .await
         }
         Err(e) => Err(e.into()),
     }
@@ -352,14 +368,16 @@ async fn test_send(
             show_page(&s, &session, &row, notes, StatusCode::UNPROCESSABLE_ENTITY).await
         }
     };
-    let raw: Vec<&str> = f
-        .to
-        .split([',', ';', '\n', ' '])
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
+    let raw: Vec<&str> =
+        f.to.split([',', ';', '\n', ' '])
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
     if raw.is_empty() || raw.len() > MAX_TEST_COPIES {
-        return invalid(format!("Give 1 to {MAX_TEST_COPIES} addresses, separated by commas.")).await;
+        return invalid(format!(
+            "Give 1 to {MAX_TEST_COPIES} addresses, separated by commas."
+        ))
+        .await;
     }
     let mut addresses = Vec::new();
     for a in raw {
@@ -370,7 +388,11 @@ async fn test_send(
     }
     let nl = s.app.newsletter(None).await?;
     s.app.send_test_copies(&nl, &row, &addresses).await?;
-    let list = addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    let list = addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let notice = format!("Test copies sent to {list}.");
     show_page(
         &s,
@@ -455,16 +477,33 @@ async fn schedule(
     };
     match result {
         Ok(one_off) => {
-            let notice = format!("Issue #{} will be sent at {}.", row.number, when(one_off.send_at));
+            let notice = format!(
+                "Issue #{} will be sent at {}.",
+                row.number,
+                when(one_off.send_at)
+            );
             let row = issue(&s, &n).await?;
-            show_page(&s, &session, &row, ShowNotes { notice: Some(&notice), ..ShowNotes::default() }, StatusCode::OK).await
+            show_page(
+                &s,
+                &session,
+                &row,
+                ShowNotes {
+                    notice: Some(&notice),
+                    ..ShowNotes::default()
+                },
+                StatusCode::OK,
+            )
+            .await
         }
         Err(message) => {
             show_page(
                 &s,
                 &session,
                 &row,
-                ShowNotes { schedule_error: Some(&message), ..ShowNotes::default() },
+                ShowNotes {
+                    schedule_error: Some(&message),
+                    ..ShowNotes::default()
+                },
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await

@@ -213,10 +213,21 @@ async fn new_form(
     )))
 }
 
-fn invalid(session: &AdminSession, title: &str, action: &str, f: &ItemForm, errors: &[(&'static str, String)]) -> Response {
+fn invalid(
+    session: &AdminSession,
+    title: &str,
+    action: &str,
+    f: &ItemForm,
+    errors: &[(&'static str, String)],
+) -> Response {
     (
         StatusCode::UNPROCESSABLE_ENTITY,
-        page(layout::page(title, session, Section::Items, item_form(session, action, f, errors))),
+        page(layout::page(
+            title,
+            session,
+            Section::Items,
+            item_form(session, action, f, errors),
+        )),
     )
         .into_response()
 }
@@ -230,7 +241,13 @@ async fn create(
     f.apply(&mut input);
     let errors = input.field_errors();
     if !errors.is_empty() {
-        return Ok(invalid(&session, "Add an item", "/admin/items", &f, &errors));
+        return Ok(invalid(
+            &session,
+            "Add an item",
+            "/admin/items",
+            &f,
+            &errors,
+        ));
     }
     let nl = s.app.newsletter(None).await?;
     s.app.add_items(&nl, &[input], f.ready.is_some()).await?;
@@ -247,7 +264,12 @@ async fn edit_form(
         "Edit the item",
         &session,
         Section::Items,
-        item_form(&session, &format!("/admin/items/{id}"), &ItemForm::from_row(&row), &[]),
+        item_form(
+            &session,
+            &format!("/admin/items/{id}"),
+            &ItemForm::from_row(&row),
+            &[],
+        ),
     )))
 }
 
@@ -262,11 +284,21 @@ async fn update(
     f.apply(&mut input);
     let errors = input.field_errors();
     if !errors.is_empty() {
-        return Ok(invalid(&session, "Edit the item", &format!("/admin/items/{id}"), &f, &errors));
+        return Ok(invalid(
+            &session,
+            "Edit the item",
+            &format!("/admin/items/{id}"),
+            &f,
+            &errors,
+        ));
     }
     let form = f.clone();
     s.app.edit_item(id, move |i| form.apply(i)).await?;
-    let state = if f.ready.is_some() { ItemState::Ready } else { ItemState::Draft };
+    let state = if f.ready.is_some() {
+        ItemState::Ready
+    } else {
+        ItemState::Draft
+    };
     if state != row.state {
         s.app.set_item_state(id, state).await?;
     }

@@ -103,7 +103,9 @@ async fn same_origin(State(s): State<WebState>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     tracing::info!("admin POST from another origin refused");
-    forbidden("This form was sent from another site, so it was refused. Open the admin page yourself and try again.")
+    forbidden(
+        "This form was sent from another site, so it was refused. Open the admin page yourself and try again.",
+    )
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -111,10 +113,10 @@ fn is_safe(method: &Method) -> bool {
 }
 
 fn from_our_origin(s: &WebState, headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.to_str(), Ok("same-origin") | Ok("none")) {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin") | Ok("none"))
+    {
+        return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -185,7 +187,10 @@ async fn guard(State(s): State<WebState>, req: Request, next: Next) -> Response 
         };
         req = rebuilt;
         if !sent.is_some_and(|t| session.csrf_matches(&t)) {
-            tracing::info!(editor_id = session.editor_id, "admin POST with a wrong CSRF token refused");
+            tracing::info!(
+                editor_id = session.editor_id,
+                "admin POST with a wrong CSRF token refused"
+            );
             return forbidden(
                 "This form is out of date or was not sent by this admin page, so nothing was changed. Go back, reload the page and try again.",
             );
@@ -224,7 +229,10 @@ async fn csrf_token_of(req: Request) -> Result<(Option<String>, Request), Respon
         Err(_) => {
             return Err(AdminFail::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("The form is larger than the {} KiB this page accepts.", FORM_LIMIT / 1024),
+                format!(
+                    "The form is larger than the {} KiB this page accepts.",
+                    FORM_LIMIT / 1024
+                ),
             )
             .into_response());
         }
@@ -287,16 +295,12 @@ async fn login_page(
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Result<Response, AdminFail> {
-    if let Some(id) = session_cookie(&headers) {
-        if s.app.admin_session(id).await?.is_some() {
-            return Ok(Redirect::to(safe_next(q.next.as_deref())).into_response());
-        }
+    if let Some(id) = session_cookie(&headers)
+        && s.app.admin_session(id).await?.is_some()
+    {
+        return Ok(Redirect::to(safe_next(q.next.as_deref())).into_response());
     }
-    Ok(page(layout::login(
-        safe_next(q.next.as_deref()),
-        "",
-        None,
-    )))
+    Ok(page(layout::login(safe_next(q.next.as_deref()), "", None)))
 }
 
 #[derive(Deserialize)]
@@ -370,7 +374,9 @@ async fn logout(
     let mut response = Redirect::to("/admin/login").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static("herald_admin=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(
+            "herald_admin=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
     );
     Ok(response)
 }

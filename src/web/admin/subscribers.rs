@@ -38,7 +38,9 @@ pub fn routes() -> Router<WebState> {
         .route("/admin/subscribers/erase", post(erase))
         .route("/admin/subscribers/import", get(import_form).post(import))
         .route("/admin/subscribers/export.csv", get(export))
-        .layer(axum::extract::DefaultBodyLimit::max(IMPORT_LIMIT + 64 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            IMPORT_LIMIT + 64 * 1024,
+        ))
 }
 
 impl From<SubscriberError> for AdminFail {
@@ -86,7 +88,9 @@ async fn list(
         .app
         .search_subscribers(&nl, &q.q, state, q.after.unwrap_or(0), PAGE)
         .await?;
-    let next = (rows.len() as i64 == PAGE).then(|| rows.last().map(|r| r.id)).flatten();
+    let next = (rows.len() as i64 == PAGE)
+        .then(|| rows.last().map(|r| r.id))
+        .flatten();
     Ok(page(layout::page(
         "Subscribers",
         &session,
@@ -227,7 +231,12 @@ struct AddForm {
     confirmed: Option<String>,
 }
 
-fn add_form(session: &AdminSession, f: &AddForm, email_error: Option<&str>, name_error: Option<&str>) -> Markup {
+fn add_form(
+    session: &AdminSession,
+    f: &AddForm,
+    email_error: Option<&str>,
+    name_error: Option<&str>,
+) -> Markup {
     html! {
         form method="post" action="/admin/subscribers/new" {
             (csrf_field(session))
@@ -282,7 +291,9 @@ async fn add(
         .await
     {
         Ok(o) => o,
-        Err(e @ SubscriberError::NeedsConfirmation { .. }) => return Ok(again(Some(e.to_string()), None)),
+        Err(e @ SubscriberError::NeedsConfirmation { .. }) => {
+            return Ok(again(Some(e.to_string()), None));
+        }
         Err(e) => return Err(e.into()),
     };
     let notice = match outcome {
@@ -294,7 +305,9 @@ async fn add(
             }
         }
         SubscribeOutcome::AlreadyConfirmed => "Confirmed.",
-        SubscribeOutcome::RateLimited => "A confirmation link was mailed recently; not sent again yet.",
+        SubscribeOutcome::RateLimited => {
+            "A confirmation link was mailed recently; not sent again yet."
+        }
     };
     show_page(&s, &session, email.as_str(), Some(notice)).await
 }
@@ -325,7 +338,10 @@ async fn erase(
 ) -> AdminResult {
     let email = parse_email(&f.email)?;
     s.app.erase_subscriber(&email).await?;
-    tracing::info!(editor_id = session.editor_id, "subscriber erased from the admin page");
+    tracing::info!(
+        editor_id = session.editor_id,
+        "subscriber erased from the admin page"
+    );
     Ok(Redirect::to("/admin/subscribers").into_response())
 }
 
@@ -345,7 +361,12 @@ fn import_page(session: &AdminSession, error: Option<&str>) -> Markup {
 }
 
 async fn import_form(Extension(session): Extension<AdminSession>) -> AdminResult {
-    Ok(page(layout::page("Import subscribers", &session, Section::Subscribers, import_page(&session, None))))
+    Ok(page(layout::page(
+        "Import subscribers",
+        &session,
+        Section::Subscribers,
+        import_page(&session, None),
+    )))
 }
 
 /// Keeps the first refused rows for the summary and counts the rest.
@@ -382,14 +403,23 @@ async fn import(
     let refuse = |message: String| {
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            page(layout::page("Import subscribers", &session, Section::Subscribers, import_page(&session, Some(&message)))),
+            page(layout::page(
+                "Import subscribers",
+                &session,
+                Section::Subscribers,
+                import_page(&session, Some(&message)),
+            )),
         )
             .into_response()
     };
     loop {
         let next = match multipart.next_field().await {
             Ok(n) => n,
-            Err(e) => return Ok(refuse(format!("The upload could not be read ({e}); try again."))),
+            Err(e) => {
+                return Ok(refuse(format!(
+                    "The upload could not be read ({e}); try again."
+                )));
+            }
         };
         let Some(field) = next else { break };
         match field.name() {
@@ -418,7 +448,11 @@ async fn import(
             "the upload".into(),
             format!("import:admin:{}", session.email),
             std::io::Cursor::new(bytes),
-            ImportOptions { confirmed, newsletter: &nl, progress: &progress },
+            ImportOptions {
+                confirmed,
+                newsletter: &nl,
+                progress: &progress,
+            },
             &mut rejects,
         )
         .await
@@ -470,7 +504,10 @@ async fn export(State(s): State<WebState>, Query(q): Query<ExportQuery>) -> Admi
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"subscribers.csv\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"subscribers.csv\"",
+            ),
         ],
         Body::from_stream(stream),
     )
