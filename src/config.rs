@@ -102,6 +102,35 @@ mod optional_address {
     }
 }
 
+/// `http.admin_bind`: empty means "the admin pages are served on `http.bind`".
+mod optional_socket_addr {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::net::SocketAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        s.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not an IP address with a port; expected e.g. \"127.0.0.1:8081\" or \"[::1]:8081\", or empty to serve /admin on http.bind"
+            ))
+        })
+    }
+
+    pub fn serialize<S: Serializer>(
+        a: &Option<std::net::SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
 /// `smtp.ca_file`: a path in the file, the certificates in the `Config` (read once, at load).
 mod ca_file_path {
     use super::*;
@@ -218,6 +247,11 @@ pub struct HttpConfig {
     /// Bearer token that lets a scraper read `GET /metrics` from anywhere;
     /// empty = only loopback peers (without forwarding headers) may.
     pub metrics_token: Secret,
+
+    /// Where the editors' pages (`/admin`) listen; `None` = on `bind`, beside
+    /// the public pages. Set, `/admin` is served only there.
+    #[serde(with = "optional_socket_addr")]
+    pub admin_bind: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -587,6 +621,8 @@ impl Default for HttpConfig {
             base_url: "http://127.0.0.1:8080".into(),
             trusted_proxies: Default::default(),
             metrics_token: Secret::default(),
+
+            admin_bind: None,
         }
     }
 }
@@ -1364,6 +1400,10 @@ trusted_proxies = []
 # proxy) and, with this set, any scraper sending "Authorization: Bearer TOKEN"
 # (at least 24 characters: openssl rand -base64 32). Empty: local only.
 metrics_token = ""
+
+# Where the editors' pages (/admin) listen, e.g. "127.0.0.1:8081", so that
+# they need not face the internet. Empty: /admin is served on bind.
+admin_bind = ""
 
 [smtp]
 # Empty: every message is written as a .eml file into outbox_dir.

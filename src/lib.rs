@@ -1,5 +1,6 @@
 //! Herald: an email newsletter dispatcher. See ARCHITECTURE.md for the map.
 
+pub mod admin;
 pub mod app;
 pub mod bounce;
 pub mod cli;

@@ -371,6 +371,20 @@ async fn serve(app: &App) -> anyhow::Result<()> {
     );
     println!("subscribe form: {}", app.links.subscribe(None));
     println!("mail goes to: {}", app.mailer.describe());
+    // `http.admin_bind`: the editors' pages on their own address only.
+    if let Some(addr) = app.config.http.admin_bind {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (http.admin_bind)"))?;
+        println!("admin pages: http://{}/admin/", admin.local_addr()?);
+        tokio::spawn(crate::web::serve_admin(
+            app.clone(),
+            admin,
+            shutdown_signal(),
+        ));
+    } else {
+        println!("admin pages: {}/admin/", app.links.base());
+    }
     serve_with_delivery(app, listener).await?;
     println!("stopped");
     Ok(())

@@ -21,6 +21,8 @@ use thiserror::Error;
 use crate::domain::LanguageTag;
 
 pub use html::{MSO_CLOSE, MSO_OPEN};
+/// The admin's live preview of an item summary.
+pub(crate) use markdown::to_html as markdown_to_html;
 pub use markdown::{MAX_NESTING, nesting_depth as markdown_nesting_depth};
 pub use mime::{BOUNDARY, MessageHeaders, MessageTemplate, Recipient};
 

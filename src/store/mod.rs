@@ -5,6 +5,8 @@
 //! where semantics differ (claiming deliveries).
 
 pub mod bounces;
+
+pub mod admin;
 pub mod content;
 pub mod deliveries;
 pub mod editors;

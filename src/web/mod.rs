@@ -3,6 +3,7 @@
 //! Every answer passes two layers: `error::error_bodies` (errors in the
 //! client's format, JSON or HTML) and `security_headers` (CSP and friends).
 
+pub mod admin;
 pub mod api;
 mod client_ip;
 pub(crate) mod error;
@@ -100,6 +101,7 @@ fn routes(state: WebState) -> Router {
         // Public, with their own limits and answers: providers authenticate
         // by signature or Basic credentials, never a bearer token.
         .merge(webhooks::router(&state.app))
+        .merge(admin_unless_elsewhere(&state))
         .merge(metrics::metrics_router(state.app.clone()))
         .route_layer(middleware::from_fn(metrics::note_route))
         .layer(middleware::from_fn_with_state(
@@ -107,6 +109,35 @@ fn routes(state: WebState) -> Router {
             metrics::observe_http,
         ))
         .with_state(state)
+}
+
+/// `/admin` beside the public pages, unless `http.admin_bind` puts it on
+/// its own listener ([`serve_admin`]).
+fn admin_unless_elsewhere(state: &WebState) -> Router<WebState> {
+    match state.app.config.http.admin_bind {
+        None => admin::router(state),
+        Some(_) => Router::new(),
+    }
+}
+
+/// Serves only `/admin` and `/metrics` (for `http.admin_bind`) until `shutdown` resolves.
+pub async fn serve_admin(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (state, _workers) = WebState::start(app);
+    // Operators scrape where the editors' pages are, off the public address.
+    let router = admin::router(&state)
+        .merge(metrics::metrics_router(state.app.clone()))
+        .fallback(|| async { WebError::NotFound })
+        .with_state(state);
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 type WebResult = Result<Response, WebError>;

@@ -452,6 +452,10 @@ pub struct Page {
 }
 
 impl Page {
+    pub async fn from_response(response: reqwest::Response) -> Page {
+        Page::read(response).await
+    }
+
     async fn read(response: reqwest::Response) -> Page {
         let status = response.status().as_u16();
         let headers = response.headers().clone();

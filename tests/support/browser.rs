@@ -199,6 +199,12 @@ impl Browser {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
+    /// Forgets every cookie of the current site (a logged-out browser).
+    pub async fn delete_cookies(&self) {
+        self.call("DELETE", &format!("{}/cookie", self.session), json!({}))
+            .await;
+    }
+
     /// Ends the session (Chromium exits) and chromedriver.
     pub async fn close(mut self) {
         let session = std::mem::take(&mut self.session);

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests (`mod support;`).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod browser;
