@@ -646,7 +646,7 @@ fn without_returned_headers_the_answered_id_names_the_original() {
     let cut = raw
         .find("Content-Type: message/rfc822")
         .expect("a returned part");
-    let report = parse_report(raw[..cut].as_bytes()).expect("parses");
+    let report = parse_report(&raw.as_bytes()[..cut]).expect("parses");
     assert_eq!(report.kind, ReportKind::Bounce);
     assert_eq!(
         report.original.message_id.as_deref(),
