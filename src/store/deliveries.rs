@@ -175,9 +175,15 @@ impl Db {
     }
 
     /// Claims up to `limit` due deliveries of issues that are sending, with
-    /// a lease, and returns their ids (ascending). A delivery whose lease
-    /// ran out (its worker died) is due again. The recipient's details are
-    /// read by the worker right before sending (`delivery_details`), not here.
+    /// a lease, and returns them (ascending id) with the recipient and their
+    /// standing as read right after the claim (`delivery_details`), on the
+    /// same connection: one hand-off to the database per batch rather than
+    /// one per few messages, and on SQLite the pages the claim just wrote
+    /// are still in that connection's cache (another connection's cache is
+    /// dropped whenever anyone else has written). A worker reads a claim
+    /// again only if this reading is older than `engine::RECHECK_AFTER` when
+    /// its message would go out. A delivery whose lease ran out (its worker
+    /// died) is due again.
     /// PostgreSQL: `FOR UPDATE SKIP LOCKED`, so several processes split the
     /// queue; SQLite: one writer, so the single UPDATE is already atomic.
     pub async fn claim_due_deliveries(
@@ -186,27 +192,18 @@ impl Db {
         now: Millis,
         lease_until: Millis,
         limit: i64,
-    ) -> Result<Vec<i64>> {
+    ) -> Result<Vec<ClaimedDelivery>> {
         const DUE: &str = "SELECT d.id FROM deliveries d JOIN issues i ON i.id = d.issue_id
              WHERE i.status = 'sending'
                AND ((d.state IN ('queued', 'retry_wait') AND d.next_attempt_at <= $3)
                     OR (d.state = 'sending' AND d.lease_until < $3))
              ORDER BY d.next_attempt_at, d.id LIMIT $4";
-        let mut ids: Vec<i64> = match self {
-            Db::Postgres(p) => {
-                let sql = format!(
-                    "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
-                     WHERE id IN ({DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING id"
-                );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(lease_until)
-                    .bind(worker_id)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await?
-            }
-            Db::Sqlite(p) => {
+        let sql = match self {
+            Db::Postgres(_) => format!(
+                "UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
+                 WHERE id IN ({DUE} FOR UPDATE OF d SKIP LOCKED) RETURNING id"
+            ),
+            Db::Sqlite(_) => {
                 // One index range scan per state (deliveries_due gives the
                 // order), each stopping at the limit, so a claim costs the
                 // same however long the queue. With the OR form above SQLite
@@ -217,42 +214,42 @@ impl Db {
                          WHERE {cond} AND i.status = 'sending' ORDER BY d.next_attempt_at, d.id LIMIT $4)"
                     )
                 };
-                let sql = format!(
+                format!(
                     "WITH due AS ({} UNION ALL {} UNION ALL {})
                      UPDATE deliveries SET state = 'sending', lease_until = $1, worker_id = $2, updated_at = $3
                      WHERE id IN (SELECT id FROM due ORDER BY next_attempt_at, id LIMIT $4) RETURNING id",
                     arm("d.state = 'queued' AND d.next_attempt_at <= $3"),
                     arm("d.state = 'retry_wait' AND d.next_attempt_at <= $3"),
                     arm("d.state = 'sending' AND d.lease_until < $3"),
-                );
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .bind(lease_until)
-                    .bind(worker_id)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await?
+                )
             }
         };
-        ids.sort_unstable();
-        Ok(ids)
+        with_pool!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let ids: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(worker_id)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut claimed: Vec<ClaimedDelivery> = details_query(&ids)
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await?;
+            claimed.sort_unstable_by_key(|d| d.id);
+            Ok(claimed)
+        })
     }
 
     /// The recipient and their current standing for each delivery, read
     /// right before sending.
     pub async fn delivery_details(&self, ids: &[i64]) -> Result<Vec<ClaimedDelivery>> {
         with_pool!(self, |p| {
-            let mut q = QueryBuilder::new(
-                "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
-                   COALESCE(sub.state, 'unsubscribed') AS subscription_state,
-                   (SELECT COUNT(*) FROM suppressions sp WHERE lower(sp.email) = lower(s.email)) AS suppressed,
-                   d.state, d.worker_id, i.status AS issue_status
-                 FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
-                 LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
-                 WHERE d.id IN ",
-            );
-            push_list(&mut q, ids.iter().copied());
-            Ok(q.build_query_as().fetch_all(p).await?)
+            Ok(details_query(ids).build_query_as().fetch_all(p).await?)
         })
     }
 
@@ -716,6 +713,26 @@ fn final_counts(counts: &DeliveryCounts, reasons: Vec<(Option<String>, i64)>) ->
         .collect();
     summary.insert("reasons".into(), reasons.into());
     serde_json::Value::Object(summary).to_string()
+}
+
+/// What a worker needs to know about each delivery before sending it: the
+/// recipient, the subscription and suppression, the claim, the issue's status.
+fn details_query<DB>(ids: &[i64]) -> QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut q = QueryBuilder::new(
+        "SELECT d.id, d.issue_id, d.subscriber_id, d.attempts, d.first_attempt_at, s.email, s.name, i.newsletter_id,
+           COALESCE(sub.state, 'unsubscribed') AS subscription_state,
+           (SELECT COUNT(*) FROM suppressions sp WHERE lower(sp.email) = lower(s.email)) AS suppressed,
+           d.state, d.worker_id, i.status AS issue_status
+         FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id JOIN issues i ON i.id = d.issue_id
+         LEFT JOIN subscriptions sub ON sub.subscriber_id = d.subscriber_id AND sub.newsletter_id = i.newsletter_id
+         WHERE d.id IN ",
+    );
+    push_list(&mut q, ids.iter().copied());
+    q
 }
 
 async fn bounce_recipient<'c, DB>(
