@@ -260,76 +260,90 @@ impl Db {
             return Ok(());
         }
         with_tx!(self, |tx| {
-            // Set-wise: one UPDATE … FROM (VALUES …) per chunk rather than
-            // one statement per delivery. Not kept prepared (`persistent(false)`):
-            // each batch size is a different statement, and a connection's
-            // cache of up to 100 of them, some with thousands of parameters,
-            // grew the process by tens of MB once group commit made batch
-            // sizes vary.
-            for chunk in results.chunks(500) {
-                let mut q = QueryBuilder::new(
-                    "WITH v (id, state, tried, next_attempt_at, at, code, enhanced, reply, failure_reason, sent_at) AS (",
-                );
-                q.push_values(chunk, |mut b, r| {
-                    let a = r.attempt.as_ref();
-                    b.push_bind(r.delivery_id)
-                        .push_bind(r.state)
-                        .push_bind(i64::from(a.is_some()))
-                        .push_bind(r.next_attempt_at)
-                        .push_bind(a.map(|a| a.at))
-                        .push_bind(a.and_then(|a| a.code))
-                        .push_bind(a.and_then(|a| a.enhanced.clone()))
-                        .push_bind(a.map(|a| a.reply.clone()))
-                        .push_bind(r.failure_reason.clone())
-                        .push_bind((r.state == DeliveryState::Sent).then_some(now));
-                });
-                q.push(
-                    ") UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,
-                       next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at),
-                       lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.at),
-                       last_code = COALESCE(v.code, deliveries.last_code), last_enhanced = COALESCE(v.enhanced, deliveries.last_enhanced),
-                       last_reply = COALESCE(v.reply, deliveries.last_reply), failure_reason = v.failure_reason,
-                       sent_at = COALESCE(v.sent_at, deliveries.sent_at), updated_at = ",
-                );
-                q.push_bind(now);
-                q.push(" FROM v WHERE deliveries.id = v.id AND deliveries.state <> 'sent'");
-                q.build().persistent(false).execute(&mut *tx).await?;
-            }
-            let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results
-                .iter()
-                .filter_map(|r| r.attempt.as_ref().map(|a| (r, a)))
-                .collect();
-            for chunk in attempts.chunks(500) {
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id) ",
-                );
-                q.push_values(chunk, |mut b, (r, a)| {
-                    b.push_bind(r.delivery_id)
-                        .push_bind(a.at)
-                        .push_bind(a.duration_ms)
-                        .push_bind(a.code)
-                        .push_bind(a.enhanced.clone())
-                        .push_bind(a.reply.clone())
-                        .push_bind(a.outcome.clone())
-                        .push_bind(a.worker_id.clone());
-                });
-                q.build().persistent(false).execute(&mut *tx).await?;
-            }
-            let delivered: Vec<&DeliveryResult> = results
-                .iter()
-                .filter(|r| r.effect == RecipientEffect::Delivered)
-                .collect();
-            for chunk in delivered.chunks(500) {
-                let mut q = QueryBuilder::new("WITH v (subscriber_id, newsletter_id) AS (");
-                q.push_values(chunk, |mut b, r| {
-                    b.push_bind(r.subscriber_id).push_bind(r.newsletter_id);
-                });
-                q.push(
-                    ") UPDATE subscriptions SET soft_bounces = 0 FROM v
-                     WHERE subscriptions.subscriber_id = v.subscriber_id AND subscriptions.newsletter_id = v.newsletter_id
-                       AND subscriptions.soft_bounces > 0",
-                );
-                q.build().persistent(false).execute(&mut *tx).await?;
+            if self.is_postgres() {
+                // Set-wise: one UPDATE … FROM (VALUES …) per chunk rather than
+                // one statement per delivery. Not kept prepared (`persistent(false)`):
+                // each batch size is a different statement, and a connection's
+                // cache of up to 100 of them, some with thousands of parameters,
+                // grew the process by tens of MB once group commit made batch
+                // sizes vary.
+                for chunk in results.chunks(500) {
+                    let mut q = QueryBuilder::new(
+                        "WITH v (id, state, tried, next_attempt_at, at, code, enhanced, reply, failure_reason, sent_at) AS (",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        let a = r.attempt.as_ref();
+                        b.push_bind(r.delivery_id)
+                            .push_bind(r.state)
+                            .push_bind(i64::from(a.is_some()))
+                            .push_bind(r.next_attempt_at)
+                            .push_bind(a.map(|a| a.at))
+                            .push_bind(a.and_then(|a| a.code))
+                            .push_bind(a.and_then(|a| a.enhanced.clone()))
+                            .push_bind(a.map(|a| a.reply.clone()))
+                            .push_bind(r.failure_reason.clone())
+                            .push_bind((r.state == DeliveryState::Sent).then_some(now));
+                    });
+                    q.push(
+                        ") UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,
+                           next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at),
+                           lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.at),
+                           last_code = COALESCE(v.code, deliveries.last_code), last_enhanced = COALESCE(v.enhanced, deliveries.last_enhanced),
+                           last_reply = COALESCE(v.reply, deliveries.last_reply), failure_reason = v.failure_reason,
+                           sent_at = COALESCE(v.sent_at, deliveries.sent_at), updated_at = ",
+                    );
+                    q.push_bind(now);
+                    q.push(" FROM v WHERE deliveries.id = v.id AND deliveries.state <> 'sent'");
+                    q.build().persistent(false).execute(&mut *tx).await?;
+                }
+                let attempts: Vec<(&DeliveryResult, &AttemptRecord)> = results
+                    .iter()
+                    .filter_map(|r| r.attempt.as_ref().map(|a| (r, a)))
+                    .collect();
+                for chunk in attempts.chunks(500) {
+                    let mut q = QueryBuilder::new(
+                        "INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id) ",
+                    );
+                    q.push_values(chunk, |mut b, (r, a)| {
+                        b.push_bind(r.delivery_id)
+                            .push_bind(a.at)
+                            .push_bind(a.duration_ms)
+                            .push_bind(a.code)
+                            .push_bind(a.enhanced.clone())
+                            .push_bind(a.reply.clone())
+                            .push_bind(a.outcome.clone())
+                            .push_bind(a.worker_id.clone());
+                    });
+                    q.build().persistent(false).execute(&mut *tx).await?;
+                }
+                let delivered: Vec<&DeliveryResult> = results
+                    .iter()
+                    .filter(|r| r.effect == RecipientEffect::Delivered)
+                    .collect();
+                for chunk in delivered.chunks(500) {
+                    let mut q = QueryBuilder::new("WITH v (subscriber_id, newsletter_id) AS (");
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(r.subscriber_id).push_bind(r.newsletter_id);
+                    });
+                    q.push(
+                        ") UPDATE subscriptions SET soft_bounces = 0 FROM v
+                         WHERE subscriptions.subscriber_id = v.subscriber_id AND subscriptions.newsletter_id = v.newsletter_id
+                           AND subscriptions.soft_bounces > 0",
+                    );
+                    q.build().persistent(false).execute(&mut *tx).await?;
+                }
+            } else {
+                // SQLite: the whole batch is one JSON parameter of three
+                // statements run as one command, always the same text, so
+                // prepared once per connection: one hand-off to the
+                // database's thread instead of three, and no parse of a
+                // statement with thousands of parameters per batch (the
+                // VALUES form above cost about a tenth of the CPU of a send).
+                sqlx::query(RECORD_RESULTS_SQLITE)
+                    .bind(results_json(results))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             for r in results {
                 let suppress = match r.effect {
@@ -713,6 +727,53 @@ fn final_counts(counts: &DeliveryCounts, reasons: Vec<(Option<String>, i64)>) ->
         .collect();
     summary.insert("reasons".into(), reasons.into());
     serde_json::Value::Object(summary).to_string()
+}
+
+/// `record_results` on SQLite: the batch as `$1`, a JSON array of rows
+/// (see `results_json`, whose positions these are), `$2` the time.
+const RECORD_RESULTS_SQLITE: &str = "
+    UPDATE deliveries SET state = v.value->>1, attempts = deliveries.attempts + (v.value->>2),
+      next_attempt_at = COALESCE(v.value->>3, deliveries.next_attempt_at),
+      lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.value->>4),
+      last_code = COALESCE(v.value->>5, deliveries.last_code), last_enhanced = COALESCE(v.value->>6, deliveries.last_enhanced),
+      last_reply = COALESCE(v.value->>7, deliveries.last_reply), failure_reason = v.value->>8,
+      sent_at = CASE WHEN v.value->>1 = 'sent' THEN $2 ELSE deliveries.sent_at END, updated_at = $2
+    FROM json_each($1) AS v WHERE deliveries.id = v.value->>0 AND deliveries.state <> 'sent';
+    INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id)
+    SELECT value->>0, value->>4, value->>9, value->>5, value->>6, value->>7, value->>10, value->>11
+    FROM json_each($1) WHERE value->>2 = 1;
+    UPDATE subscriptions SET soft_bounces = 0 FROM json_each($1) AS v
+    WHERE v.value->>12 = 1 AND subscriptions.subscriber_id = v.value->>13
+      AND subscriptions.newsletter_id = v.value->>14 AND subscriptions.soft_bounces > 0;";
+
+/// The rows of `RECORD_RESULTS_SQLITE`: id, state, tried (0/1),
+/// next_attempt_at, at, code, enhanced, reply, failure_reason, duration_ms,
+/// outcome, worker_id, delivered (0/1), subscriber_id, newsletter_id.
+fn results_json(results: &[DeliveryResult]) -> String {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let a = r.attempt.as_ref();
+            serde_json::json!([
+                r.delivery_id,
+                r.state.as_str(),
+                i64::from(a.is_some()),
+                r.next_attempt_at,
+                a.map(|a| a.at),
+                a.and_then(|a| a.code),
+                a.and_then(|a| a.enhanced.as_deref()),
+                a.map(|a| a.reply.as_str()),
+                r.failure_reason.as_deref(),
+                a.map(|a| a.duration_ms),
+                a.map(|a| a.outcome.as_str()),
+                a.map(|a| a.worker_id.as_str()),
+                i64::from(r.effect == RecipientEffect::Delivered),
+                r.subscriber_id,
+                r.newsletter_id,
+            ])
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
 }
 
 /// What a worker needs to know about each delivery before sending it: the
