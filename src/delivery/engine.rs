@@ -138,13 +138,14 @@ struct PreparedIssue {
     from_domain: String,
 }
 
+/// A claim on its way to a worker, with its standing as read by the claim.
 struct Job {
-    delivery_id: i64,
+    delivery: ClaimedDelivery,
+    read_at: Instant,
 }
 
-/// How many claims a worker reads in one `delivery_details` query: one
-/// query (a hand-off to the database's thread and back) per few messages
-/// instead of one per message.
+/// How many jobs a worker takes from the queue at once, and so reads again
+/// in one `delivery_details` query when their reading has grown stale.
 const READ_AHEAD: usize = 8;
 
 /// How old a worker's reading of a claim may be when its message goes to
@@ -420,6 +421,9 @@ impl Engine {
             }
         }
         let limit = self.opts.batch_size.min(self.window_allowance().await?);
+        // Taken before the claim reads the deliveries, so the age a worker sees is never less
+        // than the reading's.
+        let read_at = Instant::now();
         let now = now_ms();
         let claimed = if limit > 0 {
             db.claim_due_deliveries(
@@ -460,13 +464,13 @@ impl Engine {
             }
             return Ok(Round::Idle);
         }
-        for delivery_id in claimed {
-            if !self.hold(delivery_id) {
+        for delivery in claimed {
+            if !self.hold(delivery.id) {
                 continue;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(Round::Done),
-                sent = jobs.send(Job { delivery_id }) => if sent.is_err() { return Ok(Round::Done) },
+                sent = jobs.send(Job { delivery, read_at }) => if sent.is_err() { return Ok(Round::Done) },
             }
         }
         Ok(Round::Claimed)
@@ -528,20 +532,25 @@ impl Engine {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut throttle = Duration::ZERO;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
-        // Claims read ahead, in claim order, and when they were read.
+        // Claims taken from the queue, in claim order, and when the oldest
+        // reading among them was made.
         let mut ready: VecDeque<ClaimedDelivery> = VecDeque::with_capacity(READ_AHEAD);
         let mut read_at = Instant::now();
         loop {
-            // A worker with nothing read ahead takes the next job; its claims are read
-            // after the pacer and the relay gate, right before sending.
-            let mut to_read = None;
+            // A worker with nothing in hand takes the next few jobs, as the claimer read them;
+            // they are read again, after the pacer and the relay gate, only if that reading is
+            // too old by the time they would go out.
             if ready.is_empty() {
-                let job = tokio::select! {
+                let taken = tokio::select! {
                     biased;
                     _ = stop.cancelled() => break,
-                    job = async { jobs.lock().await.recv().await } => match job { Some(j) => j, None => break },
+                    taken = take_jobs(&jobs) => taken,
                 };
-                to_read = Some(vec![job.delivery_id]);
+                let Some(oldest) = taken.first().map(|j| j.read_at) else {
+                    break;
+                };
+                read_at = taken.iter().map(|j| j.read_at).fold(oldest, Instant::min);
+                ready.extend(taken.into_iter().map(|j| j.delivery));
             }
             // With a slow rate the wait is long (1/rate seconds per message and
             // worker): shutdown must not sit it out.
@@ -558,11 +567,10 @@ impl Engine {
                 _ = stop.cancelled() => break,
                 gate = self.relay.enter() => gate,
             };
-            if to_read.is_none() && (gate.is_some() || read_at.elapsed() > RECHECK_AFTER) {
-                to_read = Some(ready.drain(..).map(|d| d.id).collect());
-            }
-            if let Some(ids) = to_read {
-                match self.read_ahead(ids, &jobs, &stop).await {
+            if gate.is_some() || read_at.elapsed() > RECHECK_AFTER {
+                let ids = ready.drain(..).map(|d| d.id).collect();
+                read_at = Instant::now();
+                match self.read_again(ids, &stop).await {
                     Ok(Some(read)) => ready = read,
                     Ok(None) => break,
                     Err(()) => {
@@ -570,7 +578,6 @@ impl Engine {
                         continue;
                     }
                 }
-                read_at = Instant::now();
             }
             let Some(d) = ready.pop_front() else {
                 continue;
@@ -642,29 +649,17 @@ impl Engine {
         }
     }
 
-    /// Reads the standing of `ids` (claims this worker holds) plus up to
-    /// [`READ_AHEAD`] in all with more jobs already waiting, in one query:
-    /// an unsubscribe or a pause must stop every message not yet handed to
-    /// SMTP, and a claim whose lease ran out may belong to another worker by
-    /// now. `Ok(None)`: stop came (nothing was sent; the claims are handed
-    /// back when the run ends). `Err(())`: the database failed; the claims
-    /// were handed back (or flagged as orphans).
-    async fn read_ahead(
+    /// Reads the standing of `ids` (claims this worker holds) again, in one
+    /// query: an unsubscribe or a pause must stop every message not yet
+    /// handed to SMTP, and a claim whose lease ran out may belong to another
+    /// worker by now. `Ok(None)`: stop came (nothing was sent; the claims
+    /// are handed back when the run ends). `Err(())`: the database failed;
+    /// the claims were handed back (or flagged as orphans).
+    async fn read_again(
         &self,
-        mut ids: Vec<i64>,
-        jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>,
+        ids: Vec<i64>,
         stop: &CancellationToken,
     ) -> Result<Option<VecDeque<ClaimedDelivery>>, ()> {
-        if ids.len() < READ_AHEAD
-            && let Ok(mut rx) = jobs.try_lock()
-        {
-            while ids.len() < READ_AHEAD {
-                match rx.try_recv() {
-                    Ok(job) => ids.push(job.delivery_id),
-                    Err(_) => break,
-                }
-            }
-        }
         // Nothing has gone to SMTP yet, so a read stuck on an unresponsive
         // database is abandoned on shutdown (the claims are handed back).
         let read = tokio::select! {
@@ -735,7 +730,7 @@ impl Engine {
         }
     }
 
-    /// Attempts one delivery, read just before (`read_ahead`); returns the
+    /// Attempts one delivery, read just before (by the claim or `read_again`); returns the
     /// outcome to record and the verdict (None for a skip or a hand-back),
     /// or None when the claim is no longer ours.
     async fn deliver(
@@ -1075,6 +1070,24 @@ impl Engine {
             }
         }
     }
+}
+
+/// The next job, waiting for it, and up to [`READ_AHEAD`] in all of those
+/// already queued behind it; empty when the queue is closed.
+async fn take_jobs(jobs: &tokio::sync::Mutex<mpsc::Receiver<Job>>) -> Vec<Job> {
+    let mut rx = jobs.lock().await;
+    let Some(first) = rx.recv().await else {
+        return Vec::new();
+    };
+    let mut taken = Vec::with_capacity(READ_AHEAD);
+    taken.push(first);
+    while taken.len() < READ_AHEAD {
+        match rx.try_recv() {
+            Ok(job) => taken.push(job),
+            Err(_) => break,
+        }
+    }
+    taken
 }
 
 /// Capped exponential backoff through a run of database errors, and the
