@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod parse;
+pub mod receiver;
 
 pub use apply::{Applied, ReportEffect};
 pub use parse::{ParseError, parse_report};

@@ -369,6 +369,9 @@ pub(crate) async fn serve_with_delivery(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
+    // Bound before anything starts, so a taken port fails the start, not later.
+    let receiver = crate::bounce::receiver::Receiver::from_config(app).await?;
+    let received = receiver.map(|r| tokio::spawn(r.run(shutdown.clone())));
     let engine = crate::delivery::engine::Engine::new(
         app.clone(),
         crate::delivery::engine::EngineOptions::from_app(app)?,
@@ -429,6 +432,11 @@ pub(crate) async fn serve_with_delivery(
                 anyhow::bail!("the scheduler stopped unexpectedly; exiting so that the service manager restarts Herald");
             }
         }
+    }
+    // Every way out above has cancelled `shutdown`: the receiver finishes
+    // the messages in hand and stops.
+    if let Some(received) = received {
+        received.await.context("the bounce receiver panicked")?;
     }
     Ok(())
 }
