@@ -8,5 +8,6 @@ pub mod cli;
 pub mod db_proxy;
 pub mod delivered;
 pub mod engine;
+pub mod postfix;
 pub mod smtp_server;
 pub mod tls;
