@@ -657,3 +657,35 @@ async fn a_report_that_cannot_be_recorded_gets_451(backend: Backend) {
     c.expect("NOOP", 250).await;
     bench.stop().await;
 }
+
+// --- herald serve ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn herald_serve_will_not_start_when_bounce_listen_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .to_string();
+    let relay = "smtp://127.0.0.1:9";
+    let fx = Fixture::new(TestDb::new(Backend::Sqlite).await, test_config("", relay)).await;
+    let out = fx
+        .herald(
+            relay,
+            &["serve"],
+            &[
+                ("HERALD_BOUNCE_DOMAIN", DOMAIN),
+                ("HERALD_BOUNCE_LISTEN", &addr),
+                ("HERALD_HTTP_BIND", &http),
+            ],
+        )
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("bounce.listen") && stderr.contains(&addr),
+        "names the key and the value: {stderr}"
+    );
+}
