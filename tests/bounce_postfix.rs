@@ -97,7 +97,7 @@ async fn settle(fx: &Fixture, issue_id: i64, done: &[&str], serve: &Serve, relay
         if !deliveries.is_empty()
             && deliveries
                 .values()
-                .all(|(d, _)| done.contains(&d.state.to_string().as_str()))
+                .all(|(d, _)| done.contains(&d.state.as_str()))
         {
             return;
         }
@@ -145,7 +145,7 @@ async fn postfix_dsns_bounce_exactly_the_unknown_readers(backend: Backend) {
         let deliveries = fx.deliveries(fx.issue.id).await;
         let bounced = gone
             .iter()
-            .all(|e| deliveries[e].0.state.to_string() == "bounced");
+            .all(|e| deliveries[e].0.state.as_str() == "bounced");
         if bounced {
             break;
         }
