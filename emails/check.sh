@@ -31,8 +31,6 @@ if [ -z "${HERALD_BIN:-}" ]; then
     HERALD_BIN=target/debug/herald
 fi
 herald=$(realpath "$HERALD_BIN")
-# Herald reads every HERALD_* variable as a setting and refuses unknown ones.
-unset HERALD_BIN
 
 echo "--- rendering $SAMPLE as a subscriber gets it"
 export HERALD_DATABASE_URL="sqlite://$work/herald.db"

@@ -688,7 +688,7 @@ impl Config {
             ));
         }
         let imap = &b.imap_url;
-        if !imap.is_empty() && !(imap.starts_with("imaps://") || imap.starts_with("imap://")) {
+        if !(imap.is_empty() || imap.starts_with("imaps://") || imap.starts_with("imap://")) {
             return Err(value_err(
                 "bounce.imap_url",
                 &redact_url(imap),
@@ -965,9 +965,22 @@ fn value_err(key: &'static str, value: &str, expected: &str) -> ConfigError {
 
 /// `HERALD_HTTP_BASE_URL` → `http.base_url`: the first segment is the
 /// section, the rest (underscores and all) is the key.
+/// `HERALD_<SECTION>_<KEY>` for the sections `Config` has. A variable
+/// naming another section (`HERALD_BIN` of a script, `HERALD_TEST_…`) is not
+/// configuration and is left alone; an unknown key inside a known section is
+/// still an error, so a typo in `HERALD_SMTP_URLL` does not pass unnoticed.
 fn env_provider() -> Env {
+    let sections: Vec<String> = match figment::value::Value::serialize(Config::default()) {
+        Ok(figment::value::Value::Dict(_, dict)) => dict.into_keys().collect(),
+        _ => Vec::new(),
+    };
     Env::prefixed("HERALD_")
         .ignore(&["CONFIG", "TEST_POSTGRES_URL", "LOG"])
+        .filter(move |key| {
+            key.as_str().split_once('_').is_some_and(|(section, _)| {
+                sections.iter().any(|s| s.eq_ignore_ascii_case(section))
+            })
+        })
         .map(|key| match key.as_str().split_once('_') {
             Some((section, rest)) => format!("{section}.{rest}").into(),
             None => key.into(),
@@ -1218,6 +1231,20 @@ mod tests {
             jail.set_env("HERALD_SMTP_ENVELOPE_FROM", "not an address");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("smtp.envelope_from"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_vars_of_other_tools_are_not_configuration() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_BIN", "/usr/local/bin/herald");
+            jail.set_env("HERALD_TEST_WHATEVER", "1");
+            jail.set_env("HERALD_SMTP_CONCURRENCY", "3");
+            assert_eq!(Config::load(None).unwrap().smtp.concurrency, 3);
+            jail.set_env("HERALD_SMTP_CONCURENCY", "3");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("concurency"), "{err}");
             Ok(())
         });
     }

@@ -394,8 +394,70 @@ async fn hold_release_recompose_and_cancel_a_scheduled_issue(backend: Backend) {
     );
 }
 
+async fn skip_and_unskip_a_slot(backend: Backend) {
+    let t = weekly(backend, "Asia/Almaty", false).await;
+    let api = Api::new(&t).await;
+
+    let r = Api::send(
+        api.request(reqwest::Method::POST, "/schedule/skip")
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let slot = r.json();
+    assert_eq!(slot["skipped"], true, "{slot}");
+    let next = api.get("/schedule?next=2").await.json();
+    assert_eq!(next["next"][0]["utc"], slot["utc"], "the next slot: {next}");
+    assert_eq!(next["next"][0]["skipped"], true, "{next}");
+    assert_eq!(next["next"][1]["skipped"], false, "{next}");
+
+    // Reinstated by its instant; a second unskip is a conflict.
+    let body = json!({ "at": slot["utc"] });
+    let r = Api::send(
+        api.request(reqwest::Method::POST, "/schedule/unskip")
+            .json(&body),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["skipped"], false);
+    Api::send(
+        api.request(reqwest::Method::POST, "/schedule/unskip")
+            .json(&body),
+    )
+    .await
+    .problem(409);
+    // Not a slot, no time, an unknown field.
+    let p = Api::send(
+        api.request(reqwest::Method::POST, "/schedule/skip")
+            .json(&json!({ "at": "2099-01-01 10:17" })),
+    )
+    .await
+    .problem(422);
+    assert!(
+        p["errors"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not a slot")),
+        "{p}"
+    );
+    Api::send(
+        api.request(reqwest::Method::POST, "/schedule/unskip")
+            .json(&json!({})),
+    )
+    .await
+    .problem(422);
+    Api::send(
+        api.request(reqwest::Method::POST, "/schedule/skip")
+            .json(&json!({ "when": "x" })),
+    )
+    .await
+    .problem(422);
+    let anonymous = Api::send(t.client.post(api.url("/schedule/skip")).json(&json!({}))).await;
+    anonymous.problem(401);
+}
+
 on_each_backend!(
     overview_lists_slots_and_history,
     send_at_is_listed_then_cancelled,
     hold_release_recompose_and_cancel_a_scheduled_issue,
+    skip_and_unskip_a_slot,
 );

@@ -462,6 +462,138 @@ async fn one_off_send_waits_is_listed_and_can_be_cancelled(backend: Backend) {
     );
 }
 
+/// A holiday week: the editors skip a coming slot before anything is
+/// composed; it sends nothing, the next one fires as usual, and a skipped
+/// slot can be reinstated until it comes.
+async fn a_slot_skipped_ahead_sends_nothing_and_can_be_reinstated(backend: Backend) {
+    let t = scheduled(backend, "0 9 * * FRI", "Asia/Almaty", |c| {
+        c.newsletter.preview_before = HumanDuration(Duration::from_secs(18 * 3600));
+        c.newsletter.preview_to = AddressList::parse_text(EDITOR).unwrap();
+    })
+    .await;
+    let nl = &t.app.newsletter;
+    // Monday 4 May 2026; the slots are Fridays 09:00 in Almaty (04:00 UTC).
+    let clock = ManualClock::new(utc(2026, 5, 4, 12, 0));
+    let s = scheduler(&t.app, &clock);
+    s.tick().await.unwrap();
+    add_ready_item(&t, "Holiday week").await;
+
+    let skipped = t.app.skip_slot(nl, None, clock.now()).await.unwrap();
+    assert_eq!(
+        skipped.utc,
+        utc(2026, 5, 8, 4, 0),
+        "the next slot by default"
+    );
+    assert!(skipped.skipped);
+    // Twice is the same as once; a wall time names the same slot.
+    let at = |s: &str| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+    let again = t
+        .app
+        .skip_slot(nl, Some(at("2026-05-08 09:00")), clock.now())
+        .await
+        .unwrap();
+    assert_eq!(again.utc, skipped.utc);
+    let o = t
+        .app
+        .schedule_overview(nl, 2, 10, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.next.iter().map(|n| n.skipped).collect::<Vec<_>>(),
+        [true, false],
+        "{:?}",
+        o.next
+    );
+
+    // Not a slot, a past time, a second skip of a slot that is composed.
+    let err = t
+        .app
+        .skip_slot(nl, Some(at("2026-05-07 09:00")), clock.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a slot") && err.contains("2026-05-08T09:00:00+05:00"),
+        "{err}"
+    );
+    let err = t
+        .app
+        .skip_slot(nl, Some(at("2026-05-01 09:00")), clock.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has passed"), "{err}");
+
+    // Through the preview time and the slot: nothing composed, previewed or sent.
+    for at in [
+        utc(2026, 5, 7, 10, 1),
+        utc(2026, 5, 8, 4, 1),
+        utc(2026, 5, 8, 5, 0),
+    ] {
+        clock.set(at);
+        s.tick().await.unwrap();
+    }
+    assert_eq!((issues(&t).await, deliveries(&t).await), (0, 0));
+    let o = t
+        .app
+        .schedule_overview(nl, 1, 10, clock.now())
+        .await
+        .unwrap();
+    assert_eq!(o.history.len(), 1, "{:?}", o.history);
+    assert_eq!(o.history[0].run.state, RunState::Skipped);
+    assert!(
+        o.history[0]
+            .run
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("by an editor")),
+        "{:?}",
+        o.history[0]
+    );
+    let err = t
+        .app
+        .unskip_slot(nl, at("2026-05-08 09:00"), clock.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has passed"),
+        "a passed slot stays skipped: {err}"
+    );
+
+    // Skip 15 May, change our minds: it is previewed and sent as usual.
+    t.app
+        .skip_slot(nl, Some(at("2026-05-15 09:00")), clock.now())
+        .await
+        .unwrap();
+    let back = t
+        .app
+        .unskip_slot(nl, at("2026-05-15 09:00"), clock.now())
+        .await
+        .unwrap();
+    assert!(!back.skipped);
+    let err = t
+        .app
+        .unskip_slot(nl, at("2026-05-15 09:00"), clock.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not skipped"), "{err}");
+    clock.set(utc(2026, 5, 14, 10, 1));
+    assert_eq!(s.tick().await.unwrap().previews, 1);
+    // Now that it is composed, skipping points at the issue to cancel.
+    let err = t
+        .app
+        .skip_slot(nl, Some(at("2026-05-15 09:00")), clock.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("herald schedule cancel 1"), "{err}");
+    clock.set(utc(2026, 5, 15, 4, 1));
+    assert_eq!(s.tick().await.unwrap().enqueued, 1);
+    assert_eq!(deliveries(&t).await, 1);
+}
+
 on_each_backend!(
     weekly_schedule_fires_once_per_slot,
     two_schedulers_on_one_database_fire_each_slot_once,
@@ -472,6 +604,7 @@ on_each_backend!(
     preview_goes_out_before_the_slot_and_cancel_sends_nothing,
     a_slot_left_half_done_completes_after_restart_without_sending_twice,
     one_off_send_waits_is_listed_and_can_be_cancelled,
+    a_slot_skipped_ahead_sends_nothing_and_can_be_reinstated,
 );
 
 #[test]

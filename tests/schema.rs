@@ -10,7 +10,8 @@ use std::borrow::Cow;
 
 use herald::content::ComposeOptions;
 use herald::domain::{
-    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, ReportKind, RunState,
+    SubscriptionState,
 };
 use herald::store::Db;
 use support::app::{Backend, TestApp, create_postgres_database, with_database};
@@ -61,6 +62,11 @@ fn state_columns() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
             "one_off_sends",
             "state",
             all(OneOffState::ALL, OneOffState::as_str),
+        ),
+        (
+            "bounce_reports",
+            "kind",
+            all(ReportKind::ALL, ReportKind::as_str),
         ),
     ]
 }
@@ -165,6 +171,10 @@ async fn every_state_column_has_a_check_constraint_with_the_enum_spellings(backe
         "INSERT INTO one_off_sends (issue_id, send_at, timezone, state, created_at, updated_at) VALUES ({}, 0, 'UTC', 'waiting', 0, 0)",
         issue.id
     ))
+    .await;
+    t.exec(
+        "INSERT INTO bounce_reports (received_at, source, kind, effect) VALUES (0, 'import', 'unrecognised', 'ignored')",
+    )
     .await;
     for (table, column, _) in state_columns() {
         let sql = format!("UPDATE {table} SET {column} = 'bogus'");

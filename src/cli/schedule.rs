@@ -1,8 +1,8 @@
-//! `herald schedule show | cancel | hold | release | recompose` and
+//! `herald schedule show | skip | unskip | cancel | hold | release | recompose` and
 //! `herald send ISSUE --at …`.
 
 use anyhow::Context;
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Timelike};
 use clap::Subcommand;
 
 use crate::app::App;
@@ -25,6 +25,22 @@ pub enum ScheduleCommand {
         history: u16,
         #[arg(long)]
         json: bool,
+    },
+    /// Skip a coming slot before anything is composed for it (a holiday week): nothing is sent then.
+    Skip {
+        /// The slot, as a wall time in the schedule's zone ("2026-05-08 09:00"); default: the next slot.
+        #[arg(long)]
+        at: Option<String>,
+        #[arg(long)]
+        newsletter: Option<String>,
+    },
+    /// Reinstate a slot skipped with `herald schedule skip`: it is composed and sent as usual.
+    Unskip {
+        /// The skipped slot, as a wall time in the schedule's zone ("2026-05-08 09:00").
+        #[arg(long)]
+        at: String,
+        #[arg(long)]
+        newsletter: Option<String>,
     },
     /// Cancel a one-off send (the issue becomes a draft again) or a scheduled issue (nothing is sent at its slot).
     Cancel {
@@ -92,7 +108,16 @@ pub async fn run(app: &App, cmd: ScheduleCommand) -> anyhow::Result<()> {
                     )?;
                     outln!("next slots:")?;
                     for slot in &o.next {
-                        outln!("  {}  ({} UTC)", slot.local, utc(slot.utc))?;
+                        outln!(
+                            "  {}  ({} UTC){}",
+                            slot.local,
+                            utc(slot.utc),
+                            if slot.skipped {
+                                "  skipped (herald schedule unskip to reinstate)"
+                            } else {
+                                ""
+                            }
+                        )?;
                     }
                 }
             }
@@ -144,6 +169,28 @@ pub async fn run(app: &App, cmd: ScheduleCommand) -> anyhow::Result<()> {
                         .unwrap_or_default()
                 )?;
             }
+            Ok(())
+        }
+        ScheduleCommand::Skip { at, newsletter } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let at = at.as_deref().map(parse_wall_time).transpose()?;
+            let slot = app.skip_slot(&nl, at, now).await?;
+            outln!(
+                "the slot of {} ({} UTC) is skipped: nothing is composed or sent for it; undo with `herald schedule unskip --at \"{}\"`",
+                slot.local,
+                utc(slot.utc),
+                wall_time(&slot)
+            )?;
+            Ok(())
+        }
+        ScheduleCommand::Unskip { at, newsletter } => {
+            let nl = app.newsletter(newsletter.as_deref()).await?;
+            let slot = app.unskip_slot(&nl, parse_wall_time(&at)?, now).await?;
+            outln!(
+                "the slot of {} ({} UTC) is back: it is composed and sent as usual",
+                slot.local,
+                utc(slot.utc)
+            )?;
             Ok(())
         }
         ScheduleCommand::Cancel { issue, newsletter } => {
@@ -220,6 +267,20 @@ pub async fn send_at(
         o.issue_number
     );
     Ok(())
+}
+
+/// A slot as `--at` takes it back: its wall time in the schedule's zone.
+fn wall_time(slot: &crate::schedule::NextSlot) -> String {
+    chrono::DateTime::parse_from_rfc3339(&slot.local)
+        .map(|t| {
+            let shape = if t.second() == 0 {
+                "%Y-%m-%d %H:%M"
+            } else {
+                "%Y-%m-%d %H:%M:%S"
+            };
+            t.format(shape).to_string()
+        })
+        .unwrap_or_else(|_| slot.local.clone())
 }
 
 fn parse_wall_time(at: &str) -> anyhow::Result<NaiveDateTime> {

@@ -183,7 +183,10 @@ impl App {
         issue: &IssueRow,
         to: &[crate::domain::EmailAddress],
     ) -> Result<(), ControlError> {
-        let from = self.envelope_from(newsletter);
+        let from = self.return_path(
+            newsletter,
+            crate::domain::BounceTag::TestCopy { issue_id: issue.id },
+        );
         for addr in to {
             let message = self.sample_message(newsletter, issue, addr.as_str(), true)?;
             self.mailer

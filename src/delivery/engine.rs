@@ -809,14 +809,20 @@ impl Engine {
             buf,
         );
         let bytes: &[u8] = buf;
+        // The VERP return path (bounce.domain), the same on every attempt.
+        let verp = self.app.verp_address(crate::domain::BounceTag::Delivery {
+            issue_id: d.issue_id,
+            subscriber_id: d.subscriber_id,
+        });
+        let envelope_from = verp.as_deref().unwrap_or(&issue.envelope_from);
         let started = Instant::now();
         let attempt_at = now_ms();
         let outcome = match conn {
-            Some(c) => c.send_raw(&issue.envelope_from, &d.email, bytes).await,
+            Some(c) => c.send_raw(envelope_from, &d.email, bytes).await,
             None => match self.app.mailer.connect().await {
                 Ok(c) => {
                     conn.insert(c)
-                        .send_raw(&issue.envelope_from, &d.email, bytes)
+                        .send_raw(envelope_from, &d.email, bytes)
                         .await
                 }
                 Err(e) => Err(e),

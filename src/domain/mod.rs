@@ -10,8 +10,8 @@ pub use email::{EmailAddress, EmailError};
 pub use language::{Direction, LanguageTag, LanguageTagError};
 pub use mailbox::Mailbox;
 pub use state::{
-    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, ReportKind, ReportSource,
-    RunState, SubscriptionState,
+    ConsentKind, DeliveryState, IssueStatus, ItemState, MatchedBy, OneOffState, ReportKind,
+    ReportOutcome, ReportSource, RunState, SubscriptionState,
 };
 pub use token::{BounceTag, ConfirmationToken, Secret, UnsubscribeToken};
 

@@ -60,6 +60,8 @@ text_enum!(
         Import => "import",
         AdminChange => "admin-change",
         Bounce => "bounce",
+        /// An abuse report (or a provider's complaint event) about one of our messages.
+        Complaint => "complaint",
     }
 );
 
@@ -96,6 +98,9 @@ text_enum!(
         Failed => "failed",
         Skipped => "skipped",
         Cancelled => "cancelled",
+        /// Accepted by the relay (`sent`), then reported failed by a later
+        /// delivery status notification or a provider's bounce event.
+        Bounced => "bounced",
     }
 );
 
@@ -145,6 +150,39 @@ text_enum!(
         AutoReply => "auto_reply",
         /// Nothing Herald recognises; recorded, changes nothing.
         Unrecognised => "unrecognised",
+    }
+);
+
+text_enum!(
+    /// What a recorded report did (`bounce_reports.effect`); the stored form
+    /// of `bounce::ReportEffect`.
+    ReportOutcome {
+        /// A hard bounce: delivery `bounced`, subscription `bounced`, address suppressed.
+        Suppressed => "suppressed",
+        /// A soft bounce counted toward the soft-bounce limit.
+        SoftBounce => "soft_bounce",
+        /// A soft bounce that reached the limit: suppressed.
+        SoftBounceLimit => "soft_bounce_limit",
+        /// A complaint: unsubscribed (`complained`) and suppressed.
+        Complaint => "complaint",
+        /// A failure that does not blame the address (policy, the message):
+        /// the delivery is `bounced`, the subscription unchanged.
+        DeliveryFailed => "delivery_failed",
+        /// About a test copy or a confirmation mail: the list unchanged.
+        NotAboutTheList => "not_about_the_list",
+        /// An auto-reply, a delay, a success notice or something unrecognised.
+        Ignored => "ignored",
+        /// An authentic VERP token whose delivery no longer exists.
+        Unmatched => "unmatched",
+    }
+);
+
+text_enum!(
+    /// Which key tied a report to a message (`bounce_reports.matched_by`).
+    MatchedBy {
+        Verp => "verp",
+        MessageId => "message_id",
+        Recipient => "recipient",
     }
 );
 

@@ -42,6 +42,28 @@ pub enum ScheduleError {
     #[error("{0}")]
     BadTime(String),
     #[error(
+        "newsletter {0} has no schedule (newsletter.schedule is empty), so it has no slots to skip"
+    )]
+    NoSchedule(String),
+    #[error(
+        "{at} is not a slot of the schedule {expression:?} in {zone}; the next slot after it is {next}"
+    )]
+    NotASlot {
+        at: String,
+        expression: String,
+        zone: String,
+        next: String,
+    },
+    #[error("the slot at {at} is already {state}{issue}: {what}")]
+    SlotTaken {
+        at: String,
+        state: String,
+        issue: String,
+        what: String,
+    },
+    #[error("the slot at {0} was not skipped in advance (see `herald schedule show`)")]
+    NotSkipped(String),
+    #[error(
         "the scheduler could not reach the database for {0}; exiting so that the service manager restarts Herald"
     )]
     GaveUp(String),

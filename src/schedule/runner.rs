@@ -167,7 +167,6 @@ impl Scheduler {
         let last_past = slots.iter().rposition(|slot| *slot <= now);
         let catch_up = chrono::TimeDelta::from_std(s.catch_up.max(MIN_CATCH_UP))
             .unwrap_or(chrono::TimeDelta::MAX);
-        let jitter_max = i64::try_from(s.jitter.as_millis()).unwrap_or(i64::MAX);
         let runs: Vec<NewRun> = slots
             .iter()
             .enumerate()
@@ -192,8 +191,8 @@ impl Scheduler {
                     (RunState::Pending, None)
                 };
                 // Chosen once, here, and stored with the slot.
-                let jitter_ms = if jitter_max > 0 && state == RunState::Pending {
-                    rand::random_range(0..=jitter_max)
+                let jitter_ms = if state == RunState::Pending {
+                    choose_jitter(s.jitter)
                 } else {
                     0
                 };
@@ -459,4 +458,15 @@ impl Scheduler {
 
 pub(crate) fn ms_to_utc(ms: Millis) -> DateTime<Utc> {
     crate::domain::ms_to_datetime(ms)
+}
+
+/// A slot's random delay, chosen once when its run is recorded (or a
+/// skipped slot is reinstated) and stored with it.
+pub(crate) fn choose_jitter(max: Duration) -> i64 {
+    let max = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+    if max > 0 {
+        rand::random_range(0..=max)
+    } else {
+        0
+    }
 }

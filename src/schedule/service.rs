@@ -21,6 +21,34 @@ pub struct NextSlot {
     /// RFC 3339 with the zone's offset, e.g. `2026-05-08T09:00:00+05:00`.
     pub local: String,
     pub utc: DateTime<Utc>,
+    /// An editor skipped it ahead of time (`herald schedule skip`): it sends nothing.
+    pub skipped: bool,
+}
+
+impl NextSlot {
+    fn new(utc: DateTime<Utc>, zone: ScheduleTz, skipped: bool) -> Self {
+        NextSlot {
+            local: utc
+                .with_timezone(&zone.0)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            utc,
+            skipped,
+        }
+    }
+}
+
+const SKIPPED_BY_EDITOR: &str = "skipped in advance by an editor";
+
+/// A wall time read in `zone`: a repeated one is the first of the two, one
+/// the clocks skip is an error that says so.
+fn instant_in(zone: ScheduleTz, at: NaiveDateTime) -> Result<DateTime<Utc>, ScheduleError> {
+    match zone.0.from_local_datetime(&at) {
+        chrono::LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
+        chrono::LocalResult::Ambiguous(first, _) => Ok(first.with_timezone(&Utc)),
+        chrono::LocalResult::None => Err(ScheduleError::BadTime(format!(
+            "{at} does not exist in {zone} (the clocks skip it); give a time after the change"
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,17 +98,19 @@ impl App {
         let row = self.db.schedule_of(newsletter.id).await?;
         let schedule = row.as_ref().map(Schedule::from_row).transpose()?;
         let slots = match &schedule {
-            Some(s) => s
-                .cron
-                .slots_after(s.zone, now)
-                .take(next)
-                .map(|utc| NextSlot {
-                    local: utc
-                        .with_timezone(&s.zone.0)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-                    utc,
-                })
-                .collect(),
+            Some(s) => {
+                let skipped = self
+                    .db
+                    .skipped_slots_from(newsletter.id, now.timestamp_millis())
+                    .await?;
+                s.cron
+                    .slots_after(s.zone, now)
+                    .take(next)
+                    .map(|utc| {
+                        NextSlot::new(utc, s.zone, skipped.contains(&utc.timestamp_millis()))
+                    })
+                    .collect()
+            }
             None => Vec::new(),
         };
         let fmt = |d: std::time::Duration| humantime::format_duration(d).to_string();
@@ -110,17 +140,7 @@ impl App {
         zone: ScheduleTz,
         now: DateTime<Utc>,
     ) -> Result<OneOffRow, ScheduleError> {
-        let instant = match zone.0.from_local_datetime(&at) {
-            chrono::LocalResult::Single(t) => t,
-            // A repeated wall time: the first of the two.
-            chrono::LocalResult::Ambiguous(first, _) => first,
-            chrono::LocalResult::None => {
-                return Err(ScheduleError::BadTime(format!(
-                    "{at} does not exist in {zone} (the clocks skip it); give a time after the change"
-                )));
-            }
-        }
-        .with_timezone(&Utc);
+        let instant = instant_in(zone, at)?;
         if instant <= now {
             return Err(ScheduleError::BadTime(format!(
                 "{at} {zone} is in the past; give a later time, or send issue #{} now",
@@ -155,6 +175,129 @@ impl App {
             .ok_or(ScheduleError::NotScheduled {
                 number: issue.number,
             })
+    }
+
+    /// The slot `at` names (a wall time in the schedule's zone), or the next
+    /// one; it must be a coming slot of the schedule.
+    async fn coming_slot(
+        &self,
+        newsletter: &Newsletter,
+        at: Option<NaiveDateTime>,
+        now: DateTime<Utc>,
+    ) -> Result<(Schedule, DateTime<Utc>), ScheduleError> {
+        let row = self
+            .db
+            .schedule_of(newsletter.id)
+            .await?
+            .ok_or_else(|| ScheduleError::NoSchedule(newsletter.slug.clone()))?;
+        let schedule = Schedule::from_row(&row)?;
+        let (zone, cron) = (schedule.zone, &schedule.cron);
+        let slot = match at {
+            None => cron.slots_after(zone, now).next().ok_or_else(|| {
+                ScheduleError::BadTime(format!("the schedule {cron} has no coming slot"))
+            })?,
+            Some(at) => {
+                let instant = instant_in(zone, at)?;
+                if instant <= now {
+                    return Err(ScheduleError::BadTime(format!(
+                        "{at} {zone} has passed; only coming slots can be skipped (see `herald schedule show`)"
+                    )));
+                }
+                let first_from = cron
+                    .slots_after(zone, instant - chrono::TimeDelta::milliseconds(1))
+                    .next();
+                if first_from != Some(instant) {
+                    return Err(ScheduleError::NotASlot {
+                        at: format!("{at} {zone}"),
+                        expression: cron.to_string(),
+                        zone: zone.to_string(),
+                        next: first_from.map_or_else(
+                            || "none".to_owned(),
+                            |t| NextSlot::new(t, zone, false).local,
+                        ),
+                    });
+                }
+                instant
+            }
+        };
+        Ok((schedule, slot))
+    }
+
+    /// `herald schedule skip [--at …]`: a coming slot (the next one by
+    /// default) sends nothing, before anything is composed for it — a
+    /// holiday week. Skipping a slot twice is the same as once; a slot
+    /// whose issue is already composed is cancelled through that issue.
+    pub async fn skip_slot(
+        &self,
+        newsletter: &Newsletter,
+        at: Option<NaiveDateTime>,
+        now: DateTime<Utc>,
+    ) -> Result<NextSlot, ScheduleError> {
+        let (schedule, slot) = self.coming_slot(newsletter, at, now).await?;
+        let slot_ms = slot.timestamp_millis();
+        let done = NextSlot::new(slot, schedule.zone, true);
+        if self
+            .db
+            .skip_slot(
+                newsletter.id,
+                slot_ms,
+                SKIPPED_BY_EDITOR,
+                now.timestamp_millis(),
+            )
+            .await?
+            .is_some()
+        {
+            return Ok(done);
+        }
+        let Some(row) = self.db.run_at(newsletter.id, slot_ms).await? else {
+            return Ok(done);
+        };
+        let state = row.run.state;
+        if state == RunState::Skipped {
+            return Ok(done);
+        }
+        Err(ScheduleError::SlotTaken {
+            at: done.local,
+            state: state.to_string(),
+            issue: row
+                .issue_number
+                .map(|n| format!(" as issue #{n}"))
+                .unwrap_or_default(),
+            what: match (state, row.issue_number) {
+                (RunState::Composed | RunState::Waiting | RunState::Held, Some(n)) => {
+                    format!("cancel that issue instead with `herald schedule cancel {n}`")
+                }
+                _ => "it can no longer be skipped".to_owned(),
+            },
+        })
+    }
+
+    /// `herald schedule unskip --at …`: a slot skipped ahead of time goes
+    /// out after all (composed and sent as usual, with a fresh jitter).
+    pub async fn unskip_slot(
+        &self,
+        newsletter: &Newsletter,
+        at: NaiveDateTime,
+        now: DateTime<Utc>,
+    ) -> Result<NextSlot, ScheduleError> {
+        let (schedule, slot) = self.coming_slot(newsletter, Some(at), now).await?;
+        let preview = chrono::TimeDelta::from_std(schedule.preview_before).unwrap_or_default();
+        let reinstated = self
+            .db
+            .unskip_slot(
+                newsletter.id,
+                slot.timestamp_millis(),
+                super::runner::choose_jitter(schedule.jitter),
+                (!schedule.preview_before.is_zero()).then(|| (slot - preview).timestamp_millis()),
+                now.timestamp_millis(),
+            )
+            .await?;
+        let slot = NextSlot::new(slot, schedule.zone, false);
+        if reinstated {
+            Ok(slot)
+        } else {
+            Err(ScheduleError::NotSkipped(slot.local))
+        }
     }
 
     /// `herald schedule cancel ISSUE`: a waiting one-off send (the issue

@@ -732,29 +732,16 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let email = crate::domain::EmailAddress::parse(&r.email)
-        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", r.email)))?;
-    sqlx::query("UPDATE subscriptions SET state = 'bounced', updated_at = $3 WHERE subscriber_id = $1 AND newsletter_id = $2")
-        .bind(r.subscriber_id)
-        .bind(r.newsletter_id)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("INSERT INTO suppressions (address_hash, email, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (address_hash) DO NOTHING")
-        .bind(email.suppression_hash())
-        .bind(email.to_string())
-        .bind(reason.to_owned())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) VALUES ($1, $2, 'bounce', $3, 'delivery', $4)")
-        .bind(r.subscriber_id)
-        .bind(r.newsletter_id)
-        .bind(now)
-        .bind(reason.to_owned())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    super::bounces::suppress_subscriber(
+        tx,
+        r.subscriber_id,
+        r.newsletter_id,
+        &r.email,
+        reason,
+        "delivery",
+        now,
+    )
+    .await
 }
 
 impl Db {

@@ -4,6 +4,7 @@
 //! it on whichever native pool is configured. Dialect branches exist only
 //! where semantics differ (claiming deliveries).
 
+pub mod bounces;
 pub mod content;
 pub mod deliveries;
 pub mod editors;

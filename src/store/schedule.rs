@@ -301,6 +301,99 @@ impl Db {
         Ok(n == 1)
     }
 
+    /// Marks a coming slot `skipped` ahead of time: a new row (the scheduler's
+    /// own insert of the slot then does nothing), or its `pending` row. `None`
+    /// when the slot's row is already further on (composed, fired …): nothing
+    /// changed then, and the caller says what the slot holds.
+    pub async fn skip_slot(
+        &self,
+        newsletter_id: i64,
+        slot_at: Millis,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<RunRow>> {
+        let sql = format!(
+            "INSERT INTO schedule_runs (newsletter_id, slot_at, jitter_ms, fire_at, preview_at, state, reason, created_at, updated_at)
+             VALUES ($1, $2, 0, $2, NULL, 'skipped', $3, $4, $4)
+             ON CONFLICT (newsletter_id, slot_at) DO UPDATE
+                 SET state = 'skipped', reason = excluded.reason, lease_until = NULL, worker_id = NULL, updated_at = excluded.updated_at
+                 WHERE schedule_runs.state = 'pending'
+             RETURNING {RUN_COLUMNS}"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(newsletter_id)
+        .bind(slot_at)
+        .bind(reason)
+        .bind(now)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    /// Undoes `skip_slot` for a slot still ahead: the row is `pending` again
+    /// with a fresh jitter. False when there was no such skip.
+    pub async fn unskip_slot(
+        &self,
+        newsletter_id: i64,
+        slot_at: Millis,
+        jitter_ms: i64,
+        preview_at: Option<Millis>,
+        now: Millis,
+    ) -> Result<bool> {
+        let n = with_pool!(self, |p| {
+            sqlx::query(
+            "UPDATE schedule_runs SET state = 'pending', reason = NULL, jitter_ms = $3, fire_at = slot_at + $3, preview_at = $4, updated_at = $5
+             WHERE newsletter_id = $1 AND slot_at = $2 AND state = 'skipped' AND issue_id IS NULL AND slot_at > $5"
+        )
+        .bind(newsletter_id)
+        .bind(slot_at)
+        .bind(jitter_ms)
+        .bind(preview_at)
+        .bind(now)
+        .execute(p)
+        .await?
+        .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// The run row of one slot, if recorded.
+    pub async fn run_at(
+        &self,
+        newsletter_id: i64,
+        slot_at: Millis,
+    ) -> Result<Option<RunHistoryRow>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, (SELECT number FROM issues i WHERE i.id = schedule_runs.issue_id) AS issue_number
+             FROM schedule_runs WHERE newsletter_id = $1 AND slot_at = $2"
+        );
+        Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(
+            sql
+        ))
+        .bind(newsletter_id)
+        .bind(slot_at)
+        .fetch_optional(p)
+        .await?))
+    }
+
+    /// The slots from `from` on that were skipped ahead of time.
+    pub async fn skipped_slots_from(
+        &self,
+        newsletter_id: i64,
+        from: Millis,
+    ) -> Result<Vec<Millis>> {
+        Ok(with_pool!(self, |p| {
+            sqlx::query_scalar(
+            "SELECT slot_at FROM schedule_runs WHERE newsletter_id = $1 AND slot_at > $2 AND state = 'skipped' ORDER BY slot_at"
+        )
+        .bind(newsletter_id)
+        .bind(from)
+        .fetch_all(p)
+        .await?
+        }))
+    }
+
     pub async fn run_by_id(&self, id: i64) -> Result<RunRow> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM schedule_runs WHERE id = $1");
         Ok(with_pool!(self, |p| sqlx::query_as(sqlx::AssertSqlSafe(

@@ -7,7 +7,8 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 
 use crate::domain::{
-    ConsentKind, DeliveryState, IssueStatus, ItemState, OneOffState, RunState, SubscriptionState,
+    ConsentKind, DeliveryState, IssueStatus, ItemState, MatchedBy, OneOffState, ReportKind,
+    ReportOutcome, ReportSource, RunState, SubscriptionState,
 };
 
 macro_rules! text_column {
@@ -63,5 +64,9 @@ text_column!(
     IssueStatus,
     DeliveryState,
     RunState,
-    OneOffState
+    OneOffState,
+    ReportSource,
+    ReportKind,
+    ReportOutcome,
+    MatchedBy
 );

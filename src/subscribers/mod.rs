@@ -158,7 +158,13 @@ impl App {
         Ok(SubscribeOutcome::ConfirmationSent(ConfirmationMail {
             bytes: confirmation_mail::build(self, nl, &to, &token, &req.context, now),
             to,
-            envelope_from: self.envelope_from(nl),
+            envelope_from: self.return_path(
+                nl,
+                crate::domain::BounceTag::Confirmation {
+                    subscriber_id: subscriber.id,
+                    newsletter_id: nl.id,
+                },
+            ),
         }))
     }
 

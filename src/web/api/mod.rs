@@ -131,6 +131,8 @@ fn documented(state: &WebState) -> OpenApiRouter<WebState> {
         .routes(routes!(schedule::release))
         .routes(routes!(schedule::recompose))
         .routes(routes!(schedule::cancel))
+        .routes(routes!(schedule::skip))
+        .routes(routes!(schedule::unskip))
         .routes(routes!(subscribers::list, subscribers::add))
         .routes(routes!(subscribers::import))
         .routes(routes!(subscribers::export))

@@ -32,7 +32,13 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::NotScheduled { .. } | ScheduleError::NotDraft { .. } => {
                 ApiError::Conflict(e.to_string())
             }
-            ScheduleError::BadTime(_) => ApiError::invalid("at", e.to_string()),
+            ScheduleError::BadTime(_) | ScheduleError::NotASlot { .. } => {
+                ApiError::invalid("at", e.to_string())
+            }
+            ScheduleError::SlotTaken { .. } | ScheduleError::NotSkipped(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            ScheduleError::NoSchedule(_) => ApiError::Conflict(e.to_string()),
             ScheduleError::Store(e) => e.into(),
             ScheduleError::Content(e) => e.into(),
             ScheduleError::Control(e) => e.into(),
@@ -88,6 +94,18 @@ pub struct Slot {
     pub local: String,
     /// RFC 3339, UTC.
     pub utc: String,
+    /// Skipped ahead of time by an editor: nothing is composed or sent.
+    pub skipped: bool,
+}
+
+impl From<&crate::schedule::NextSlot> for Slot {
+    fn from(n: &crate::schedule::NextSlot) -> Slot {
+        Slot {
+            local: n.local.clone(),
+            utc: n.utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            skipped: n.skipped,
+        }
+    }
 }
 
 /// A one-off send (`send-at`).
@@ -168,6 +186,15 @@ pub struct SendAtRequest {
     pub at: String,
     /// IANA zone, e.g. `Europe/Berlin`; default: the newsletter's `timezone`.
     pub timezone: Option<String>,
+}
+
+/// Which slot to skip or reinstate.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotRequest {
+    /// The slot as a wall time in the schedule's zone (`2026-05-08 09:00`)
+    /// or an RFC 3339 instant. Skip: default the next slot. Unskip: required.
+    pub at: Option<String>,
 }
 
 /// What `schedule/cancel` stopped.
@@ -277,14 +304,7 @@ pub async fn overview(
             preview_before: r.preview_before,
             preview_to: r.preview_to,
         }),
-        next: o
-            .next
-            .iter()
-            .map(|n| Slot {
-                local: n.local.clone(),
-                utc: n.utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            })
-            .collect(),
+        next: o.next.iter().map(Slot::from).collect(),
         one_offs: o.one_offs.iter().map(OneOff::from).collect(),
         history: o.history.iter().map(Run::from).collect(),
     }))
@@ -489,4 +509,65 @@ mod tests {
             Some(wall("2026-10-25 01:30"))
         );
     }
+}
+
+/// Skip a coming slot (default: the next) before anything is composed for
+/// it: nothing is sent then. Skipping twice is the same as once.
+#[utoipa::path(
+    post,
+    path = "/schedule/skip",
+    tag = "schedule",
+    params(NewsletterQuery),
+    request_body = SlotRequest,
+    responses(
+        (status = 200, body = Slot),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No schedule, or the slot's issue is already composed (cancel the issue) or sent", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at` is not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn skip(
+    State(s): State<WebState>,
+    Query(q): Query<NewsletterQuery>,
+    ApiJson(body): ApiJson<SlotRequest>,
+) -> Result<Json<Slot>, ApiError> {
+    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
+    let zone = s.app.config.newsletter.timezone;
+    let at = body.at.map(|at| parse_send_at(&at, zone)).transpose()?;
+    let slot = s.app.skip_slot(&nl, at, SystemClock.now()).await?;
+    Ok(Json(Slot::from(&slot)))
+}
+
+/// Reinstate a slot skipped ahead of time: it is composed and sent as usual.
+#[utoipa::path(
+    post,
+    path = "/schedule/unskip",
+    tag = "schedule",
+    params(NewsletterQuery),
+    request_body = SlotRequest,
+    responses(
+        (status = 200, body = Slot),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slot was not skipped", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at` is missing or not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unskip(
+    State(s): State<WebState>,
+    Query(q): Query<NewsletterQuery>,
+    ApiJson(body): ApiJson<SlotRequest>,
+) -> Result<Json<Slot>, ApiError> {
+    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
+    let zone = s.app.config.newsletter.timezone;
+    let Some(at) = body.at else {
+        return Err(ApiError::invalid(
+            "at",
+            "give the skipped slot to reinstate, e.g. {\"at\": \"2026-05-08 09:00\"}".to_owned(),
+        ));
+    };
+    let at = parse_send_at(&at, zone)?;
+    let slot = s.app.unskip_slot(&nl, at, SystemClock.now()).await?;
+    Ok(Json(Slot::from(&slot)))
 }
