@@ -549,11 +549,21 @@ async fn pipelined_commands_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_message_in_hand_then_closes() {
     let bench = Bench::sqlite(ReceiverOptions::default()).await;
-    let components = bench.fx.app.readiness.components();
-    assert!(
-        components.contains(&(COMPONENT, ComponentState::Running)),
-        "{components:?}"
-    );
+    let started = std::time::Instant::now();
+    while !bench
+        .fx
+        .app
+        .readiness
+        .components()
+        .contains(&(COMPONENT, ComponentState::Running))
+    {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{:?}",
+            bench.fx.app.readiness.components()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let valid = bench.verp(bench.fx.issue.id, 1);
     let mut idle = bench.client().await;
     let mut busy = bench.client().await;
