@@ -287,11 +287,14 @@ impl Db {
                         .push_bind((r.state == DeliveryState::Sent).then_some(now));
                 });
                 q.push(
-                    ") UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,
+                    // A DSN may have made it `bounced` while the result was on its way.
+                    ") UPDATE deliveries SET state = CASE WHEN deliveries.state = 'bounced' THEN deliveries.state ELSE v.state END,
+                       attempts = deliveries.attempts + v.tried,
                        next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at),
                        lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.at),
                        last_code = COALESCE(v.code, deliveries.last_code), last_enhanced = COALESCE(v.enhanced, deliveries.last_enhanced),
-                       last_reply = COALESCE(v.reply, deliveries.last_reply), failure_reason = v.failure_reason,
+                       last_reply = COALESCE(v.reply, deliveries.last_reply),
+                       failure_reason = CASE WHEN deliveries.state = 'bounced' THEN deliveries.failure_reason ELSE v.failure_reason END,
                        sent_at = COALESCE(v.sent_at, deliveries.sent_at), updated_at = ",
                 );
                 q.push_bind(now);
