@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod imap;
 pub mod parse;
+pub mod receiver;
 
 pub use apply::{Applied, ReportEffect};
 pub use parse::{ParseError, parse_report};

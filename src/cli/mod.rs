@@ -401,6 +401,9 @@ pub(crate) async fn serve_with_delivery(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
+    // Bound before anything starts, so a taken port fails the start, not later.
+    let receiver = crate::bounce::receiver::Receiver::from_config(app).await?;
+    let received = receiver.map(|r| tokio::spawn(r.run(shutdown.clone())));
     let engine = crate::delivery::engine::Engine::new(
         app.clone(),
         crate::delivery::engine::EngineOptions::from_app(app)?,
@@ -468,9 +471,13 @@ pub(crate) async fn serve_with_delivery(
             }
         }
     }
+    // Every way out above has cancelled `shutdown`: the poller stops
+    // between messages, the receiver finishes the messages in hand.
     if let Some(poller) = imap_poller {
-        shutdown.cancel();
         poller.await.context("the bounce mailbox poller panicked")?;
+    }
+    if let Some(received) = received {
+        received.await.context("the bounce receiver panicked")?;
     }
     Ok(())
 }

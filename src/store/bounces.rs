@@ -327,9 +327,12 @@ impl Db {
                     (None, Some(d)) => format!("bounced after delivery: {d}"),
                     (None, None) => "bounced after delivery".to_owned(),
                 };
+                // `sending` too: a relay on the same network can return
+                // its DSN before our own flusher has written `sent` (the
+                // DSN proves the relay took it; `record_results` keeps `bounced`).
                 sqlx::query(
                     "UPDATE deliveries SET state = 'bounced', failure_reason = $2, updated_at = $3
-                     WHERE id = $1 AND state = 'sent'",
+                     WHERE id = $1 AND state IN ('sending', 'sent')",
                 )
                 .bind(delivery_id)
                 .bind(why)

@@ -285,11 +285,14 @@ impl Db {
                             .push_bind((r.state == DeliveryState::Sent).then_some(now));
                     });
                     q.push(
-                        ") UPDATE deliveries SET state = v.state, attempts = deliveries.attempts + v.tried,
+                        // A DSN may have made it `bounced` while the result was on its way.
+                        ") UPDATE deliveries SET state = CASE WHEN deliveries.state = 'bounced' THEN deliveries.state ELSE v.state END,
+                           attempts = deliveries.attempts + v.tried,
                            next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at),
                            lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.at),
                            last_code = COALESCE(v.code, deliveries.last_code), last_enhanced = COALESCE(v.enhanced, deliveries.last_enhanced),
-                           last_reply = COALESCE(v.reply, deliveries.last_reply), failure_reason = v.failure_reason,
+                           last_reply = COALESCE(v.reply, deliveries.last_reply),
+                           failure_reason = CASE WHEN deliveries.state = 'bounced' THEN deliveries.failure_reason ELSE v.failure_reason END,
                            sent_at = COALESCE(v.sent_at, deliveries.sent_at), updated_at = ",
                     );
                     q.push_bind(now);
@@ -731,12 +734,16 @@ fn final_counts(counts: &DeliveryCounts, reasons: Vec<(Option<String>, i64)>) ->
 
 /// `record_results` on SQLite: the batch as `$1`, a JSON array of rows
 /// (see `results_json`, whose positions these are), `$2` the time.
+/// A DSN may have made a delivery `bounced` while its result was on the way:
+/// the result then adds its attempt but keeps `bounced` and its reason.
 const RECORD_RESULTS_SQLITE: &str = "
-    UPDATE deliveries SET state = v.value->>1, attempts = deliveries.attempts + (v.value->>2),
+    UPDATE deliveries SET state = CASE WHEN deliveries.state = 'bounced' THEN 'bounced' ELSE v.value->>1 END,
+      attempts = deliveries.attempts + (v.value->>2),
       next_attempt_at = COALESCE(v.value->>3, deliveries.next_attempt_at),
       lease_until = NULL, worker_id = NULL, first_attempt_at = COALESCE(deliveries.first_attempt_at, v.value->>4),
       last_code = COALESCE(v.value->>5, deliveries.last_code), last_enhanced = COALESCE(v.value->>6, deliveries.last_enhanced),
-      last_reply = COALESCE(v.value->>7, deliveries.last_reply), failure_reason = v.value->>8,
+      last_reply = COALESCE(v.value->>7, deliveries.last_reply),
+      failure_reason = CASE WHEN deliveries.state = 'bounced' THEN deliveries.failure_reason ELSE v.value->>8 END,
       sent_at = CASE WHEN v.value->>1 = 'sent' THEN $2 ELSE deliveries.sent_at END, updated_at = $2
     FROM json_each($1) AS v WHERE deliveries.id = v.value->>0 AND deliveries.state <> 'sent';
     INSERT INTO delivery_attempts (delivery_id, at, duration_ms, code, enhanced, reply, outcome, worker_id)

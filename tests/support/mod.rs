@@ -10,5 +10,6 @@ pub mod db_proxy;
 pub mod delivered;
 pub mod dovecot;
 pub mod engine;
+pub mod postfix;
 pub mod smtp_server;
 pub mod tls;
