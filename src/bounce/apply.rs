@@ -17,7 +17,7 @@
 //! `delivery::policy`), carried out by `store::bounces::record_report` in
 //! one transaction with the report itself.
 
-use super::{BounceError, DsnAction, RecipientStatus, Report, parse_report};
+use super::{BounceError, DsnAction, RecipientStatus, Report, parse_report_async};
 use crate::app::App;
 use crate::delivery::policy;
 use crate::delivery::{Verdict, classify};
@@ -270,7 +270,7 @@ impl App {
         envelope_rcpt: Option<&str>,
     ) -> Result<Applied, BounceError> {
         // Refuses anything over MAX_REPORT_BYTES before reading it.
-        let mut report = parse_report(raw)?;
+        let mut report = parse_report_async(raw).await?;
         if let Some(rcpt) = envelope_rcpt {
             report.original.return_paths.insert(0, rcpt.to_owned());
         }

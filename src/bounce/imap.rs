@@ -34,7 +34,7 @@ use tokio_rustls::rustls;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::{Applied, BounceError, MAX_REPORT_BYTES, parse_report};
+use super::{Applied, BounceError, MAX_REPORT_BYTES, parse_report_async};
 use crate::app::App;
 use crate::domain::{ReportSource, Secret};
 use crate::mail::TlsTrust;
@@ -572,7 +572,7 @@ impl App {
         if raw.len() > MAX_REPORT_BYTES {
             return Ok(Outcome::Oversized(raw.len() as u64));
         }
-        let mut report = match parse_report(raw) {
+        let mut report = match parse_report_async(raw).await {
             Ok(r) => r,
             Err(e) => return Ok(Outcome::Refused(e.to_string())),
         };

@@ -14,7 +14,7 @@ pub mod parse;
 pub mod receiver;
 
 pub use apply::{Applied, ReportEffect};
-pub use parse::{ParseError, parse_report};
+pub use parse::{ParseError, parse_report, parse_report_async};
 
 use crate::domain::ReportKind;
 

@@ -59,6 +59,23 @@ pub enum ParseError {
     Malformed(String),
 }
 
+/// Reports up to this size are parsed where they arrive; a bigger one (a
+/// DSN returning a whole message, or a hostile 10 MB) costs up to a few
+/// hundred milliseconds and goes to the blocking pool, off the runtime that
+/// also serves HTTP and delivery.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
+
+/// [`parse_report`] for async callers (the SMTP receiver, IMAP polling).
+pub async fn parse_report_async(raw: &[u8]) -> Result<Report, ParseError> {
+    if raw.len() <= PARSE_INLINE_BYTES || raw.len() > MAX_REPORT_BYTES {
+        return parse_report(raw);
+    }
+    let owned = raw.to_vec();
+    tokio::task::spawn_blocking(move || parse_report(&owned))
+        .await
+        .unwrap_or_else(|e| Err(ParseError::Malformed(format!("the parser stopped: {e}"))))
+}
+
 /// Parses one message as it arrived (headers and body, CRLF or LF).
 pub fn parse_report(raw: &[u8]) -> Result<Report, ParseError> {
     if raw.len() > MAX_REPORT_BYTES {
