@@ -429,6 +429,13 @@ impl LogLevel {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Adds a directive such as `herald::delivery::engine=warn`; a later
+    /// directive for the same target wins.
+    pub fn add_directive(&mut self, directive: &str) {
+        self.0.push(',');
+        self.0.push_str(directive);
+    }
 }
 
 impl Default for LogLevel {

@@ -5,7 +5,12 @@ async fn main() -> std::process::ExitCode {
     let cli = herald::cli::Cli::parse();
     // Logging first, from `[log]` alone. A broken file gets the defaults
     // here; the full load in `cli::run` then reports what is wrong.
-    let log = herald::config::Config::load_log(cli.config.as_deref()).unwrap_or_default();
+    let mut log = herald::config::Config::load_log(cli.config.as_deref()).unwrap_or_default();
+    if matches!(cli.command, herald::cli::Command::Demo { .. }) {
+        // The demo shows a progress bar over 1,000 sends; a line per
+        // attempt would bury it (HERALD_LOG still overrides this).
+        log.level.add_directive("herald::delivery::engine=warn");
+    }
     let telemetry = match herald::telemetry::init(&log) {
         Ok(t) => t,
         Err(e) => {
