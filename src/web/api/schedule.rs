@@ -29,16 +29,14 @@ const MAX_HISTORY: i64 = 1000;
 impl From<ScheduleError> for ApiError {
     fn from(e: ScheduleError) -> Self {
         match e {
-            ScheduleError::NotScheduled { .. } | ScheduleError::NotDraft { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            ScheduleError::NotScheduled { .. }
+            | ScheduleError::NotDraft { .. }
+            | ScheduleError::NoSchedule(_)
+            | ScheduleError::SlotTaken { .. }
+            | ScheduleError::NotSkipped(_) => ApiError::Conflict(e.to_string()),
             ScheduleError::BadTime(_) | ScheduleError::NotASlot { .. } => {
                 ApiError::invalid("at", e.to_string())
             }
-            ScheduleError::SlotTaken { .. } | ScheduleError::NotSkipped(_) => {
-                ApiError::Conflict(e.to_string())
-            }
-            ScheduleError::NoSchedule(_) => ApiError::Conflict(e.to_string()),
             ScheduleError::Store(e) => e.into(),
             ScheduleError::Content(e) => e.into(),
             ScheduleError::Control(e) => e.into(),
