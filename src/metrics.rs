@@ -116,10 +116,13 @@ pub struct StateCounts {
 pub struct Metrics {
     registry: Registry,
     transport: Transport,
-    sent: Family<TransportLabel, Counter>,
+    /// This instance's series of `messages_sent` and of the attempt
+    /// histogram: its transport never changes, so they are looked up once
+    /// here rather than in the family for every result.
+    sent: Counter,
     failed: Family<ReasonLabels, Counter>,
     retried: Family<ReasonLabels, Counter>,
-    smtp_seconds: Family<TransportLabel, Histogram>,
+    smtp_seconds: Histogram,
     confirmations: Counter,
     unsubscribes: Family<MethodLabel, Counter>,
     firings: Family<FiringLabels, Counter>,
@@ -201,8 +204,11 @@ impl Metrics {
             "Subscriptions in each state",
             subscriptions.clone(),
         );
-        // Shown as 0 from the start: a dashboard needs the series to exist.
-        let _ = sent.get_or_create(&TransportLabel { transport });
+        // Created now, so `messages_sent` shows 0 from the start: a
+        // dashboard needs the series to exist.
+        let label = TransportLabel { transport };
+        let sent = sent.get_or_create(&label).clone();
+        let smtp_seconds = smtp_seconds.get_or_create(&label).clone();
         Arc::new(Metrics {
             registry,
             transport,
@@ -230,12 +236,10 @@ impl Metrics {
                 continue;
             };
             let seconds = Duration::from_millis(u64::try_from(attempt.duration_ms).unwrap_or(0));
-            self.smtp_seconds
-                .get_or_create(&TransportLabel { transport })
-                .observe(seconds.as_secs_f64());
+            self.smtp_seconds.observe(seconds.as_secs_f64());
             match r.state {
                 DeliveryState::Sent => {
-                    self.sent.get_or_create(&TransportLabel { transport }).inc();
+                    self.sent.inc();
                 }
                 DeliveryState::Failed => {
                     let reason = r

@@ -4,40 +4,14 @@
 
 mod support;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use support::app::{Backend, TestApp};
-use support::cli::{herald_async, text};
+use support::cli::spawn_serve;
 
 async fn serve_answers_the_api_and_never_logs_tokens(backend: Backend) {
     let t = TestApp::spawn(backend).await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-        probe.local_addr().expect("probe addr").port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let child = herald_async(&t, &["serve"])
-        .env("HERALD_HTTP_BIND", format!("127.0.0.1:{port}"))
-        .env("HERALD_HTTP_BASE_URL", &base)
-        .env("HERALD_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald serve");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = t.client.get(format!("{base}/healthz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "herald serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = spawn_serve(&t, &[("HERALD_LOG", "debug")]);
+    served.wait_healthy(&t.client).await;
+    let base = served.base.clone();
 
     let issued = t
         .app
@@ -98,16 +72,7 @@ async fn serve_answers_the_api_and_never_logs_tokens(backend: Backend) {
     assert!(page_csp.contains("style-src 'sha256-"), "{page_csp}");
     assert!(!page_csp.contains("sandbox"), "{page_csp}");
 
-    let pid = child.id().expect("pid").to_string();
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("herald serve stops on SIGTERM")
-        .expect("output");
-    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let (_, log) = served.stop().await;
     assert!(
         log.contains("/api/v1/items"),
         "debug log saw no API request: {log}"

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use herald::bounce::imap::{ImapError, Outcome, Processed, READINESS_COMPONENT, REFUSED_KEYWORD};
@@ -17,7 +16,7 @@ use herald::domain::SubscriptionState;
 use herald::mail::CaFile;
 use herald::readiness::ComponentState;
 use support::app::{Backend, TestApp};
-use support::cli::{herald, herald_async, text};
+use support::cli::{herald, spawn_serve, text};
 use support::dovecot::{CuttingProxy, Dovecot, PASSWORD, StoredMessage};
 use tokio_util::sync::CancellationToken;
 
@@ -508,20 +507,18 @@ async fn herald_serve_polls_the_mailbox() {
     server
         .append("INBOX", &postfix_dsn("a@example.net", "w@news.herald.test"))
         .await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-        probe.local_addr().expect("probe addr").port()
-    };
-    let child = herald_async(&t, &["serve"])
-        .env("HERALD_HTTP_BIND", format!("127.0.0.1:{port}"))
-        .env("HERALD_HTTP_BASE_URL", format!("http://127.0.0.1:{port}"))
-        .env("HERALD_BOUNCE_IMAP_URL", server.url(true, "INBOX"))
-        .env("HERALD_BOUNCE_IMAP_CA_FILE", server.ca_file())
-        .env("HERALD_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald serve");
+    let (url, ca_file) = (
+        server.url(true, "INBOX"),
+        server.ca_file().display().to_string(),
+    );
+    let served = spawn_serve(
+        &t,
+        &[
+            ("HERALD_BOUNCE_IMAP_URL", &url),
+            ("HERALD_BOUNCE_IMAP_CA_FILE", &ca_file),
+            ("HERALD_LOG", "info"),
+        ],
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while server.messages(DONE).await.len() < 2 {
         assert!(
@@ -531,17 +528,8 @@ async fn herald_serve_polls_the_mailbox() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let pid = child.id().expect("pid").to_string();
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("herald serve stops on SIGTERM")
-        .expect("output");
-    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{log}");
+    let (status, log) = served.stop().await;
+    assert!(status.success(), "{log}");
     assert!(
         log.contains("WARN") && log.contains("over the size limit"),
         "no WARN for the oversized message: {log}"

@@ -325,34 +325,16 @@ async fn serve_traces_routes_never_tokens(backend: Backend) {
     t.add_confirmed("leaving.reader@privacy.test").await;
     let unsubscribe = t.unsubscribe_url_for("leaving.reader@privacy.test").await;
     let unsubscribe_token = unsubscribe.rsplit('/').next().expect("token").to_owned();
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-        probe.local_addr().expect("probe addr").port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
-    let child = support::cli::herald_async(&t, &["serve"])
-        .env("HERALD_HTTP_BIND", format!("127.0.0.1:{port}"))
-        .env("HERALD_HTTP_BASE_URL", &base)
-        .env("HERALD_LOG", "debug")
-        .env("HERALD_LOG_FORMAT", "json")
-        .env("HERALD_LOG_OTLP_ENDPOINT", &endpoint)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("herald serve");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = t.client.get(format!("{base}/healthz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "herald serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = support::cli::spawn_serve(
+        &t,
+        &[
+            ("HERALD_LOG", "debug"),
+            ("HERALD_LOG_FORMAT", "json"),
+            ("HERALD_LOG_OTLP_ENDPOINT", &endpoint),
+        ],
+    );
+    served.wait_healthy(&t.client).await;
+    let base = &served.base;
     let path = format!("/unsubscribe/{unsubscribe_token}");
     let r = t
         .client
@@ -393,16 +375,7 @@ async fn serve_traces_routes_never_tokens(backend: Backend) {
         .expect("GET confirm");
     assert_eq!(r.status(), 200);
 
-    let pid = child.id().expect("pid").to_string();
-    let _ = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("herald serve stops on SIGTERM")
-        .expect("output");
-    let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    let (_, log) = served.stop().await;
     assert!(
         log.contains("\"route\":\"/unsubscribe/{token}\""),
         "no request span with the route template: {log}"

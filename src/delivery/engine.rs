@@ -829,7 +829,7 @@ impl Engine {
             Ok(r) => Some(r.code),
             Err(e) => e.reply().map(|r| r.code),
         };
-        tracing::info!(issue = issue.number, newsletter = issue.newsletter.id, delivery = d.id, subscriber = d.subscriber_id, to = %crate::domain::email::redact_address(&d.email), verdict = verdict.as_str(), code, took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "delivery attempt");
+        tracing::info!(issue = issue.number, newsletter = issue.newsletter.id, delivery = d.id, subscriber = d.subscriber_id, to = %crate::domain::email::RedactedAddress(&d.email), verdict = verdict.as_str(), code, took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "delivery attempt");
         if let Some(cause) = self.relay.observe(d.issue_id, verdict, &outcome) {
             self.pause_issue(d.issue_id, issue.number, &cause).await;
         }

@@ -147,9 +147,21 @@ impl EmailAddress {
 
 /// [`EmailAddress::redacted`] for an address kept as text (a delivery row).
 pub fn redact_address(address: &str) -> String {
-    let (local, domain) = address.rsplit_once('@').unwrap_or(("", address));
-    let first: String = local.chars().take(1).collect();
-    format!("{first}***@{domain}")
+    RedactedAddress(address).to_string()
+}
+
+/// [`redact_address`] as a `Display`, written straight into a log line:
+/// nothing allocated for a field logged once per message.
+pub struct RedactedAddress<'a>(pub &'a str);
+
+impl fmt::Display for RedactedAddress<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or(("", self.0));
+        if let Some(first) = local.chars().next() {
+            fmt::Write::write_char(f, first)?;
+        }
+        write!(f, "***@{domain}")
+    }
 }
 
 impl fmt::Display for EmailAddress {

@@ -756,12 +756,14 @@ const RECORD_RESULTS_SQLITE: &str = "
 /// The rows of `RECORD_RESULTS_SQLITE`: id, state, tried (0/1),
 /// next_attempt_at, at, code, enhanced, reply, failure_reason, duration_ms,
 /// outcome, worker_id, delivered (0/1), subscriber_id, newsletter_id.
+/// Serialised straight from borrowed tuples: no `serde_json::Value`, and
+/// no copy of a reply or a reason, per result.
 fn results_json(results: &[DeliveryResult]) -> String {
-    let rows: Vec<serde_json::Value> = results
+    let rows: Vec<_> = results
         .iter()
         .map(|r| {
             let a = r.attempt.as_ref();
-            serde_json::json!([
+            (
                 r.delivery_id,
                 r.state.as_str(),
                 i64::from(a.is_some()),
@@ -777,10 +779,11 @@ fn results_json(results: &[DeliveryResult]) -> String {
                 i64::from(r.effect == RecipientEffect::Delivered),
                 r.subscriber_id,
                 r.newsletter_id,
-            ])
+            )
         })
         .collect();
-    serde_json::Value::Array(rows).to_string()
+    // Numbers, strings and nulls only: serialising cannot fail.
+    serde_json::to_string(&rows).expect("a JSON array of scalars")
 }
 
 /// What a worker needs to know about each delivery before sending it: the

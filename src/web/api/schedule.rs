@@ -29,16 +29,14 @@ const MAX_HISTORY: i64 = 1000;
 impl From<ScheduleError> for ApiError {
     fn from(e: ScheduleError) -> Self {
         match e {
-            ScheduleError::NotScheduled { .. } | ScheduleError::NotDraft { .. } => {
-                ApiError::Conflict(e.to_string())
-            }
+            ScheduleError::NotScheduled { .. }
+            | ScheduleError::NotDraft { .. }
+            | ScheduleError::NoSchedule(_)
+            | ScheduleError::SlotTaken { .. }
+            | ScheduleError::NotSkipped(_) => ApiError::Conflict(e.to_string()),
             ScheduleError::BadTime(_) | ScheduleError::NotASlot { .. } => {
                 ApiError::invalid("at", e.to_string())
             }
-            ScheduleError::SlotTaken { .. } | ScheduleError::NotSkipped(_) => {
-                ApiError::Conflict(e.to_string())
-            }
-            ScheduleError::NoSchedule(_) => ApiError::Conflict(e.to_string()),
             ScheduleError::Store(e) => e.into(),
             ScheduleError::Content(e) => e.into(),
             ScheduleError::Control(e) => e.into(),
@@ -456,6 +454,82 @@ pub async fn cancel(
     }))
 }
 
+/// Skip a coming slot (default: the next) before anything is composed for
+/// it: nothing is sent then. Skipping twice is the same as once.
+#[utoipa::path(
+    post,
+    path = "/schedule/skip",
+    tag = "schedule",
+    params(NewsletterQuery),
+    request_body = SlotRequest,
+    responses(
+        (status = 200, body = Slot),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No schedule, or the slot's issue is already composed (cancel the issue) or sent", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at` is not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn skip(
+    State(s): State<WebState>,
+    Query(q): Query<NewsletterQuery>,
+    ApiJson(body): ApiJson<SlotRequest>,
+) -> Result<Json<Slot>, ApiError> {
+    let (nl, at) = slot_request(&s, &q, body).await?;
+    let slot = s.app.skip_slot(&nl, at, SystemClock.now()).await?;
+    Ok(Json(Slot::from(&slot)))
+}
+
+/// Reinstate a slot skipped ahead of time: it is composed and sent as usual.
+#[utoipa::path(
+    post,
+    path = "/schedule/unskip",
+    tag = "schedule",
+    params(NewsletterQuery),
+    request_body = SlotRequest,
+    responses(
+        (status = 200, body = Slot),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The slot was not skipped", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`at` is missing or not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unskip(
+    State(s): State<WebState>,
+    Query(q): Query<NewsletterQuery>,
+    ApiJson(body): ApiJson<SlotRequest>,
+) -> Result<Json<Slot>, ApiError> {
+    let (nl, at) = slot_request(&s, &q, body).await?;
+    let Some(at) = at else {
+        return Err(ApiError::invalid(
+            "at",
+            "give the skipped slot to reinstate, e.g. {\"at\": \"2026-05-08 09:00\"}".to_owned(),
+        ));
+    };
+    let slot = s.app.unskip_slot(&nl, at, SystemClock.now()).await?;
+    Ok(Json(Slot::from(&slot)))
+}
+
+/// The newsletter and the slot (a wall time in the newsletter's zone) a
+/// skip or unskip request names.
+async fn slot_request(
+    s: &WebState,
+    q: &NewsletterQuery,
+    body: SlotRequest,
+) -> Result<
+    (
+        std::sync::Arc<crate::store::Newsletter>,
+        Option<NaiveDateTime>,
+    ),
+    ApiError,
+> {
+    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
+    let zone = s.app.config.newsletter.timezone;
+    let at = body.at.map(|at| parse_send_at(&at, zone)).transpose()?;
+    Ok((nl, at))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,65 +583,4 @@ mod tests {
             Some(wall("2026-10-25 01:30"))
         );
     }
-}
-
-/// Skip a coming slot (default: the next) before anything is composed for
-/// it: nothing is sent then. Skipping twice is the same as once.
-#[utoipa::path(
-    post,
-    path = "/schedule/skip",
-    tag = "schedule",
-    params(NewsletterQuery),
-    request_body = SlotRequest,
-    responses(
-        (status = 200, body = Slot),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No schedule, or the slot's issue is already composed (cancel the issue) or sent", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at` is not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn skip(
-    State(s): State<WebState>,
-    Query(q): Query<NewsletterQuery>,
-    ApiJson(body): ApiJson<SlotRequest>,
-) -> Result<Json<Slot>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let zone = s.app.config.newsletter.timezone;
-    let at = body.at.map(|at| parse_send_at(&at, zone)).transpose()?;
-    let slot = s.app.skip_slot(&nl, at, SystemClock.now()).await?;
-    Ok(Json(Slot::from(&slot)))
-}
-
-/// Reinstate a slot skipped ahead of time: it is composed and sent as usual.
-#[utoipa::path(
-    post,
-    path = "/schedule/unskip",
-    tag = "schedule",
-    params(NewsletterQuery),
-    request_body = SlotRequest,
-    responses(
-        (status = 200, body = Slot),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The slot was not skipped", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`at` is missing or not a coming slot of the schedule", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-pub async fn unskip(
-    State(s): State<WebState>,
-    Query(q): Query<NewsletterQuery>,
-    ApiJson(body): ApiJson<SlotRequest>,
-) -> Result<Json<Slot>, ApiError> {
-    let nl = s.app.newsletter(q.newsletter.as_deref()).await?;
-    let zone = s.app.config.newsletter.timezone;
-    let Some(at) = body.at else {
-        return Err(ApiError::invalid(
-            "at",
-            "give the skipped slot to reinstate, e.g. {\"at\": \"2026-05-08 09:00\"}".to_owned(),
-        ));
-    };
-    let at = parse_send_at(&at, zone)?;
-    let slot = s.app.unskip_slot(&nl, at, SystemClock.now()).await?;
-    Ok(Json(Slot::from(&slot)))
 }
