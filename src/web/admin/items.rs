@@ -143,21 +143,6 @@ impl ItemForm {
     }
 }
 
-fn blank_input() -> ItemInput {
-    ItemInput {
-        headline: String::new(),
-        outlet: String::new(),
-        url: String::new(),
-        published: None,
-        author: None,
-        author_role: None,
-        summary_markdown: String::new(),
-        quote: None,
-        section: None,
-        lang: None,
-    }
-}
-
 fn item_form(
     session: &AdminSession,
     action: &str,
@@ -237,7 +222,7 @@ async fn create(
     Extension(session): Extension<AdminSession>,
     Form(f): Form<ItemForm>,
 ) -> AdminResult {
-    let mut input = blank_input();
+    let mut input = ItemInput::default();
     f.apply(&mut input);
     let errors = input.field_errors();
     if !errors.is_empty() {
