@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Section, csrf_field, field};
-use super::{AdminFail, page};
+use super::{AdminFail, optional, page};
 use crate::admin::AdminSession;
 use crate::app::App;
 use crate::clock::Clock;
@@ -178,11 +178,6 @@ struct ComposeForm {
     title: String,
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
 async fn compose(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
@@ -190,8 +185,8 @@ async fn compose(
 ) -> AdminResult {
     let nl = s.app.newsletter(None).await?;
     let options = ComposeOptions {
-        subject: non_empty(&f.subject),
-        title: non_empty(&f.title),
+        subject: optional(&f.subject),
+        title: optional(&f.title),
         ..ComposeOptions::default()
     };
     use crate::content::ContentError as C;

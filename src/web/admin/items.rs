@@ -10,7 +10,7 @@ use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::layout::{self, Section, csrf_field, field};
-use super::{AdminFail, page};
+use super::{AdminFail, optional, page};
 use crate::admin::AdminSession;
 use crate::digest_file::ItemInput;
 use crate::domain::ItemState;
@@ -109,11 +109,6 @@ struct ItemForm {
     quote: String,
     #[serde(default)]
     ready: Option<String>,
-}
-
-fn optional(s: &str) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
 }
 
 impl ItemForm {
