@@ -226,13 +226,31 @@ struct ShowNotes<'a> {
     schedule_error: Option<&'a str>,
 }
 
+impl<'a> ShowNotes<'a> {
+    fn notice(notice: &'a str) -> ShowNotes<'a> {
+        ShowNotes {
+            notice: Some(notice),
+            ..ShowNotes::default()
+        }
+    }
+
+    /// A form on the page was refused: 422, else 200.
+    fn status(&self) -> StatusCode {
+        if self.test_error.is_some() || self.schedule_error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        }
+    }
+}
+
 async fn show(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
     Path(n): Path<String>,
 ) -> AdminResult {
     let row = issue(&s, &n).await?;
-    show_page(&s, &session, &row, ShowNotes::default(), StatusCode::OK).await
+    show_page(&s, &session, &row, ShowNotes::default()).await
 }
 
 async fn show_page(
@@ -240,8 +258,8 @@ async fn show_page(
     session: &AdminSession,
     row: &IssueRow,
     notes: ShowNotes<'_>,
-    status: StatusCode,
 ) -> AdminResult {
+    let status = notes.status();
     let report = s.app.issue_status(row).await?;
     let rendered = App::rendered(row);
     let text = rendered.personal_text(None, &s.app.links.unsubscribe("preview"));
@@ -360,7 +378,7 @@ async fn test_send(
                 test_value: &value,
                 ..ShowNotes::default()
             };
-            show_page(&s, &session, &row, notes, StatusCode::UNPROCESSABLE_ENTITY).await
+            show_page(&s, &session, &row, notes).await
         }
     };
     let raw: Vec<&str> =
@@ -389,17 +407,7 @@ async fn test_send(
         .collect::<Vec<_>>()
         .join(", ");
     let notice = format!("Test copies sent to {list}.");
-    show_page(
-        &s,
-        &session,
-        &row,
-        ShowNotes {
-            notice: Some(&notice),
-            ..ShowNotes::default()
-        },
-        StatusCode::OK,
-    )
-    .await
+    show_page(&s, &session, &row, ShowNotes::notice(&notice)).await
 }
 
 /// The confirmation: how many people will receive it, before anything is queued.
@@ -478,17 +486,7 @@ async fn schedule(
                 when(one_off.send_at)
             );
             let row = issue(&s, &n).await?;
-            show_page(
-                &s,
-                &session,
-                &row,
-                ShowNotes {
-                    notice: Some(&notice),
-                    ..ShowNotes::default()
-                },
-                StatusCode::OK,
-            )
-            .await
+            show_page(&s, &session, &row, ShowNotes::notice(&notice)).await
         }
         Err(message) => {
             show_page(
@@ -499,7 +497,6 @@ async fn schedule(
                     schedule_error: Some(&message),
                     ..ShowNotes::default()
                 },
-                StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
         }
