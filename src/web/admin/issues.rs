@@ -15,7 +15,7 @@ use crate::admin::AdminSession;
 use crate::app::App;
 use crate::clock::Clock;
 use crate::content::ComposeOptions;
-use crate::domain::{DeliveryState, IssueStatus, ItemState, ms_to_datetime};
+use crate::domain::{DeliveryState, EmailAddress, IssueStatus, ItemState, ms_to_datetime};
 use crate::schedule::spec::ScheduleTz;
 use crate::store::content::IssueRow;
 use crate::store::deliveries::DeliveryCounts;
@@ -360,6 +360,24 @@ struct TestForm {
     to: String,
 }
 
+/// The test form's addresses: 1 to [`MAX_TEST_COPIES`], separated by
+/// commas, semicolons, spaces or lines; else what the editor should fix.
+fn test_addresses(to: &str) -> Result<Vec<EmailAddress>, String> {
+    let raw: Vec<&str> = to
+        .split([',', ';', '\n', ' '])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if raw.is_empty() || raw.len() > MAX_TEST_COPIES {
+        return Err(format!(
+            "Give 1 to {MAX_TEST_COPIES} addresses, separated by commas."
+        ));
+    }
+    raw.into_iter()
+        .map(|a| parse_email(a).map_err(|e| format!("{a}: {e}")))
+        .collect()
+}
+
 async fn test_send(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
@@ -367,38 +385,17 @@ async fn test_send(
     Form(f): Form<TestForm>,
 ) -> AdminResult {
     let row = issue(&s, &n).await?;
-    let invalid = |message: String| {
-        let s = s.clone();
-        let session = session.clone();
-        let row = row.clone();
-        let value = f.to.clone();
-        async move {
+    let addresses = match test_addresses(&f.to) {
+        Ok(addresses) => addresses,
+        Err(message) => {
             let notes = ShowNotes {
                 test_error: Some(&message),
-                test_value: &value,
+                test_value: &f.to,
                 ..ShowNotes::default()
             };
-            show_page(&s, &session, &row, notes).await
+            return show_page(&s, &session, &row, notes).await;
         }
     };
-    let raw: Vec<&str> =
-        f.to.split([',', ';', '\n', ' '])
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .collect();
-    if raw.is_empty() || raw.len() > MAX_TEST_COPIES {
-        return invalid(format!(
-            "Give 1 to {MAX_TEST_COPIES} addresses, separated by commas."
-        ))
-        .await;
-    }
-    let mut addresses = Vec::new();
-    for a in raw {
-        match parse_email(a) {
-            Ok(e) => addresses.push(e),
-            Err(e) => return invalid(format!("{a}: {e}")).await,
-        }
-    }
     let nl = s.app.newsletter(None).await?;
     s.app.send_test_copies(&nl, &row, &addresses).await?;
     let list = addresses
