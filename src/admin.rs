@@ -366,16 +366,12 @@ impl App {
         let mut issues = self.list_issues(newsletter).await?;
         issues.truncate(limit);
         let ids: Vec<i64> = issues.iter().map(|i| i.id).collect();
-        let counts = self.db.delivery_state_counts_of(&ids).await?;
+        let mut counts = self.db.delivery_counts_of(&ids).await?;
         Ok(issues
             .into_iter()
             .map(|issue| {
-                let mut c = crate::store::deliveries::DeliveryCounts::default();
-                for (_, state, n) in counts.iter().filter(|(id, _, _)| *id == issue.id) {
-                    c.by_state.insert(*state, *n);
-                    c.total += n;
-                }
-                IssueWithCounts { issue, counts: c }
+                let counts = counts.remove(&issue.id).unwrap_or_default();
+                IssueWithCounts { issue, counts }
             })
             .collect())
     }

@@ -202,18 +202,7 @@ pub async fn items(app: &App, cmd: ItemsCommand) -> anyhow::Result<()> {
             ready,
         } => {
             let nl = app.newsletter(newsletter.as_deref()).await?;
-            let mut item = ItemInput {
-                headline: String::new(),
-                outlet: String::new(),
-                url: String::new(),
-                published: None,
-                author: None,
-                author_role: None,
-                summary_markdown: String::new(),
-                quote: None,
-                section: None,
-                lang: None,
-            };
+            let mut item = ItemInput::default();
             fields.load().await?.apply(&mut item);
             let ids = app.add_items(&nl, &[item], ready).await?;
             println!(

@@ -52,7 +52,7 @@ pub struct NewsletterInfo {
 }
 
 /// One article in a digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DigestItem {
     pub headline: String,
     pub outlet: String,

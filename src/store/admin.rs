@@ -1,8 +1,11 @@
 //! The editors' web page (`/admin`): password hashes, sessions (only the
 //! SHA-256 of a session id) and failed-login counters.
 
+use std::collections::HashMap;
+
+use super::deliveries::{DeliveryCounts, counts_of};
 use super::{Db, Result, with_pool, with_tx};
-use crate::domain::{EmailAddress, Millis};
+use crate::domain::{DeliveryState, EmailAddress, Millis};
 
 /// What a login needs to know about an editor.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -222,13 +225,14 @@ impl Db {
         }))
     }
 
-    /// (issue id, state, count) of the deliveries of several issues, in one query.
-    pub async fn delivery_state_counts_of(
+    /// The delivery counts of several issues, by issue id, in one query (an
+    /// issue without deliveries is absent).
+    pub async fn delivery_counts_of(
         &self,
         issue_ids: &[i64],
-    ) -> Result<Vec<(i64, crate::domain::DeliveryState, i64)>> {
+    ) -> Result<HashMap<i64, DeliveryCounts>> {
         if issue_ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(HashMap::new());
         }
         let placeholders = (1..=issue_ids.len())
             .map(|i| format!("${i}"))
@@ -237,13 +241,21 @@ impl Db {
         let sql = format!(
             "SELECT issue_id, state, COUNT(*) FROM deliveries WHERE issue_id IN ({placeholders}) GROUP BY issue_id, state"
         );
-        Ok(with_pool!(self, |p| {
+        let rows: Vec<(i64, DeliveryState, i64)> = with_pool!(self, |p| {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
             for id in issue_ids {
                 q = q.bind(*id);
             }
             q.fetch_all(p).await?
-        }))
+        });
+        let mut by_issue: HashMap<i64, Vec<(DeliveryState, i64)>> = HashMap::new();
+        for (issue_id, state, n) in rows {
+            by_issue.entry(issue_id).or_default().push((state, n));
+        }
+        Ok(by_issue
+            .into_iter()
+            .map(|(issue_id, rows)| (issue_id, counts_of(rows)))
+            .collect())
     }
 }
 

@@ -707,7 +707,7 @@ impl Db {
     }
 }
 
-fn counts_of(rows: Vec<(DeliveryState, i64)>) -> DeliveryCounts {
+pub(super) fn counts_of(rows: Vec<(DeliveryState, i64)>) -> DeliveryCounts {
     let mut counts = DeliveryCounts::default();
     for (state, n) in rows {
         counts.total += n;

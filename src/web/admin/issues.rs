@@ -10,12 +10,12 @@ use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, Section, csrf_field, field};
-use super::{AdminFail, page};
+use super::{AdminFail, optional, page};
 use crate::admin::AdminSession;
 use crate::app::App;
 use crate::clock::Clock;
 use crate::content::ComposeOptions;
-use crate::domain::{DeliveryState, IssueStatus, ItemState, ms_to_datetime};
+use crate::domain::{DeliveryState, EmailAddress, IssueStatus, ItemState, ms_to_datetime};
 use crate::schedule::spec::ScheduleTz;
 use crate::store::content::IssueRow;
 use crate::store::deliveries::DeliveryCounts;
@@ -178,11 +178,6 @@ struct ComposeForm {
     title: String,
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
 async fn compose(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
@@ -190,8 +185,8 @@ async fn compose(
 ) -> AdminResult {
     let nl = s.app.newsletter(None).await?;
     let options = ComposeOptions {
-        subject: non_empty(&f.subject),
-        title: non_empty(&f.title),
+        subject: optional(&f.subject),
+        title: optional(&f.title),
         ..ComposeOptions::default()
     };
     use crate::content::ContentError as C;
@@ -231,13 +226,31 @@ struct ShowNotes<'a> {
     schedule_error: Option<&'a str>,
 }
 
+impl<'a> ShowNotes<'a> {
+    fn notice(notice: &'a str) -> ShowNotes<'a> {
+        ShowNotes {
+            notice: Some(notice),
+            ..ShowNotes::default()
+        }
+    }
+
+    /// A form on the page was refused: 422, else 200.
+    fn status(&self) -> StatusCode {
+        if self.test_error.is_some() || self.schedule_error.is_some() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::OK
+        }
+    }
+}
+
 async fn show(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
     Path(n): Path<String>,
 ) -> AdminResult {
     let row = issue(&s, &n).await?;
-    show_page(&s, &session, &row, ShowNotes::default(), StatusCode::OK).await
+    show_page(&s, &session, &row, ShowNotes::default()).await
 }
 
 async fn show_page(
@@ -245,8 +258,8 @@ async fn show_page(
     session: &AdminSession,
     row: &IssueRow,
     notes: ShowNotes<'_>,
-    status: StatusCode,
 ) -> AdminResult {
+    let status = notes.status();
     let report = s.app.issue_status(row).await?;
     let rendered = App::rendered(row);
     let text = rendered.personal_text(None, &s.app.links.unsubscribe("preview"));
@@ -347,6 +360,24 @@ struct TestForm {
     to: String,
 }
 
+/// The test form's addresses: 1 to [`MAX_TEST_COPIES`], separated by
+/// commas, semicolons, spaces or lines; else what the editor should fix.
+fn test_addresses(to: &str) -> Result<Vec<EmailAddress>, String> {
+    let raw: Vec<&str> = to
+        .split([',', ';', '\n', ' '])
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if raw.is_empty() || raw.len() > MAX_TEST_COPIES {
+        return Err(format!(
+            "Give 1 to {MAX_TEST_COPIES} addresses, separated by commas."
+        ));
+    }
+    raw.into_iter()
+        .map(|a| parse_email(a).map_err(|e| format!("{a}: {e}")))
+        .collect()
+}
+
 async fn test_send(
     State(s): State<WebState>,
     Extension(session): Extension<AdminSession>,
@@ -354,38 +385,17 @@ async fn test_send(
     Form(f): Form<TestForm>,
 ) -> AdminResult {
     let row = issue(&s, &n).await?;
-    let invalid = |message: String| {
-        let s = s.clone();
-        let session = session.clone();
-        let row = row.clone();
-        let value = f.to.clone();
-        async move {
+    let addresses = match test_addresses(&f.to) {
+        Ok(addresses) => addresses,
+        Err(message) => {
             let notes = ShowNotes {
                 test_error: Some(&message),
-                test_value: &value,
+                test_value: &f.to,
                 ..ShowNotes::default()
             };
-            show_page(&s, &session, &row, notes, StatusCode::UNPROCESSABLE_ENTITY).await
+            return show_page(&s, &session, &row, notes).await;
         }
     };
-    let raw: Vec<&str> =
-        f.to.split([',', ';', '\n', ' '])
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .collect();
-    if raw.is_empty() || raw.len() > MAX_TEST_COPIES {
-        return invalid(format!(
-            "Give 1 to {MAX_TEST_COPIES} addresses, separated by commas."
-        ))
-        .await;
-    }
-    let mut addresses = Vec::new();
-    for a in raw {
-        match parse_email(a) {
-            Ok(e) => addresses.push(e),
-            Err(e) => return invalid(format!("{a}: {e}")).await,
-        }
-    }
     let nl = s.app.newsletter(None).await?;
     s.app.send_test_copies(&nl, &row, &addresses).await?;
     let list = addresses
@@ -394,17 +404,7 @@ async fn test_send(
         .collect::<Vec<_>>()
         .join(", ");
     let notice = format!("Test copies sent to {list}.");
-    show_page(
-        &s,
-        &session,
-        &row,
-        ShowNotes {
-            notice: Some(&notice),
-            ..ShowNotes::default()
-        },
-        StatusCode::OK,
-    )
-    .await
+    show_page(&s, &session, &row, ShowNotes::notice(&notice)).await
 }
 
 /// The confirmation: how many people will receive it, before anything is queued.
@@ -483,17 +483,7 @@ async fn schedule(
                 when(one_off.send_at)
             );
             let row = issue(&s, &n).await?;
-            show_page(
-                &s,
-                &session,
-                &row,
-                ShowNotes {
-                    notice: Some(&notice),
-                    ..ShowNotes::default()
-                },
-                StatusCode::OK,
-            )
-            .await
+            show_page(&s, &session, &row, ShowNotes::notice(&notice)).await
         }
         Err(message) => {
             show_page(
@@ -504,7 +494,6 @@ async fn schedule(
                     schedule_error: Some(&message),
                     ..ShowNotes::default()
                 },
-                StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
         }

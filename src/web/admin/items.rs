@@ -10,7 +10,7 @@ use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
 use super::layout::{self, Section, csrf_field, field};
-use super::{AdminFail, page};
+use super::{AdminFail, optional, page};
 use crate::admin::AdminSession;
 use crate::digest_file::ItemInput;
 use crate::domain::ItemState;
@@ -111,11 +111,6 @@ struct ItemForm {
     ready: Option<String>,
 }
 
-fn optional(s: &str) -> Option<String> {
-    let t = s.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
 impl ItemForm {
     fn from_row(row: &ItemRow) -> ItemForm {
         ItemForm {
@@ -140,21 +135,6 @@ impl ItemForm {
         input.section = optional(&self.section);
         input.summary_markdown = self.summary.replace("\r\n", "\n");
         input.quote = optional(&self.quote);
-    }
-}
-
-fn blank_input() -> ItemInput {
-    ItemInput {
-        headline: String::new(),
-        outlet: String::new(),
-        url: String::new(),
-        published: None,
-        author: None,
-        author_role: None,
-        summary_markdown: String::new(),
-        quote: None,
-        section: None,
-        lang: None,
     }
 }
 
@@ -237,7 +217,7 @@ async fn create(
     Extension(session): Extension<AdminSession>,
     Form(f): Form<ItemForm>,
 ) -> AdminResult {
-    let mut input = blank_input();
+    let mut input = ItemInput::default();
     f.apply(&mut input);
     let errors = input.field_errors();
     if !errors.is_empty() {

@@ -251,6 +251,12 @@ fn forbidden(message: &str) -> Response {
         .into_response()
 }
 
+/// A form's optional text field: trimmed, `None` when left empty.
+fn optional(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
+
 fn page(markup: Markup) -> Response {
     axum::response::Html(markup.into_string()).into_response()
 }
