@@ -35,7 +35,7 @@ use super::WebState;
 use crate::app::App;
 use crate::bounce::{Applied, BounceError, Report, ReportEffect};
 use crate::domain::ReportSource;
-use crate::web::api::{PROBLEM_JSON, Problem};
+use crate::web::api::problem_response;
 pub use sendgrid::EventWebhookKey;
 
 /// The largest webhook body read. SendGrid posts events in batches (its
@@ -151,19 +151,9 @@ impl From<BounceError> for WebhookError {
 
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let problem = Problem {
-            kind: format!("urn:herald:problem:{}", self.code()),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            instance: None,
-            errors: Vec::new(),
-        };
         let mut response =
-            (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
+            problem_response(self.status(), self.code(), self.to_string(), Vec::new());
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             WebhookError::Unauthenticated(_) => {
