@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{
-    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_age, enhanced_status,
+    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_unix_age, enhanced_status,
     enhanced_status_in, message_id, text_field,
 };
 use crate::bounce::{DsnAction, OriginalMessage, RecipientStatus, Report};
@@ -138,17 +138,7 @@ pub(super) fn receive(
         _ => String::new(),
     };
     verify(config, &timestamp, &sig.token, &sig.signature)?;
-    let signed_at = timestamp
-        .parse::<i64>()
-        .ok()
-        .and_then(|s| DateTime::from_timestamp(s, 0))
-        .ok_or_else(|| {
-            WebhookError::Forbidden(format!(
-                "the signature's timestamp {:?} is not a Unix time in seconds; nothing was recorded",
-                bounded(&timestamp, 40)
-            ))
-        })?;
-    check_age(signed_at, now, max_age)?;
+    check_unix_age(&timestamp, "the signature's timestamp", now, max_age)?;
     match tokens.check_and_remember(&sig.token) {
         TokenCheck::Fresh => {}
         TokenCheck::Replayed => {

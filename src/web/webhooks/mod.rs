@@ -388,6 +388,28 @@ fn check_age(
     Ok(())
 }
 
+/// A signed Unix time in seconds (Mailgun's `timestamp`, SendGrid's
+/// header, named by `what`), refused when it is not one or is outside the
+/// window of [`check_age`].
+fn check_unix_age(
+    text: &str,
+    what: &str,
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), WebhookError> {
+    let signed_at = text
+        .parse::<i64>()
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .ok_or_else(|| {
+            WebhookError::Forbidden(format!(
+                "{what} {:?} is not a Unix time in seconds; nothing was recorded",
+                bounded(text, 40)
+            ))
+        })?;
+    check_age(signed_at, now, max_age)
+}
+
 /// `text`, cut to at most `max` bytes at a character boundary, without
 /// control characters (they would only reach logs and pages).
 fn bounded(text: &str, max: usize) -> String {
