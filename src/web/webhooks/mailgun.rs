@@ -92,7 +92,9 @@ impl TokenCache {
         TokenCheck::Fresh
     }
 
-    fn forget(&self, token: &str) {
+    /// Lets a retry of a request that could not be recorded through the
+    /// replay check.
+    pub(super) fn forget(&self, token: &str) {
         if let Ok(mut tokens) = self.inner.lock() {
             tokens.seen.remove(token);
             // Its `order` entry stays and is dropped with its window.
@@ -115,13 +117,14 @@ struct Signature {
     signature: String,
 }
 
+/// The request's events and its (verified, now remembered) token.
 pub(super) fn receive(
     config: &WebhooksConfig,
     tokens: &TokenCache,
     body: &Bytes,
     now: DateTime<Utc>,
     max_age: Duration,
-) -> Result<Received, WebhookError> {
+) -> Result<(Received, String), WebhookError> {
     let payload: Payload = serde_json::from_slice(body).map_err(|e| {
         WebhookError::malformed(format!(
             "the body is not a Mailgun webhook's JSON with \"signature\" and \"event-data\" ({e})"
@@ -165,24 +168,14 @@ pub(super) fn receive(
             return Err(e);
         }
     };
-    Ok(match report {
+    let received = match report {
         Some(report) => Received::Events(vec![Event {
             report,
             raw: body.to_vec(),
         }]),
         None => Received::Handled("ignored: not a failure or complaint"),
-    })
-}
-
-/// Lets a retry of a request that could not be recorded through the replay check.
-pub(super) fn forget_token(tokens: &TokenCache, body: &Bytes) {
-    if let Ok(Payload {
-        signature: Some(sig),
-        ..
-    }) = serde_json::from_slice::<Payload>(body)
-    {
-        tokens.forget(&sig.token);
-    }
+    };
+    Ok((received, sig.token))
 }
 
 fn verify(

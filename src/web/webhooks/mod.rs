@@ -243,11 +243,16 @@ impl Inbound {
         let body = read_body(headers, body).await?;
         let now = Utc::now();
         let max_age = config.max_age.0.0;
+        // Mailgun's token, remembered against replays by `mailgun::receive`.
+        let mut mailgun_token = None;
         let received = match provider {
             Provider::Ses => self.sns.receive(config, &body, now, max_age).await?,
             Provider::Postmark => postmark::parse(&body)?,
             Provider::Mailgun => {
-                mailgun::receive(config, &self.mailgun_tokens, &body, now, max_age)?
+                let (received, token) =
+                    mailgun::receive(config, &self.mailgun_tokens, &body, now, max_age)?;
+                mailgun_token = Some(token);
+                received
             }
             Provider::Sendgrid => sendgrid::receive(config, headers, &body, now, max_age)?,
         };
@@ -259,9 +264,9 @@ impl Inbound {
             Received::Events(events) => events,
         };
         let outcome = self.apply(source, events).await;
-        if provider == Provider::Mailgun && matches!(outcome, Err(WebhookError::Unavailable(_))) {
+        if let (Some(token), Err(WebhookError::Unavailable(_))) = (&mailgun_token, &outcome) {
             // Mailgun retries with the same token: let the retry through.
-            mailgun::forget_token(&self.mailgun_tokens, &body);
+            self.mailgun_tokens.forget(token);
         }
         outcome
     }
