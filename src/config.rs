@@ -563,8 +563,9 @@ impl Default for BounceConfig {
 
 /// Bounce and complaint events posted by the providers Herald relays
 /// through, under `/webhooks/{provider}` (`web::webhooks`). A provider whose
-/// keys are empty is off: its endpoint answers 404. `Debug` hides the secrets.
-#[derive(Clone, Default, Serialize, Deserialize)]
+/// keys are empty is off: its endpoint answers 404. `Debug` hides the
+/// secrets (`Secret` and `EventWebhookKey` print no key material).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Amazon SES through SNS: the ARN of the topic SES publishes to; a
@@ -594,20 +595,6 @@ pub struct WebhookMaxAge(pub HumanDuration);
 impl Default for WebhookMaxAge {
     fn default() -> Self {
         WebhookMaxAge(secs(3600))
-    }
-}
-
-impl std::fmt::Debug for WebhooksConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhooksConfig")
-            .field("ses_topic_arn", &self.ses_topic_arn)
-            .field("ses_cert_url_prefix", &self.ses_cert_url_prefix)
-            .field("postmark_user", &self.postmark_user)
-            .field("postmark_password", &self.postmark_password)
-            .field("mailgun_signing_key", &self.mailgun_signing_key)
-            .field("sendgrid_public_key", &self.sendgrid_public_key)
-            .field("max_age", &self.max_age)
-            .finish()
     }
 }
 

@@ -39,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::WebState;
+pub(crate) use problem::problem_response;
 pub use problem::{FieldError, PROBLEM_JSON, Problem};
 
 /// Where the API lives; its version is in the path.

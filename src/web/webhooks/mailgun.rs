@@ -26,7 +26,7 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{
-    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_age, enhanced_status,
+    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_unix_age, enhanced_status,
     enhanced_status_in, message_id, text_field,
 };
 use crate::bounce::{DsnAction, OriginalMessage, RecipientStatus, Report};
@@ -92,7 +92,9 @@ impl TokenCache {
         TokenCheck::Fresh
     }
 
-    fn forget(&self, token: &str) {
+    /// Lets a retry of a request that could not be recorded through the
+    /// replay check.
+    pub(super) fn forget(&self, token: &str) {
         if let Ok(mut tokens) = self.inner.lock() {
             tokens.seen.remove(token);
             // Its `order` entry stays and is dropped with its window.
@@ -115,13 +117,14 @@ struct Signature {
     signature: String,
 }
 
+/// The request's events and its (verified, now remembered) token.
 pub(super) fn receive(
     config: &WebhooksConfig,
     tokens: &TokenCache,
     body: &Bytes,
     now: DateTime<Utc>,
     max_age: Duration,
-) -> Result<Received, WebhookError> {
+) -> Result<(Received, String), WebhookError> {
     let payload: Payload = serde_json::from_slice(body).map_err(|e| {
         WebhookError::malformed(format!(
             "the body is not a Mailgun webhook's JSON with \"signature\" and \"event-data\" ({e})"
@@ -138,17 +141,7 @@ pub(super) fn receive(
         _ => String::new(),
     };
     verify(config, &timestamp, &sig.token, &sig.signature)?;
-    let signed_at = timestamp
-        .parse::<i64>()
-        .ok()
-        .and_then(|s| DateTime::from_timestamp(s, 0))
-        .ok_or_else(|| {
-            WebhookError::Forbidden(format!(
-                "the signature's timestamp {:?} is not a Unix time in seconds; nothing was recorded",
-                bounded(&timestamp, 40)
-            ))
-        })?;
-    check_age(signed_at, now, max_age)?;
+    check_unix_age(&timestamp, "the signature's timestamp", now, max_age)?;
     match tokens.check_and_remember(&sig.token) {
         TokenCheck::Fresh => {}
         TokenCheck::Replayed => {
@@ -175,24 +168,14 @@ pub(super) fn receive(
             return Err(e);
         }
     };
-    Ok(match report {
+    let received = match report {
         Some(report) => Received::Events(vec![Event {
             report,
             raw: body.to_vec(),
         }]),
         None => Received::Handled("ignored: not a failure or complaint"),
-    })
-}
-
-/// Lets a retry of a request that could not be recorded through the replay check.
-pub(super) fn forget_token(tokens: &TokenCache, body: &Bytes) {
-    if let Ok(Payload {
-        signature: Some(sig),
-        ..
-    }) = serde_json::from_slice::<Payload>(body)
-    {
-        tokens.forget(&sig.token);
-    }
+    };
+    Ok((received, sig.token))
 }
 
 fn verify(

@@ -35,7 +35,7 @@ use super::WebState;
 use crate::app::App;
 use crate::bounce::{Applied, BounceError, Report, ReportEffect};
 use crate::domain::ReportSource;
-use crate::web::api::{PROBLEM_JSON, Problem};
+use crate::web::api::problem_response;
 pub use sendgrid::EventWebhookKey;
 
 /// The largest webhook body read. SendGrid posts events in batches (its
@@ -151,19 +151,9 @@ impl From<BounceError> for WebhookError {
 
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let problem = Problem {
-            kind: format!("urn:herald:problem:{}", self.code()),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            instance: None,
-            errors: Vec::new(),
-        };
         let mut response =
-            (status, serde_json::to_vec(&problem).unwrap_or_default()).into_response();
+            problem_response(self.status(), self.code(), self.to_string(), Vec::new());
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match self {
             WebhookError::Unauthenticated(_) => {
@@ -253,11 +243,16 @@ impl Inbound {
         let body = read_body(headers, body).await?;
         let now = Utc::now();
         let max_age = config.max_age.0.0;
+        // Mailgun's token, remembered against replays by `mailgun::receive`.
+        let mut mailgun_token = None;
         let received = match provider {
             Provider::Ses => self.sns.receive(config, &body, now, max_age).await?,
             Provider::Postmark => postmark::parse(&body)?,
             Provider::Mailgun => {
-                mailgun::receive(config, &self.mailgun_tokens, &body, now, max_age)?
+                let (received, token) =
+                    mailgun::receive(config, &self.mailgun_tokens, &body, now, max_age)?;
+                mailgun_token = Some(token);
+                received
             }
             Provider::Sendgrid => sendgrid::receive(config, headers, &body, now, max_age)?,
         };
@@ -269,9 +264,9 @@ impl Inbound {
             Received::Events(events) => events,
         };
         let outcome = self.apply(source, events).await;
-        if provider == Provider::Mailgun && matches!(outcome, Err(WebhookError::Unavailable(_))) {
+        if let (Some(token), Err(WebhookError::Unavailable(_))) = (&mailgun_token, &outcome) {
             // Mailgun retries with the same token: let the retry through.
-            mailgun::forget_token(&self.mailgun_tokens, &body);
+            self.mailgun_tokens.forget(token);
         }
         outcome
     }
@@ -396,6 +391,28 @@ fn check_age(
         )));
     }
     Ok(())
+}
+
+/// A signed Unix time in seconds (Mailgun's `timestamp`, SendGrid's
+/// header, named by `what`), refused when it is not one or is outside the
+/// window of [`check_age`].
+fn check_unix_age(
+    text: &str,
+    what: &str,
+    now: DateTime<Utc>,
+    max_age: Duration,
+) -> Result<(), WebhookError> {
+    let signed_at = text
+        .parse::<i64>()
+        .ok()
+        .and_then(|s| DateTime::from_timestamp(s, 0))
+        .ok_or_else(|| {
+            WebhookError::Forbidden(format!(
+                "{what} {:?} is not a Unix time in seconds; nothing was recorded",
+                bounded(text, 40)
+            ))
+        })?;
+    check_age(signed_at, now, max_age)
 }
 
 /// `text`, cut to at most `max` bytes at a character boundary, without

@@ -52,10 +52,9 @@ pub(super) fn authenticate(
         config.postmark_user,
         config.postmark_password.expose_text()
     );
-    // Same length first (that leaks only the length), then every byte.
-    let same =
-        presented.len() == expected.len() && bool::from(presented.ct_eq(expected.as_bytes()));
-    if !same {
+    // `subtle` compares slices of different lengths as unequal (that leaks
+    // only the length) and equal lengths byte by byte in constant time.
+    if !bool::from(presented.ct_eq(expected.as_bytes())) {
         return Err(WebhookError::Unauthenticated(
             "the Basic credentials do not match webhooks.postmark_user and webhooks.postmark_password; nothing was recorded".into(),
         ));

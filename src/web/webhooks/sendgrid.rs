@@ -26,7 +26,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
-    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_age, enhanced_status,
+    Event, MAX_ID, MAX_TEXT, Received, WebhookError, bounded, check_unix_age, enhanced_status,
     enhanced_status_in, message_id, text_field,
 };
 use crate::bounce::{DsnAction, OriginalMessage, RecipientStatus, Report};
@@ -129,17 +129,12 @@ pub(super) fn receive(
     signed.extend_from_slice(body);
     key.verify_sig(&signed, &signature)
         .map_err(|_| bad_signature())?;
-    let signed_at = timestamp
-        .parse::<i64>()
-        .ok()
-        .and_then(|s| DateTime::from_timestamp(s, 0))
-        .ok_or_else(|| {
-            WebhookError::Forbidden(format!(
-                "X-Twilio-Email-Event-Webhook-Timestamp {:?} is not a Unix time in seconds; nothing was recorded",
-                bounded(timestamp, 40)
-            ))
-        })?;
-    check_age(signed_at, now, max_age)?;
+    check_unix_age(
+        timestamp,
+        "X-Twilio-Email-Event-Webhook-Timestamp",
+        now,
+        max_age,
+    )?;
     let events = parse(body)?;
     Ok(if events.is_empty() {
         Received::Handled("ignored: no bounce, drop, deferral or spam report in the batch")
