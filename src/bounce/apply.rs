@@ -399,19 +399,22 @@ impl App {
 
     /// A Message-ID of ours whose recipient the report redacted (ARF
     /// reports often do): the issue's deliveries are searched for the
-    /// subscriber whose tag it is. One HMAC per delivery, on the blocking
-    /// pool: about a second for a million, and only for such reports.
+    /// subscriber whose tag it is. One HMAC per delivery (the key prepared
+    /// once, `Secret::subscriber_tag_matcher`), on the blocking pool, and
+    /// only for such reports.
     async fn find_by_message_id_tag(
         &self,
         number: i64,
         tag: String,
     ) -> Result<Option<ReportTarget>, BounceError> {
+        let Some(is_tag) = self.secret.subscriber_tag_matcher(&tag) else {
+            return Ok(None);
+        };
         let candidates = self.db.accepted_deliveries_of_issue_number(number).await?;
-        let secret = self.secret.clone();
         let found = tokio::task::spawn_blocking(move || {
             candidates
                 .into_iter()
-                .find(|(_, subscriber_id)| secret.subscriber_tag(*subscriber_id) == tag)
+                .find(|(_, subscriber_id)| is_tag(*subscriber_id))
         })
         .await
         .map_err(|e| BounceError::Rejected(format!("matching the Message-ID failed: {e}")))?;

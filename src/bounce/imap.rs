@@ -38,6 +38,7 @@ use super::{Applied, BounceError, MAX_REPORT_BYTES, parse_report_async};
 use crate::app::App;
 use crate::domain::{ReportSource, Secret};
 use crate::mail::TlsTrust;
+use crate::mail::smtp_url::percent_encode;
 use crate::readiness::ComponentState;
 
 /// The name the poller reports under in `Readiness` (`GET /readyz`).
@@ -147,18 +148,6 @@ impl fmt::Debug for ImapEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// `bounce.imap_url` as configured: empty (no polling) or a mailbox parsed once at load.

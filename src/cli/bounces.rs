@@ -1,13 +1,16 @@
-//! `herald bounces list | show | import`: the reports that came back after
-//! the relay accepted a message (bounces, complaints), and feeding saved
-//! reports in by hand.
+//! `herald bounces list | show | import | poll`: the reports that came back
+//! after the relay accepted a message (bounces, complaints), feeding saved
+//! reports in by hand, and one poll of `bounce.imap_url` now.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::app::App;
+use crate::bounce::imap::{Outcome, Processed, REFUSED_KEYWORD};
 use crate::bounce::{BounceError, MAX_REPORT_BYTES};
 use crate::domain::{ReportSource, ms_to_rfc3339};
 
@@ -42,7 +45,7 @@ pub enum BouncesCommand {
 
 pub async fn run(app: &App, cmd: BouncesCommand) -> anyhow::Result<()> {
     match cmd {
-        BouncesCommand::Poll => super::bounces_imap::poll(app).await,
+        BouncesCommand::Poll => poll(app).await,
         BouncesCommand::List {
             issue,
             newsletter,
@@ -224,4 +227,57 @@ fn printable(raw: &[u8]) -> String {
             }
         })
         .collect()
+}
+
+/// `herald bounces poll`: one poll of `bounce.imap_url` now, for operators
+/// (after changing the mailbox settings, or with `herald serve` stopped);
+/// what `herald serve` does every `bounce.imap_poll_interval`.
+async fn poll(app: &App) -> anyhow::Result<()> {
+    // Ctrl-C stops between messages, as SIGTERM does for `herald serve`.
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    let signal = tokio::spawn(async move {
+        super::shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let mut write_error = None;
+    let result = app
+        .poll_bounce_mailbox(&stop, |p| {
+            if let Err(e) = outln!("{}", describe(p)) {
+                write_error.get_or_insert(e);
+            }
+        })
+        .await;
+    signal.abort();
+    if let Some(e) = write_error {
+        return Err(e.into());
+    }
+    let summary = result?;
+    outln!(
+        "{}: {} message(s) processed ({} recorded, {} refused, {} over {} MiB){}",
+        summary.mailbox,
+        summary.processed(),
+        summary.applied,
+        summary.refused,
+        summary.oversized,
+        MAX_REPORT_BYTES / (1024 * 1024),
+        if summary.stopped {
+            "; stopped, the rest waits for the next poll"
+        } else {
+            ""
+        }
+    )?;
+    Ok(())
+}
+
+fn describe(p: &Processed) -> String {
+    let what = match &p.outcome {
+        Outcome::Applied(a) => format!("report {}: {}", a.report_id, a.effect.describe()),
+        Outcome::Refused(why) => format!("refused ({why}); moved with {REFUSED_KEYWORD}"),
+        Outcome::Oversized(size) => format!(
+            "{size} bytes, over the {MAX_REPORT_BYTES}-byte limit: not read; moved with {REFUSED_KEYWORD}"
+        ),
+        Outcome::Deferred(why) => format!("not recorded now ({why}); left in the mailbox"),
+    };
+    format!("uid {} ({} bytes): {what}", p.uid, p.size)
 }

@@ -11,7 +11,6 @@ macro_rules! outln {
 }
 
 mod bounces;
-mod bounces_imap;
 mod content;
 mod delivery;
 mod demo;

@@ -47,9 +47,15 @@ impl Secret {
         B64.encode(&self.0)
     }
 
-    fn mac(&self, purpose: &str, parts: &[i64]) -> [u8; 32] {
+    /// The keyed HMAC with `purpose` already fed in: the part of every
+    /// [`mac`](Self::mac) that does not depend on the ids.
+    fn keyed(&self, purpose: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(purpose.as_bytes());
+        mac
+    }
+
+    fn finish(mut mac: Hmac<Sha256>, parts: &[i64]) -> [u8; 32] {
         for p in parts {
             mac.update(b":");
             mac.update(&p.to_be_bytes());
@@ -57,13 +63,31 @@ impl Secret {
         mac.finalize().into_bytes().into()
     }
 
+    fn mac(&self, purpose: &str, parts: &[i64]) -> [u8; 32] {
+        Self::finish(self.keyed(purpose), parts)
+    }
+
     /// A short stable tag for a subscriber, used in Message-IDs so that the
     /// id reveals neither the address nor the row id.
     pub fn subscriber_tag(&self, subscriber_id: i64) -> String {
-        let mac = self.mac("message-id", &[subscriber_id]);
+        let mac = self.mac(SUBSCRIBER_TAG, &[subscriber_id]);
         hex::encode(&mac[..8])
     }
+
+    /// Whether a subscriber's [`subscriber_tag`](Self::subscriber_tag) is
+    /// `tag`, for searching many subscribers: the key and the tag are
+    /// prepared once, each call only hashes the id (no key schedule, no hex).
+    /// `None` when `tag` is not a tag at all.
+    pub fn subscriber_tag_matcher(&self, tag: &str) -> Option<impl Fn(i64) -> bool + Send + use<>> {
+        let mut want = [0u8; 8];
+        hex::decode_to_slice(tag, &mut want).ok()?;
+        let keyed = self.keyed(SUBSCRIBER_TAG);
+        Some(move |subscriber_id: i64| Self::finish(keyed.clone(), &[subscriber_id])[..8] == want)
+    }
 }
+
+/// The HMAC purpose of [`Secret::subscriber_tag`].
+const SUBSCRIBER_TAG: &str = "message-id";
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -279,6 +303,20 @@ mod tests {
             None
         );
         assert_eq!(UnsubscribeToken::verify("garbage", &secret), None);
+    }
+
+    #[test]
+    fn subscriber_tag_matcher_agrees_with_subscriber_tag() {
+        let secret = Secret::new(b"k".to_vec());
+        let tag = secret.subscriber_tag(3456);
+        let is_tag = secret.subscriber_tag_matcher(&tag).expect("a tag");
+        assert!(is_tag(3456));
+        assert!(!is_tag(3457));
+        assert!(!Secret::new(b"other".to_vec())
+            .subscriber_tag_matcher(&tag)
+            .expect("a tag")(3456));
+        assert!(secret.subscriber_tag_matcher("not-hex").is_none());
+        assert!(secret.subscriber_tag_matcher("0123").is_none());
     }
 
     #[test]

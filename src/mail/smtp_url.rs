@@ -52,8 +52,9 @@ impl SmtpEndpoint {
     }
 }
 
-/// Percent-encodes what would end the user or password part of a URL.
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes what would end the user or password part of a URL
+/// (also `bounce.imap_url`'s parts).
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -421,32 +421,19 @@ impl Db {
                     }
                 }
                 ReportAction::Complaint { reason } => {
-                    let address = crate::domain::EmailAddress::parse(&email)
-                        .map_err(|e| StoreError::Corrupt(format!("{email}: {e}")))?;
-                    sqlx::query(
-                        "UPDATE subscriptions SET state = 'complained', unsubscribed_at = COALESCE(unsubscribed_at, $3), updated_at = $3
-                         WHERE subscriber_id = $1 AND newsletter_id = $2",
+                    end_subscription(
+                        &mut tx,
+                        subscriber_id,
+                        newsletter_id,
+                        &email,
+                        Ending::Complaint {
+                            method: report.feedback_type.as_deref().unwrap_or("complaint"),
+                        },
+                        reason,
+                        &consent_source,
+                        now,
                     )
-                    .bind(subscriber_id)
-                    .bind(newsletter_id)
-                    .bind(now)
-                    .execute(&mut *tx)
                     .await?;
-                    sqlx::query("INSERT INTO suppressions (address_hash, email, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (address_hash) DO NOTHING")
-                        .bind(address.suppression_hash())
-                        .bind(address.to_string())
-                        .bind(reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) VALUES ($1, $2, 'complaint', $3, $4, $5)")
-                        .bind(subscriber_id)
-                        .bind(newsletter_id)
-                        .bind(now)
-                        .bind(&consent_source)
-                        .bind(report.feedback_type.as_deref().unwrap_or("complaint"))
-                        .execute(&mut *tx)
-                        .await?;
                     ReportOutcome::Complaint
                 }
             };
@@ -560,9 +547,65 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    end_subscription(
+        tx,
+        subscriber_id,
+        newsletter_id,
+        email,
+        Ending::Bounce,
+        reason,
+        source,
+        now,
+    )
+    .await
+}
+
+/// How [`end_subscription`] ends a subscription.
+#[derive(Debug, Clone, Copy)]
+enum Ending<'a> {
+    /// `bounced`, a `bounce` consent event whose method is the reason.
+    Bounce,
+    /// `complained` (with `unsubscribed_at`), a `complaint` consent event.
+    Complaint { method: &'a str },
+}
+
+/// Ends a subscription, suppresses the address (`reason`) and appends the
+/// consent event, inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+async fn end_subscription<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    subscriber_id: i64,
+    newsletter_id: i64,
+    email: &str,
+    ending: Ending<'_>,
+    reason: &str,
+    source: &str,
+    now: Millis,
+) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     let email = crate::domain::EmailAddress::parse(email)
         .map_err(|e| StoreError::Corrupt(format!("{email}: {e}")))?;
-    sqlx::query("UPDATE subscriptions SET state = 'bounced', updated_at = $3 WHERE subscriber_id = $1 AND newsletter_id = $2")
+    let (end, kind, method) = match ending {
+        Ending::Bounce => (
+            "UPDATE subscriptions SET state = 'bounced', updated_at = $3 WHERE subscriber_id = $1 AND newsletter_id = $2",
+            "bounce",
+            reason,
+        ),
+        Ending::Complaint { method } => (
+            "UPDATE subscriptions SET state = 'complained', unsubscribed_at = COALESCE(unsubscribed_at, $3), updated_at = $3
+             WHERE subscriber_id = $1 AND newsletter_id = $2",
+            "complaint",
+            method,
+        ),
+    };
+    sqlx::query(end)
         .bind(subscriber_id)
         .bind(newsletter_id)
         .bind(now)
@@ -575,12 +618,13 @@ where
         .bind(now)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) VALUES ($1, $2, 'bounce', $3, $4, $5)")
+    sqlx::query("INSERT INTO consent_events (subscriber_id, newsletter_id, kind, at, source, method) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(subscriber_id)
         .bind(newsletter_id)
+        .bind(kind.to_owned())
         .bind(now)
         .bind(source.to_owned())
-        .bind(reason.to_owned())
+        .bind(method.to_owned())
         .execute(&mut **tx)
         .await?;
     Ok(())
